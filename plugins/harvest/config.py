@@ -1,0 +1,267 @@
+"""One typed settings object for a harvest run.
+
+Every stage receives the same :class:`HarvestConfig`, built from the DAG Params (or the CLI) plus the
+environment, so defaults live in exactly one place and a bad value is refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODELS_DIR = PACKAGE_DIR.parents[1] / "include" / "models"
+
+#: Probability a target class needs (besides being in the top_k) for an image to be kept. 0.2 keeps a
+#: photo whose probability mass is shared between close classes (tabby / tiger cat) while rejecting
+#: the flat, low-confidence predictions that logos, icons and unrelated photos get.
+DEFAULT_THRESHOLD = 0.2
+
+DEFAULT_USER_AGENT = "image-harvester/0.1 (+https://github.com/image-harvester/image-harvester)"
+
+
+class ConfigError(ValueError):
+    """Raised for invalid run settings; the message lists every problem so a user fixes them at once."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid harvest settings: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Connection details for an S3-compatible store (from the Airflow connection ``aws_default``)."""
+
+    endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    region_name: str | None = None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"S3Options(endpoint_url={self.endpoint_url!r}, region_name={self.region_name!r})"
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    run_id: str
+    seeds: tuple[str, ...]
+    labels: tuple[str, ...]
+    destination: str
+    staging: str
+    database_url: str
+    max_depth: int = 2
+    max_pages: int = 1000
+    same_domain: bool = True
+    min_width: int = 64
+    min_height: int = 64
+    top_k: int = 5
+    threshold: float = DEFAULT_THRESHOLD
+    num_shards: int = 4
+    download_threads: int = 8
+    batch_size: int = 32
+    max_attempts: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    max_page_bytes: int = 5 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
+    user_agent: str = DEFAULT_USER_AGENT
+    allow_private_networks: bool = False
+    model: str = "efficientnet_lite0"
+    models_dir: Path = DEFAULT_MODELS_DIR
+    s3: S3Options | None = field(default=None, repr=True)
+
+    def with_(self, **changes: Any) -> HarvestConfig:
+        return replace(self, **changes)
+
+
+#: The DAG Params and their defaults; the DAG's trigger form is built from these.
+PARAM_DEFAULTS: dict[str, Any] = {
+    "seeds": [],
+    "labels": [],
+    "max_depth": 2,
+    "max_pages": 1000,
+    "same_domain": True,
+    "min_width": 64,
+    "min_height": 64,
+    "top_k": 5,
+    "threshold": DEFAULT_THRESHOLD,
+    "destination": "",
+}
+
+
+def harvest_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HARVEST_HOME") or Path.home() / ".image-harvester").expanduser()
+
+
+def default_destination(env: Mapping[str, str]) -> str:
+    return env.get("HARVEST_DESTINATION") or str(harvest_home(env) / "dataset")
+
+
+def default_database_url(env: Mapping[str, str]) -> str:
+    if env.get("HARVEST_DATABASE_URL"):
+        return env["HARVEST_DATABASE_URL"]
+    return f"sqlite:///{harvest_home(env) / 'state.db'}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the ``postgres://`` form Airflow connections produce and pick the installed driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def is_s3(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _as_list(value: Any) -> list[str]:
+    """Params arrive as lists from the form, but a newline/comma separated string is accepted too."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        parts = value.replace(",", "\n").splitlines()
+    else:
+        parts = [str(v) for v in value]
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def _int(params: Mapping[str, Any], name: str, minimum: int, problems: list[str]) -> int:
+    raw = params.get(name, PARAM_DEFAULTS[name])
+    try:
+        value = int(raw)
+        if isinstance(raw, float) and raw != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"{name} must be an integer, got {raw!r}")
+        return int(PARAM_DEFAULTS[name])
+    if value < minimum:
+        problems.append(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _validate_seed(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"seed {url!r}: only http and https URLs can be crawled"
+    if not parts.hostname:
+        return f"seed {url!r}: no host name"
+    return None
+
+
+def _validate_destination(dest: str) -> str | None:
+    if is_s3(dest):
+        parts = urlsplit(dest)
+        if not parts.netloc:
+            return f"destination {dest!r}: expected s3://bucket/prefix"
+        return None
+    if "://" in dest:
+        return f"destination {dest!r}: use s3://bucket/prefix or a local folder path"
+    return None
+
+
+def build_config(
+    params: Mapping[str, Any],
+    run_id: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    database_url: str | None = None,
+    s3: S3Options | None = None,
+    require_seeds: bool = True,
+) -> HarvestConfig:
+    """Validate Params + environment into a config, collecting every problem into one ConfigError."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    seeds = _as_list(params.get("seeds"))
+    if require_seeds and not seeds:
+        problems.append("seeds: give at least one http(s) URL to crawl")
+    problems.extend(p for p in (_validate_seed(s) for s in seeds) if p)
+
+    labels = _as_list(params.get("labels"))
+    if not labels:
+        problems.append("labels: give at least one ImageNet class name or WordNet id, e.g. 'goldfish'")
+
+    max_depth = _int(params, "max_depth", 0, problems)
+    max_pages = _int(params, "max_pages", 1, problems)
+    min_width = _int(params, "min_width", 1, problems)
+    min_height = _int(params, "min_height", 1, problems)
+    top_k = _int(params, "top_k", 1, problems)
+    if top_k > 1000:
+        problems.append(f"top_k must be <= 1000, got {top_k}")
+
+    raw_threshold = params.get("threshold", DEFAULT_THRESHOLD)
+    try:
+        threshold = float(raw_threshold)
+    except (TypeError, ValueError):
+        problems.append(f"threshold must be a number between 0 and 1, got {raw_threshold!r}")
+        threshold = DEFAULT_THRESHOLD
+    if not 0.0 <= threshold <= 1.0:
+        problems.append(f"threshold must be between 0 and 1, got {threshold}")
+
+    same_domain = params.get("same_domain", True)
+    if isinstance(same_domain, str):
+        same_domain = _truthy(same_domain)
+
+    destination = str(params.get("destination") or "").strip() or default_destination(env)
+    problem = _validate_destination(destination)
+    if problem:
+        problems.append(problem)
+    destination = destination.rstrip("/") if is_s3(destination) else str(Path(destination).expanduser())
+
+    staging = env.get("HARVEST_STAGING") or (
+        f"{destination}/_staging" if is_s3(destination) else str(harvest_home(env) / "staging")
+    )
+
+    num_shards = int(env.get("HARVEST_SHARDS", "4"))
+    if not 1 <= num_shards <= 256:
+        problems.append(f"HARVEST_SHARDS must be between 1 and 256, got {num_shards}")
+
+    if problems:
+        raise ConfigError(problems)
+
+    return HarvestConfig(
+        run_id=run_id,
+        seeds=tuple(seeds),
+        labels=tuple(labels),
+        destination=destination,
+        staging=staging,
+        database_url=normalize_database_url(database_url or default_database_url(env)),
+        max_depth=max_depth,
+        max_pages=max_pages,
+        same_domain=bool(same_domain),
+        min_width=min_width,
+        min_height=min_height,
+        top_k=top_k,
+        threshold=threshold,
+        num_shards=num_shards,
+        download_threads=int(env.get("HARVEST_DOWNLOAD_THREADS", "8")),
+        batch_size=int(env.get("HARVEST_BATCH_SIZE", "32")),
+        user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
+        allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
+        models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
+        s3=s3 or s3_options_from_env(env),
+    )
+
+
+def s3_options_from_env(env: Mapping[str, str]) -> S3Options | None:
+    """Outside Airflow, the standard AWS variables (plus an endpoint URL) describe the S3 store."""
+    endpoint = env.get("HARVEST_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL")
+    key = env.get("AWS_ACCESS_KEY_ID")
+    if not (endpoint or key):
+        return None
+    return S3Options(
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
+    )

@@ -1,0 +1,185 @@
+"""Stage 1, seed crawl: breadth-first fetch of pages from the seeds, within depth/page/domain limits.
+
+The frontier *is* the ``pages`` table: a page row is inserted when it is discovered and marked done
+(with its children inserted) in one transaction, so a crashed or retried crawl resumes where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import lxml.html
+from sqlalchemy import func, or_, select, update
+
+from harvest.config import HarvestConfig
+from harvest.http import FetchError, FetchResult, HttpClient
+from harvest.report import StageReport
+from harvest.state.db import insert_ignore, session_scope
+from harvest.state.models import Page, Status, utcnow
+from harvest.storage import open_store
+from harvest.urls import canonicalize, looks_like_image, same_site
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+BATCH = 16
+
+
+def make_client(cfg: HarvestConfig) -> HttpClient:
+    return HttpClient(
+        user_agent=cfg.user_agent,
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        allow_private_networks=cfg.allow_private_networks,
+    )
+
+
+def page_links(html: bytes, page_url: str) -> list[str]:
+    """Canonical URLs of the pages a page links to (not images, not other schemes)."""
+    try:
+        doc = lxml.html.fromstring(html)
+    except (lxml.etree.ParserError, ValueError):
+        return []
+    base = page_url
+    for href in doc.xpath("//base/@href")[:1]:
+        base = canonicalize(href, page_url) or page_url
+    links: list[str] = []
+    seen: set[str] = set()
+    for href in doc.xpath("//a/@href"):
+        url = canonicalize(str(href), base)
+        if url and url not in seen and not looks_like_image(url):
+            seen.add(url)
+            links.append(url)
+    return links
+
+
+def seed_pages(cfg: HarvestConfig) -> int:
+    rows = []
+    for seed in cfg.seeds:
+        url = canonicalize(seed)
+        if url:
+            rows.append({"run_id": cfg.run_id, "url": url, "seed_url": url, "depth": 0})
+    with session_scope(cfg.database_url) as session:
+        return insert_ignore(session, Page, [_page_defaults(r) for r in rows], ["run_id", "url"])
+
+
+def _page_defaults(row: dict) -> dict:
+    return {"status": Status.PENDING, "extract_status": Status.PENDING, "attempts": 0, **row}
+
+
+def _retry_failed(cfg: HarvestConfig) -> None:
+    """Give pages that failed for a passing reason (no answer, 5xx, 429) another go on a re-run."""
+    with session_scope(cfg.database_url) as session:
+        session.execute(
+            update(Page)
+            .where(
+                Page.run_id == cfg.run_id,
+                Page.status == Status.FAILED,
+                Page.attempts < cfg.max_attempts,
+                or_(Page.http_status.is_(None), Page.http_status >= 500, Page.http_status == 429),
+            )
+            .values(status=Status.PENDING)
+        )
+
+
+def _fetch(client: HttpClient, cfg: HarvestConfig, url: str) -> FetchResult | FetchError:
+    try:
+        return client.get(url, cfg.max_page_bytes, accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+    except FetchError as exc:
+        return exc
+
+
+def run_crawl(cfg: HarvestConfig) -> StageReport:
+    report = StageReport("crawl")
+    seed_pages(cfg)
+    _retry_failed(cfg)
+    client = make_client(cfg)
+    store = open_store(cfg.staging, cfg.s3)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
+        while True:
+            with session_scope(cfg.database_url) as session:
+                batch = session.scalars(
+                    select(Page)
+                    .where(Page.run_id == cfg.run_id, Page.status == Status.PENDING)
+                    .order_by(Page.depth, Page.id)
+                    .limit(BATCH)
+                ).all()
+            if not batch:
+                break
+            results = list(pool.map(lambda page: _fetch(client, cfg, page.url), batch))
+            for page, result in zip(batch, results, strict=True):
+                _record(cfg, store, page, result, report)
+            log.info(
+                "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
+                report.done,
+                report.failed,
+                report.skipped,
+                report.done / max(time.monotonic() - started, 1e-6),
+            )
+    with session_scope(cfg.database_url) as session:
+        report.extra["pages_total"] = session.scalar(
+            select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)
+        )
+    log.info("%s", report)
+    return report
+
+
+def _record(
+    cfg: HarvestConfig, store, page: Page, result: FetchResult | FetchError, report: StageReport
+) -> None:
+    values: dict = {"attempts": page.attempts + 1, "fetched_at": utcnow()}
+    children: list[str] = []
+    if isinstance(result, FetchError):
+        values.update(status=Status.FAILED, http_status=result.status, error=str(result))
+        report.count("failed", result.reason)
+        log.warning("crawl: %s", result)
+    elif result.content_type and result.content_type not in HTML_TYPES:
+        values.update(
+            status=Status.SKIPPED,
+            http_status=result.status,
+            final_url=result.url,
+            error=f"not an HTML page ({result.content_type})",
+        )
+        report.count("skipped", values["error"])
+    else:
+        key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
+        if not store.exists(key):
+            store.put(key, result.body, "text/html")
+        values.update(
+            status=Status.DONE,
+            http_status=result.status,
+            final_url=result.url,
+            content_key=key,
+            error=None,
+        )
+        report.count("done")
+        if page.depth < cfg.max_depth:
+            children = [
+                url
+                for url in page_links(result.body, result.url)
+                if not cfg.same_domain or same_site(url, page.seed_url)
+            ]
+    with session_scope(cfg.database_url) as session:
+        session.execute(update(Page).where(Page.id == page.id).values(**values))
+        if children:
+            _add_children(session, cfg, page, children)
+
+
+def _add_children(session, cfg: HarvestConfig, page: Page, children: list[str]) -> None:
+    total = session.scalar(select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)) or 0
+    room = cfg.max_pages - total
+    if room <= 0:
+        return
+    known = set(
+        session.scalars(select(Page.url).where(Page.run_id == cfg.run_id, Page.url.in_(children))).all()
+    )
+    new = [url for url in children if url not in known][:room]
+    rows = [
+        _page_defaults({"run_id": cfg.run_id, "url": url, "seed_url": page.seed_url, "depth": page.depth + 1})
+        for url in new
+    ]
+    insert_ignore(session, Page, rows, ["run_id", "url"])

@@ -1,0 +1,190 @@
+"""Where bytes live: a local folder or an S3 prefix behind one small interface.
+
+Keys are relative paths ("images/goldfish/<sha256>.jpg"). Writes are atomic in both backends (a
+local temp file renamed into place; a single S3 PUT), so a reader never sees half an object and a
+retried stage can simply write again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from harvest.config import S3Options, is_s3
+
+
+class StorageError(Exception):
+    def __init__(self, location: str, reason: str):
+        self.location = location
+        self.reason = reason
+        super().__init__(f"{location}: {reason}")
+
+
+class Store(Protocol):
+    location: str
+
+    def exists(self, key: str) -> bool: ...
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def sha256_of(self, key: str) -> str | None: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def url(self, key: str) -> str: ...
+
+
+class LocalStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.location = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(self.location, f"key {key!r} escapes the store")
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(str(path), f"cannot write: {exc.strerror or exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(str(self._path(key)), f"cannot read: {exc.strerror or exc}") from exc
+
+    def sha256_of(self, key: str) -> str | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                yield path.relative_to(self.root).as_posix()
+
+    def url(self, key: str) -> str:
+        return str(self._path(key))
+
+
+class S3Store:
+    """An S3 prefix. Every object carries its sha256 as a checksum the server verifies on upload."""
+
+    def __init__(self, location: str, options: S3Options | None = None, client=None):
+        parts = urlsplit(location)
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.location = location.rstrip("/")
+        self.client = client or make_s3_client(options)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, key: str, exc: Exception) -> StorageError:
+        return StorageError(f"s3://{self.bucket}/{self._key(key)}", f"{type(exc).__name__}: {exc}")
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def _head(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error(key, exc) from exc
+        except Exception as exc:  # connection problems: surface with the location
+            raise self._error(key, exc) from exc
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        digest = hashlib.sha256(data).digest()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType=content_type,
+                ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                Metadata={"sha256": digest.hex()},
+            )
+        except Exception as exc:
+            raise self._error(key, exc) from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            raise self._error(key, exc) from exc
+
+    def sha256_of(self, key: str) -> str | None:
+        head = self._head(key)
+        if head is None:
+            return None
+        return head.get("Metadata", {}).get("sha256") or hashlib.sha256(self.get(key)).hexdigest()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Contents", []):
+                    yield item["Key"][strip:]
+        except Exception as exc:
+            raise self._error(prefix, exc) from exc
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def make_s3_client(options: S3Options | None):
+    import boto3
+    from botocore.config import Config
+
+    options = options or S3Options()
+    return boto3.client(
+        "s3",
+        endpoint_url=options.endpoint_url,
+        aws_access_key_id=options.aws_access_key_id,
+        aws_secret_access_key=options.aws_secret_access_key,
+        region_name=options.region_name or "us-east-1",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+    )
+
+
+def open_store(location: str, s3: S3Options | None = None) -> Store:
+    if is_s3(location):
+        return S3Store(location, s3)
+    return LocalStore(location)

@@ -1,0 +1,75 @@
+"""URL canonicalisation, so one resource is one row no matter how a page spelled its link."""
+
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif")
+TRACKING_PREFIXES = ("utm_",)
+TRACKING_PARAMS = {"fbclid", "gclid", "mc_cid", "mc_eid"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonicalize(url: str, base: str | None = None) -> str | None:
+    """Absolute, normalised form of ``url`` (resolved against ``base``); None if it is not http(s).
+
+    Lower-cases scheme and host, drops default ports, fragments and tracking parameters, sorts the
+    query and normalises percent-encoding and dot segments.
+    """
+    url = (url or "").strip()
+    if not url:
+        return None
+    if base:
+        url = urljoin(base, url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return None
+    netloc = host if ":" not in host else f"[{host}]"
+    if port and port != _DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    path = parts.path or "/"
+    trailing = path.endswith("/")
+    path = posixpath.normpath(unquote(path))
+    if path in (".", "//"):
+        path = "/"
+    if trailing and not path.endswith("/"):
+        path += "/"
+    path = quote(path, safe="/:@!$&'()*+,;=-._~")
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k not in TRACKING_PARAMS and not k.startswith(TRACKING_PREFIXES)
+    ]
+    query_string = urlencode(sorted(query))
+    return urlunsplit((scheme, netloc, path, query_string, ""))
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def registered_domain(host: str) -> str:
+    """Crude site identity for ``same_domain``: the last two labels (www.example.com -> example.com)."""
+    labels = host.split(".")
+    if len(labels) <= 2 or all(label.isdigit() for label in labels):
+        return host
+    return ".".join(labels[-2:])
+
+
+def same_site(url: str, seed_url: str) -> bool:
+    return registered_domain(host_of(url)) == registered_domain(host_of(seed_url))
+
+
+def looks_like_image(url: str) -> bool:
+    return urlsplit(url).path.lower().endswith(IMAGE_EXTENSIONS)
