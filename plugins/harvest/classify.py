@@ -26,7 +26,7 @@ from harvest.preprocess import IMAGE_SIZE, prepare_rgb
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Status, utcnow
-from harvest.storage import open_store
+from harvest.storage import Stores
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +97,29 @@ def decode_for_model(data: bytes) -> np.ndarray:
         return prepare_rgb(image, IMAGE_SIZE)
 
 
-def _pending(cfg: HarvestConfig, key: str, limit: int) -> list[tuple[str, str]]:
+def _pending(cfg: HarvestConfig, key: str, limit: int) -> list[tuple[str, str, str]]:
     with session_scope(cfg.database_url) as session:
         rows = session.execute(
-            select(Image.sha256, Image.storage_key)
+            select(Image.sha256, Image.staging, Image.storage_key)
             .join(Candidate, Candidate.sha256 == Image.sha256)
             .outerjoin(Prediction, and_(Prediction.sha256 == Image.sha256, Prediction.model == key))
             .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE, Prediction.id.is_(None))
-            .group_by(Image.sha256, Image.storage_key)
+            .group_by(Image.sha256, Image.staging, Image.storage_key)
             .order_by(Image.sha256)
             .limit(limit)
         ).all()
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
-def _load(store, item: tuple[str, str]) -> tuple[str, np.ndarray | Exception]:
-    sha, key = item
+def _load(stores: Stores, item: tuple[str, str, str]) -> tuple[str, np.ndarray | Exception]:
+    sha, location, key = item
     try:
-        return sha, decode_for_model(store.get(key))
+        return sha, decode_for_model(stores(location).get(key))
     except Exception as exc:
         return sha, exc
 
 
-def _chunks(cfg: HarvestConfig, key: str, size: int) -> Iterator[list[tuple[str, str]]]:
+def _chunks(cfg: HarvestConfig, key: str, size: int) -> Iterator[list[tuple[str, str, str]]]:
     while True:
         chunk = _pending(cfg, key, size)
         if not chunk:
@@ -131,13 +131,13 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
     report = StageReport("classify")
     classifier = classifier or load_classifier(cfg.model, cfg.models_dir)
     report.extra["model"] = classifier.key
-    store = open_store(cfg.staging, cfg.s3)
+    stores = Stores(cfg.s3)
     started = time.monotonic()
     chunk_size = cfg.batch_size * 4
     keep = max(STORED_TOP, cfg.top_k)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode") as pool:
         for chunk in _chunks(cfg, classifier.key, chunk_size):
-            decoded = list(pool.map(lambda item: _load(store, item), chunk))
+            decoded = list(pool.map(lambda item: _load(stores, item), chunk))
             rows: list[dict] = []
             good = [(sha, array) for sha, array in decoded if isinstance(array, np.ndarray)]
             for sha, error in decoded:

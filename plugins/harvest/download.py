@@ -189,6 +189,7 @@ def _record(session, store: Store, candidate: Candidate, result, report: StageRe
                 [
                     {
                         "sha256": result.sha256,
+                        "staging": store.location,
                         "storage_key": result.staging_key,
                         "format": result.format,
                         "mime_type": result.mime_type,

@@ -21,7 +21,7 @@ from harvest.labels import Target, resolve_labels
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Status, utcnow
-from harvest.storage import StorageError, Store, open_store
+from harvest.storage import StorageError, Store, Stores, open_store
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ class Kept:
     alt: str | None
     key: str
     model: str
+    staging: str
     staging_key: str
     mime_type: str
 
     def manifest_row(self) -> dict:
         row = asdict(self)
+        row.pop("staging")
         row.pop("staging_key")
         row.pop("mime_type")
         return row
@@ -97,6 +99,7 @@ def select_kept(cfg: HarvestConfig, targets: list[Target], key: str) -> tuple[li
             alt=candidate.alt,
             key=f"images/{target.folder}/{image.sha256}.{ext}",
             model=key,
+            staging=image.staging,
             staging_key=image.storage_key,
             mime_type=image.mime_type,
         )
@@ -115,7 +118,7 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     kept, scored = select_kept(cfg, targets, key)
     log.info("publish: %d of %d scored images kept for %s", len(kept), scored, [t.folder for t in targets])
     destination = open_store(cfg.destination, cfg.s3)
-    staging = open_store(cfg.staging, cfg.s3)
+    stores = Stores(cfg.s3)
     with session_scope(cfg.database_url) as session:
         published = set(
             session.scalars(select(Publication.key).where(Publication.destination == cfg.destination)).all()
@@ -125,7 +128,7 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
         if item.key in published:
             report.count("skipped", "already published")
             continue
-        _upload(destination, staging, item)
+        _upload(destination, stores(item.staging), item)
         with session_scope(cfg.database_url) as session:
             insert_ignore(
                 session,

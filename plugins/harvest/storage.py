@@ -188,3 +188,16 @@ def open_store(location: str, s3: S3Options | None = None) -> Store:
     if is_s3(location):
         return S3Store(location, s3)
     return LocalStore(location)
+
+
+class Stores:
+    """Opens each location once; images downloaded by earlier runs may sit in another staging area."""
+
+    def __init__(self, s3: S3Options | None):
+        self.s3 = s3
+        self._open: dict[str, Store] = {}
+
+    def __call__(self, location: str) -> Store:
+        if location not in self._open:
+            self._open[location] = open_store(location, self.s3)
+        return self._open[location]

@@ -95,6 +95,8 @@ class Image(Base):
     __tablename__ = "images"
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: the staging store (folder or s3:// prefix) that holds the bytes, and the key inside it
+    staging: Mapped[str] = mapped_column(Text)
     storage_key: Mapped[str] = mapped_column(Text)
     format: Mapped[str] = mapped_column(String(16))
     mime_type: Mapped[str] = mapped_column(String(64))

@@ -28,6 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "images",
         sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("staging", sa.Text, nullable=False),
         sa.Column("storage_key", sa.Text, nullable=False),
         sa.Column("format", sa.String(16), nullable=False),
         sa.Column("mime_type", sa.String(64), nullable=False),

@@ -1,0 +1,53 @@
+# Image harvester: `make harvest` runs the DAG on the bundled demo site, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL := include/models/efficientnet_lite0.keras
+HARVEST_HOME ?= $(CURDIR)/.harvest
+export HARVEST_HOME
+
+.PHONY: setup harvest test lint format airflow model clean
+
+setup: $(VENV)/.installed $(MODEL)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+model: $(MODEL)
+
+$(MODEL): $(VENV)/.installed include/models/convert_efficientnet_lite0.py
+	$(PY) include/models/convert_efficientnet_lite0.py --out $(MODEL)
+
+# Without SEEDS: serve the offline demo site and harvest it. With SEEDS (and LABELS, DEST): real sites.
+harvest: setup
+ifdef SEEDS
+	$(PY) scripts/run_harvest.py --seeds "$(SEEDS)" --labels "$(LABELS)" $(if $(DEST),--destination "$(DEST)")
+else
+	$(PY) scripts/run_harvest.py --demo $(if $(LABELS),--labels "$(LABELS)") $(if $(DEST),--destination "$(DEST)")
+endif
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dags plugins include scripts tests
+	$(VENV)/bin/ruff format --check dags plugins include scripts tests
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix dags plugins include scripts tests
+	$(VENV)/bin/ruff format dags plugins include scripts tests
+
+# Airflow's all-in-one dev server with this project's DAGs and plugins (UI on http://localhost:8080).
+airflow: setup
+	AIRFLOW_HOME=$(HARVEST_HOME)/airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	$(VENV)/bin/airflow standalone
+
+clean:
+	rm -rf $(HARVEST_HOME) .pytest_cache

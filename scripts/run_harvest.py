@@ -1,0 +1,146 @@
+"""Run the ``image_harvest`` DAG once, in this process, through Airflow's ``dag.test()``.
+
+``make harvest`` uses it with ``--demo``: the bundled offline demo site is built and served on
+loopback, the embedded defaults apply (SQLite state and a local output folder under ``.harvest/``),
+and the DAG runs exactly as the scheduler would run it, task by task. Pass seeds, labels and a
+destination to harvest real sites the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help="serve and harvest the bundled demo site")
+    parser.add_argument("--seeds", default="", help="comma-separated seed URLs")
+    parser.add_argument("--labels", default="", help="comma-separated ImageNet labels or WordNet ids")
+    parser.add_argument("--destination", default="", help="s3://bucket/prefix or a folder")
+    parser.add_argument("--max-depth", type=int)
+    parser.add_argument("--max-pages", type=int)
+    parser.add_argument("--summary-json", help="also write the run summary to this file")
+    return parser.parse_args(argv)
+
+
+def _prepare_environment() -> Path:
+    """Airflow reads its settings at import time, so they are set before the first airflow import."""
+    home = Path(os.environ.setdefault("HARVEST_HOME", str(REPO / ".harvest")))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("AIRFLOW_HOME", str(home / "airflow"))
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+    Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _migrate_airflow_db(home: Path) -> None:
+    log = home / "airflow-db-migrate.log"
+    with log.open("w") as handle:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], stdout=handle, stderr=subprocess.STDOUT
+        )
+    if result.returncode:
+        sys.exit(f"`airflow db migrate` failed; see {log}")
+
+
+def _load_dag():
+    spec = importlib.util.spec_from_file_location("image_harvest", REPO / "dags" / "image_harvest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.harvest_dag
+
+
+def _database_url() -> str:
+    """The state DB the DAG used: same precedence as the DAG (env, then `harvest_db`, then SQLite)."""
+    from harvest.config import default_database_url, normalize_database_url
+
+    if os.environ.get("HARVEST_DATABASE_URL"):
+        return normalize_database_url(os.environ["HARVEST_DATABASE_URL"])
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        return normalize_database_url(Connection.get_connection_from_secrets("harvest_db").get_uri())
+    except AirflowNotFoundException:
+        return normalize_database_url(default_database_url(os.environ))
+
+
+def _summary(run_id: str, state: str, seconds: float) -> dict:
+    from harvest.state.db import session_scope
+    from harvest.state.models import Run
+
+    summary = {"run_id": run_id, "state": state, "seconds": round(seconds, 1)}
+    with session_scope(_database_url()) as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            summary["counters"] = run.counters
+            publish = (run.counters or {}).get("publish", {})
+            summary["kept"] = publish.get("kept")
+            summary["manifest"] = publish.get("manifest")
+            summary["destination"] = (run.params or {}).get("destination")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    home = _prepare_environment()
+    conf: dict = {}
+    with ExitStack() as stack:
+        if args.demo:
+            from harvest import demo_site
+
+            os.environ.setdefault("HARVEST_ALLOW_PRIVATE_NETWORKS", "1")
+            root = demo_site.build_site(home / "demo-site")
+            base = stack.enter_context(demo_site.serve(root))
+            print(f"Serving the demo site at {base}/ (from {root})", flush=True)
+            conf.update(seeds=[f"{base}/index.html"], labels=list(demo_site.DEMO_LABELS))
+        if args.seeds:
+            conf["seeds"] = [s.strip() for s in args.seeds.split(",") if s.strip()]
+        if args.labels:
+            conf["labels"] = [s.strip() for s in args.labels.split(",") if s.strip()]
+        if args.destination:
+            conf["destination"] = args.destination
+        if args.max_depth is not None:
+            conf["max_depth"] = args.max_depth
+        if args.max_pages is not None:
+            conf["max_pages"] = args.max_pages
+        if not conf.get("seeds") or not conf.get("labels"):
+            sys.exit("give --seeds and --labels (or --demo); see --help")
+
+        started = time.monotonic()
+        _migrate_airflow_db(home)
+        dag = _load_dag()
+        run = dag.test(run_conf=conf)
+        state = str(getattr(run.state, "value", run.state))
+        summary = _summary(run.run_id, state, time.monotonic() - started)
+
+    print(json.dumps(summary.get("counters", {}), indent=1, sort_keys=True))
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=1, sort_keys=True))
+    if state != "success":
+        print(
+            f"\nHarvest run {run.run_id} ended {state} after {summary['seconds']} s; see the task logs above."
+        )
+        return 1
+    print(
+        f"\nHarvest run {run.run_id} succeeded in {summary['seconds']} s: {summary.get('kept')} images kept."
+        f"\nDataset:  {summary.get('destination')}\nManifest: {summary.get('manifest')}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

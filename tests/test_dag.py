@@ -1,0 +1,119 @@
+"""The DAG as Airflow sees it: a thin, instantly parsed file, and a whole run through ``dag.test()``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import bucket_objects, expected_image_keys, manifest_rows
+
+from harvest.demo_site import DEMO_LABELS
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("tensorflow", "keras", "boto3", "bs4", "harvest.crawl", "harvest.classify", "harvest.state")
+
+
+def _airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "HARVEST_"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        HARVEST_HOME=str(tmp_path / "harvest-home"),
+        HARVEST_ALLOW_PRIVATE_NETWORKS="1",
+        **extra,
+    )
+    return env
+
+
+def test_dag_file_does_no_work_at_import(tmp_path):
+    probe = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('image_harvest', {str(REPO / 'dags/image_harvest.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "dag = module.harvest_dag\n"
+        "print(json.dumps({'modules': sorted(sys.modules), 'tasks': sorted(dag.task_ids),\n"
+        "  'schedule': str(dag.schedule), 'catchup': dag.catchup, 'params': sorted(dag.params.keys()),\n"
+        "  'retries': dag.default_args.get('retries')}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=_airflow_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded = [m for m in info["modules"] if m.startswith(HEAVY)]
+    assert loaded == [], f"the DAG file imported {loaded} at parse time"
+    assert info["tasks"] == [
+        "classify_images",
+        "crawl_seeds",
+        "download_images",
+        "extract_links",
+        "publish_images",
+        "validate",
+    ]
+    assert info["schedule"] == "@daily" and info["catchup"] is False and info["retries"] >= 1
+    assert set(info["params"]) >= {
+        "seeds",
+        "labels",
+        "max_depth",
+        "max_pages",
+        "same_domain",
+        "min_width",
+        "min_height",
+        "top_k",
+        "threshold",
+        "destination",
+    }
+
+
+@pytest.mark.slow
+def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root, models_dir, tmp_path):
+    """The DAG, run by Airflow task by task, with the state DB and S3 reached through Airflow connections."""
+    aws = {
+        "conn_type": "aws",
+        "login": s3.aws_access_key_id,
+        "password": s3.aws_secret_access_key,
+        "extra": {"endpoint_url": s3.endpoint_url, "region_name": s3.region_name},
+    }
+    env = _airflow_env(
+        tmp_path,
+        AIRFLOW_CONN_AWS_DEFAULT=json.dumps(aws),
+        AIRFLOW_CONN_HARVEST_DB=postgres_url.replace("postgresql+psycopg2://", "postgresql://"),
+        HARVEST_SHARDS="3",
+    )
+    summary_path = tmp_path / "summary.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "run_harvest.py"),
+            "--seeds",
+            f"{site}/index.html",
+            "--labels",
+            ",".join(DEMO_LABELS),
+            "--destination",
+            f"s3://{bucket}/nightly",
+            "--summary-json",
+            str(summary_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["state"] == "success"
+    assert {f"download[{shard}]" for shard in range(3)} <= set(summary["counters"])
+
+    objects = bucket_objects(s3, bucket, "nightly")
+    manifest_key = f"manifests/{summary['run_id']}.jsonl"
+    assert set(objects) == expected_image_keys(site_root) | {manifest_key}
+    rows = manifest_rows(objects[manifest_key])
+    assert sorted(row["label"] for row in rows) == ["daisy", "egyptian_cat", "espresso", "palace"]
+    assert len({row["sha256"] for row in rows}) == 4
+    # the domain package logged its progress into the task logs
+    assert "download shard" in result.stdout + result.stderr

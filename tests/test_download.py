@@ -1,0 +1,117 @@
+"""inspect_image: only fully decodable raster images of a sane size get through."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from harvest.download import MAX_PIXELS, ImageRejected, Inspected, inspect_image
+
+
+def encode(fmt: str, size: tuple[int, int] = (100, 80), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color=(200, 120, 40) if mode == "RGB" else 1).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def rejection(data: bytes, min_width: int = 64, min_height: int = 64) -> str:
+    with pytest.raises(ImageRejected) as info:
+        inspect_image(data, min_width, min_height)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "extension", "mime_type"),
+    [
+        ("JPEG", "jpg", "image/jpeg"),
+        ("PNG", "png", "image/png"),
+        ("GIF", "gif", "image/gif"),
+        ("WEBP", "webp", "image/webp"),
+        ("BMP", "bmp", "image/bmp"),
+        ("TIFF", "tif", "image/tiff"),
+    ],
+)
+def test_valid_images_pass(fmt, extension, mime_type):
+    data = encode(fmt, (100, 80))
+    result = inspect_image(data, 64, 64)
+    assert isinstance(result, Inspected)
+    assert (result.format, result.width, result.height) == (fmt, 100, 80)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.data == data
+    assert result.extension == extension
+    assert result.mime_type == mime_type
+    assert result.staging_key == f"images/{result.sha256[:2]}/{result.sha256}.{extension}"
+
+
+def test_image_exactly_at_the_minimum_passes():
+    assert inspect_image(encode("PNG", (64, 64)), 64, 64).width == 64
+
+
+@pytest.mark.parametrize("size", [(63, 64), (64, 63), (16, 16), (1, 1)])
+def test_too_small_is_rejected_naming_both_sizes(size):
+    reason = rejection(encode("PNG", size))
+    assert reason == f"too small ({size[0]}x{size[1]} < 64x64)"
+
+
+def test_minimum_comes_from_the_caller():
+    assert rejection(encode("PNG", (300, 100)), min_width=200, min_height=150) == (
+        "too small (300x100 < 200x150)"
+    )
+
+
+def test_empty_body_is_rejected():
+    assert rejection(b"") == "empty body"
+
+
+def test_truncated_jpeg_is_rejected():
+    buffer = io.BytesIO()
+    Image.effect_noise((400, 300), 64).convert("RGB").save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    assert rejection(data[: len(data) // 2]).startswith("not a decodable image")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<!doctype html><html><head><title>Not found</title></head><body>404</body></html>",
+        b'{"error": "forbidden"}',
+        b"\x00\x01\x02garbage" * 50,
+    ],
+)
+def test_non_image_bytes_are_rejected(data):
+    assert rejection(data).startswith("not a decodable image")
+
+
+def test_svg_is_rejected():
+    svg = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="500" height="500">'
+        b'<rect width="500" height="500" fill="red"/></svg>'
+    )
+    assert rejection(svg).startswith("not a decodable image")
+
+
+def test_decodable_but_unsupported_format_is_rejected():
+    assert rejection(encode("ICO", (64, 64))) == "unsupported image format ICO"
+
+
+def test_decompression_bomb_is_rejected():
+    # 400 megapixels of 1-bit black compress to ~50 KB
+    bomb = encode("PNG", (20_000, 20_000), mode="1")
+    assert len(bomb) < 100_000
+    assert rejection(bomb).startswith("decompression bomb")
+
+
+def test_image_past_pillows_warning_limit_is_rejected(monkeypatch):
+    # between MAX_IMAGE_PIXELS and twice that Pillow only warns; the warning must count as a rejection
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6_000)
+    assert rejection(encode("PNG", (100, 80))).startswith("decompression bomb")
+
+
+def test_image_over_our_own_pixel_cap_is_rejected():
+    side = int(MAX_PIXELS**0.5) + 100  # above MAX_PIXELS but below Pillow's own bomb limit
+    assert side * side < Image.MAX_IMAGE_PIXELS
+    assert rejection(encode("PNG", (side, side), mode="1")) == f"too many pixels ({side}x{side})"

@@ -1,0 +1,133 @@
+"""Label resolution against the real ImageNet-1k class index shipped in include/models."""
+
+from __future__ import annotations
+
+import pytest
+
+from harvest.config import DEFAULT_MODELS_DIR, ConfigError
+from harvest.labels import load_classes, normalize, resolve_labels
+
+GOLDFISH = "n01443537"
+GREAT_WHITE_SHARK = "n01484850"
+CRANE_BIRD = "n02012849"
+CRANE_MACHINE = "n03126707"
+
+
+def resolve(*labels: str):
+    return resolve_labels(list(labels), DEFAULT_MODELS_DIR)
+
+
+def problems_of(*labels: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        resolve(*labels)
+    return info.value.problems
+
+
+def test_class_index_has_the_thousand_imagenet_classes():
+    classes = load_classes(DEFAULT_MODELS_DIR)
+    assert len(classes) == 1000
+    assert [c.index for c in classes] == list(range(1000))
+    assert len({c.wnid for c in classes}) == 1000
+    assert classes[1].wnid == GOLDFISH
+
+
+def test_class_name_resolves_to_its_wordnet_id():
+    [target] = resolve("goldfish")
+    assert target.label == "goldfish"
+    assert target.wnids == frozenset({GOLDFISH})
+    assert target.folder == "goldfish"
+
+
+@pytest.mark.parametrize(
+    "label", ["great white shark", "Great_White shark", "GREAT-WHITE  SHARK", "  great white shark "]
+)
+def test_case_spaces_underscores_and_dashes_do_not_matter(label):
+    [target] = resolve(label)
+    assert target.wnids == frozenset({GREAT_WHITE_SHARK})
+    assert target.folder == "great_white_shark"
+
+
+@pytest.mark.parametrize("label", ["white shark", "man-eater", "Carcharodon carcharias"])
+def test_synonyms_resolve_to_their_class(label):
+    [target] = resolve(label)
+    assert target.wnids == frozenset({GREAT_WHITE_SHARK})
+
+
+def test_wordnet_id_resolves_exactly():
+    [target] = resolve(GOLDFISH)
+    assert target.wnids == frozenset({GOLDFISH})
+    assert target.folder == "goldfish"
+
+
+def test_wordnet_id_that_is_not_an_imagenet_class_is_refused():
+    [problem] = problems_of("n99999999")
+    assert "n99999999" in problem
+    assert "WordNet id" in problem
+
+
+def test_unknown_label_suggests_near_misses():
+    [problem] = problems_of("goldfsh")
+    assert "'goldfsh' is not an ImageNet-1k class name" in problem
+    assert "did you mean" in problem
+    assert "'goldfish'" in problem
+
+
+def test_unknown_label_without_near_miss_has_no_hint():
+    [problem] = problems_of("qwxzvbnm")
+    assert "qwxzvbnm" in problem
+    assert "did you mean" not in problem
+
+
+def test_ambiguous_name_is_refused_listing_every_wordnet_id():
+    [problem] = problems_of("crane")
+    assert "ambiguous" in problem
+    assert CRANE_BIRD in problem
+    assert CRANE_MACHINE in problem
+
+
+def test_each_crane_can_be_chosen_by_its_wordnet_id():
+    [bird] = resolve(CRANE_BIRD)
+    [machine] = resolve(CRANE_MACHINE)
+    assert bird.wnids == frozenset({CRANE_BIRD})
+    assert machine.wnids == frozenset({CRANE_MACHINE})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Target.folder is derived from the class name only, so the two 'crane' classes (and the two "
+    "'cardigan' and 'maillot' classes) publish into the same dataset folder",
+)
+def test_classes_sharing_a_name_get_distinct_folders():
+    bird, machine = resolve(CRANE_BIRD, CRANE_MACHINE)
+    assert bird.folder != machine.folder
+
+
+def test_all_problems_are_reported_together():
+    problems = problems_of("goldfish", "goldfsh", "crane", "n99999999")
+    assert len(problems) == 3
+    assert "goldfsh" in problems[0]
+    assert "crane" in problems[1]
+    assert "n99999999" in problems[2]
+
+
+def test_duplicates_are_collapsed_keeping_the_first_spelling():
+    targets = resolve("great white shark", "goldfish", "Great_White shark", GOLDFISH, "white shark")
+    assert [t.wnids for t in targets] == [frozenset({GREAT_WHITE_SHARK}), frozenset({GOLDFISH})]
+    assert [t.label for t in targets] == ["great white shark", "goldfish"]
+
+
+def test_order_of_labels_is_kept():
+    targets = resolve("tench", "goldfish", "great white shark")
+    assert [t.folder for t in targets] == ["tench", "goldfish", "great_white_shark"]
+
+
+def test_no_labels_gives_no_targets():
+    assert resolve() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("Great_White shark", "great white shark"), ("  a--b__c  d ", "a b c d"), ("TENCH", "tench")],
+)
+def test_normalize(text, expected):
+    assert normalize(text) == expected
