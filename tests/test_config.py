@@ -67,7 +67,9 @@ def test_destination_comes_from_harvest_destination(env, tmp_path):
 
 
 def test_destination_param_beats_environment(env, tmp_path):
-    cfg = build({**GOOD, "destination": str(tmp_path / "p")}, env={**env, "HARVEST_DESTINATION": "/elsewhere"})
+    cfg = build(
+        {**GOOD, "destination": str(tmp_path / "p")}, env={**env, "HARVEST_DESTINATION": "/elsewhere"}
+    )
     assert cfg.destination == str(tmp_path / "p")
 
 
@@ -88,7 +90,9 @@ def test_database_url_from_environment_beats_the_sqlite_default(env):
 
 
 def test_explicit_database_url_beats_the_environment(env):
-    cfg = build(env={**env, "HARVEST_DATABASE_URL": "sqlite:////from/env.db"}, database_url="sqlite:///arg.db")
+    cfg = build(
+        env={**env, "HARVEST_DATABASE_URL": "sqlite:////from/env.db"}, database_url="sqlite:///arg.db"
+    )
     assert cfg.database_url == "sqlite:///arg.db"
 
 
@@ -138,7 +142,9 @@ def test_private_networks_refused_for_other_values(env, value):
 
 
 def test_seeds_and_labels_as_lists(env):
-    cfg = build({"seeds": [" https://a.example/ ", "http://b.example/x"], "labels": ["goldfish", "  "]}, env=env)
+    cfg = build(
+        {"seeds": [" https://a.example/ ", "http://b.example/x"], "labels": ["goldfish", "  "]}, env=env
+    )
     assert cfg.seeds == ("https://a.example/", "http://b.example/x")
     assert cfg.labels == ("goldfish",)
 
@@ -248,23 +254,12 @@ def test_config_is_immutable_but_can_be_copied_with_changes(env):
         cfg.max_depth = 3  # type: ignore[misc]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="build_config() calls int() on HARVEST_SHARDS / HARVEST_DOWNLOAD_THREADS / HARVEST_BATCH_SIZE "
-    "unguarded: a non-integer raises a bare ValueError instead of a ConfigError listing the problem",
-)
 @pytest.mark.parametrize("name", ["HARVEST_SHARDS", "HARVEST_DOWNLOAD_THREADS", "HARVEST_BATCH_SIZE"])
 def test_non_integer_numeric_environment_variable_is_a_config_problem(env, name):
     problems = problems_of(GOOD, {**env, name: "many"})
     assert any(name in p for p in problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HARVEST_DOWNLOAD_THREADS=0 and HARVEST_BATCH_SIZE=0 are accepted: the download stage then "
-    "fails at run time (ThreadPoolExecutor(max_workers=0)) and classify fetches chunks of 0 rows",
-)
 @pytest.mark.parametrize("name", ["HARVEST_DOWNLOAD_THREADS", "HARVEST_BATCH_SIZE"])
 def test_zero_workers_or_batch_size_is_refused(env, name):
     problems = problems_of(GOOD, {**env, name: "0"})

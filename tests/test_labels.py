@@ -92,11 +92,6 @@ def test_each_crane_can_be_chosen_by_its_wordnet_id():
     assert machine.wnids == frozenset({CRANE_MACHINE})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Target.folder is derived from the class name only, so the two 'crane' classes (and the two "
-    "'cardigan' and 'maillot' classes) publish into the same dataset folder",
-)
 def test_classes_sharing_a_name_get_distinct_folders():
     bird, machine = resolve(CRANE_BIRD, CRANE_MACHINE)
     assert bird.folder != machine.folder

@@ -100,11 +100,6 @@ def test_percent_encoding_is_normalised():
     assert canonicalize("http://example.com/%7Euser/x.jpg") == "http://example.com/~user/x.jpg"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="canonicalize() unquotes the path before re-quoting, so an encoded slash %2F becomes a "
-    "real '/' and the URL points at another resource (breaks e.g. Firebase Storage object URLs)",
-)
 def test_encoded_slash_in_path_is_preserved():
     url = "https://firebasestorage.googleapis.com/v0/b/app/o/images%2Fcat.jpg?alt=media"
     assert canonicalize(url) == url

@@ -149,6 +149,22 @@ def _int(params: Mapping[str, Any], name: str, minimum: int, problems: list[str]
     return value
 
 
+def _env_int(
+    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int, problems: list[str]
+) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name} must be an integer between {minimum} and {maximum}, got {raw!r}")
+        return default
+    if not minimum <= value <= maximum:
+        problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
 def _validate_seed(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -222,9 +238,9 @@ def build_config(
         f"{destination}/_staging" if is_s3(destination) else str(harvest_home(env) / "staging")
     )
 
-    num_shards = int(env.get("HARVEST_SHARDS", "4"))
-    if not 1 <= num_shards <= 256:
-        problems.append(f"HARVEST_SHARDS must be between 1 and 256, got {num_shards}")
+    num_shards = _env_int(env, "HARVEST_SHARDS", 4, 1, 256, problems)
+    download_threads = _env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems)
+    batch_size = _env_int(env, "HARVEST_BATCH_SIZE", 32, 1, 1024, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -244,8 +260,8 @@ def build_config(
         top_k=top_k,
         threshold=threshold,
         num_shards=num_shards,
-        download_threads=int(env.get("HARVEST_DOWNLOAD_THREADS", "8")),
-        batch_size=int(env.get("HARVEST_BATCH_SIZE", "32")),
+        download_threads=download_threads,
+        batch_size=batch_size,
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),

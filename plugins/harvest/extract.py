@@ -42,20 +42,40 @@ def shard_of(url: str, num_shards: int) -> int:
     return zlib.crc32(url.encode("utf-8")) % num_shards
 
 
+def parse_srcset(srcset: str) -> list[tuple[str, str | None]]:
+    """(url, descriptor) pairs, split as the HTML spec does: URLs may contain commas (CDN transforms)."""
+    items: list[tuple[str, str | None]] = []
+    position, length = 0, len(srcset)
+    while position < length:
+        while position < length and (srcset[position].isspace() or srcset[position] == ","):
+            position += 1
+        start = position
+        while position < length and not srcset[position].isspace():
+            position += 1
+        url = srcset[start:position]
+        if not url:
+            break
+        if url.endswith(","):
+            items.append((url.rstrip(","), None))
+            continue
+        start = position
+        while position < length and srcset[position] != ",":
+            position += 1
+        descriptor = srcset[start:position].strip() or None
+        items.append((url, descriptor))
+    return items
+
+
 def best_from_srcset(srcset: str) -> str | None:
     """The largest candidate of a srcset, by its w or x descriptor."""
     best: tuple[float, str] | None = None
-    for part in srcset.split(","):
-        pieces = part.strip().split()
-        if not pieces:
-            continue
+    for url, descriptor in parse_srcset(srcset):
         size = 1.0
-        if len(pieces) > 1:
-            match = _DESCRIPTOR.match(pieces[-1])
-            if match:
-                size = float(match.group(1)) * (1 if match.group(2) == "w" else 10_000)
+        match = _DESCRIPTOR.match(descriptor.split()[-1]) if descriptor else None
+        if match:
+            size = float(match.group(1)) * (1 if match.group(2) == "w" else 10_000)
         if best is None or size > best[0]:
-            best = (size, pieces[0])
+            best = (size, url)
     return best[1] if best else None
 
 

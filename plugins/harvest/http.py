@@ -45,14 +45,8 @@ def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    # is_global excludes private, loopback, link-local, shared (100.64/10), reserved and unspecified
+    return ip.is_global and not ip.is_multicast
 
 
 def check_url(url: str, allow_private_networks: bool) -> None:
@@ -127,36 +121,71 @@ class HttpClient:
                 raise FetchError(current, "timed out", transient=True) from exc
             except requests.RequestException as exc:
                 raise FetchError(current, f"connection failed: {type(exc).__name__}", transient=True) from exc
-            with response:
-                if response.status_code in REDIRECT_CODES:
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise FetchError(current, f"HTTP {response.status_code} without Location")
-                    current = urljoin(current, location)
-                    continue
-                if response.status_code != 200:
-                    raise FetchError(
-                        current,
-                        f"HTTP {response.status_code}",
-                        status=response.status_code,
-                        transient=response.status_code in (408, 425, 429) or response.status_code >= 500,
-                    )
-                declared = response.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchError(current, f"body of {declared} bytes exceeds cap of {max_bytes}")
-                chunks: list[bytes] = []
-                size = 0
-                try:
-                    for chunk in response.iter_content(64 * 1024):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise FetchError(current, f"body exceeds cap of {max_bytes} bytes")
-                        if time.monotonic() > deadline:
-                            raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s")
-                        chunks.append(chunk)
-                except requests.RequestException as exc:
-                    reason = f"body read failed: {type(exc).__name__}"
-                    raise FetchError(current, reason, transient=True) from exc
-                headers = {k.lower(): v for k, v in response.headers.items()}
-                return FetchResult(url=current, status=200, body=b"".join(chunks), headers=headers)
+            watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, args=(response,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                return self._read(response, current, max_bytes, deadline)
+            except _Redirect as redirect:
+                current = urljoin(current, redirect.location)
+            finally:
+                watchdog.cancel()
         raise FetchError(url, f"more than {self.max_redirects} redirects")
+
+    def _read(
+        self, response: requests.Response, current: str, max_bytes: int, deadline: float
+    ) -> FetchResult:
+        """Read one response; a watchdog closes it at the deadline, so a dripping server cannot hold us."""
+        with response:
+            if response.status_code in REDIRECT_CODES:
+                location = response.headers.get("Location")
+                if not location:
+                    raise FetchError(current, f"HTTP {response.status_code} without Location")
+                raise _Redirect(location)
+            if response.status_code != 200:
+                raise FetchError(
+                    current,
+                    f"HTTP {response.status_code}",
+                    status=response.status_code,
+                    transient=response.status_code in (408, 425, 429) or response.status_code >= 500,
+                )
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise FetchError(current, f"body of {declared} bytes exceeds cap of {max_bytes}")
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise FetchError(current, f"body exceeds cap of {max_bytes} bytes")
+                    chunks.append(chunk)
+            except Exception as exc:
+                if isinstance(exc, FetchError):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise FetchError(
+                        current, f"exceeded total deadline of {self.total_timeout}s", transient=True
+                    ) from exc
+                reason = f"body read failed: {type(exc).__name__}"
+                raise FetchError(current, reason, transient=True) from exc
+            if time.monotonic() >= deadline:
+                raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s", transient=True)
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return FetchResult(url=current, status=200, body=b"".join(chunks), headers=headers)
+
+
+def _abort(response: requests.Response) -> None:
+    """Shut the socket down: closing alone does not wake a thread blocked in recv()."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
+
+
+class _Redirect(Exception):
+    def __init__(self, location: str):
+        self.location = location

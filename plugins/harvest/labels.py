@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,11 +22,13 @@ class ImageNetClass:
     wnid: str
     name: str
     synonyms: tuple[str, ...]
+    #: folder name in the published dataset, e.g. ``great_white_shark``; the few names ImageNet uses
+    #: twice (crane, cardigan, maillot) get their WordNet id appended so classes never share a folder
+    folder: str
 
-    @property
-    def folder(self) -> str:
-        """Folder name in the published dataset, e.g. ``great_white_shark``."""
-        return re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,21 @@ def normalize(text: str) -> str:
 
 @lru_cache(maxsize=4)
 def load_classes(models_dir: Path) -> tuple[ImageNetClass, ...]:
-    data = json.loads((Path(models_dir) / CLASS_INDEX_FILE).read_text())
+    data = sorted(
+        json.loads((Path(models_dir) / CLASS_INDEX_FILE).read_text()), key=lambda i: int(i["index"])
+    )
+    uses = Counter(_slug(item["name"]) for item in data)
     return tuple(
         ImageNetClass(
             index=int(item["index"]),
             wnid=item["wnid"],
             name=item["name"],
             synonyms=tuple(item.get("synonyms") or [item["name"]]),
+            folder=_slug(item["name"])
+            if uses[_slug(item["name"])] == 1
+            else f"{_slug(item['name'])}_{item['wnid']}",
         )
-        for item in sorted(data, key=lambda item: int(item["index"]))
+        for item in data
     )
 
 

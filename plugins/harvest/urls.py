@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import posixpath
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+import re
+import string
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif")
 TRACKING_PREFIXES = ("utm_",)
 TRACKING_PARAMS = {"fbclid", "gclid", "mc_cid", "mc_eid"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
 
 
 def canonicalize(url: str, base: str | None = None) -> str | None:
@@ -38,14 +42,14 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
     netloc = host if ":" not in host else f"[{host}]"
     if port and port != _DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
-    path = parts.path or "/"
+    path = _normalize_escapes(parts.path or "/")
     trailing = path.endswith("/")
-    path = posixpath.normpath(unquote(path))
+    path = posixpath.normpath(path)
     if path in (".", "//"):
         path = "/"
     if trailing and not path.endswith("/"):
         path += "/"
-    path = quote(path, safe="/:@!$&'()*+,;=-._~")
+    path = quote(path, safe="/:@!$&'()*+,;=-._~%")
     query = [
         (k, v)
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
@@ -53,6 +57,16 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
     ]
     query_string = urlencode(sorted(query))
     return urlunsplit((scheme, netloc, path, query_string, ""))
+
+
+def _normalize_escapes(path: str) -> str:
+    """Decode only escapes of unreserved characters; %2F and friends keep their meaning."""
+
+    def fix(match: re.Match) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else match.group(0).upper()
+
+    return _ESCAPE.sub(fix, path)
 
 
 def host_of(url: str) -> str:
