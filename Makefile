@@ -43,6 +43,7 @@ format: $(VENV)/.installed
 
 # Airflow's all-in-one dev server with this project's DAGs and plugins (UI on http://localhost:8080).
 airflow: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 	AIRFLOW_HOME=$(HARVEST_HOME)/airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
