@@ -6,7 +6,7 @@ MODEL := include/models/efficientnet_lite0.keras
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
-.PHONY: setup harvest test lint format airflow model clean
+.PHONY: setup harvest test lint format airflow model bench clean
 
 setup: $(VENV)/.installed $(MODEL)
 
@@ -49,6 +49,13 @@ airflow: setup
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	$(VENV)/bin/airflow standalone
+
+# Speed and memory figures: every bench/bench_*.py, one after the other.
+bench: setup
+	@set -e; for script in bench/bench_*.py; do \
+		[ -e "$$script" ] || continue; \
+		echo "== $$script"; $(PY) "$$script"; \
+	done
 
 clean:
 	rm -rf $(HARVEST_HOME) .pytest_cache
