@@ -15,14 +15,31 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 # Defaults of the trigger form and of the nightly run; kept literal so parsing stays instant.
 _ENV_SEEDS = [s for s in os.environ.get("HARVEST_SEEDS", "").split(",") if s.strip()]
 _ENV_LABELS = [s for s in os.environ.get("HARVEST_LABELS", "").split(",") if s.strip()]
+_PROFILES_DIR = Path(
+    os.environ.get("HARVEST_PROFILES_DIR") or Path(__file__).resolve().parents[1] / "include" / "profiles"
+)
+_PROFILES = sorted(p.stem for p in _PROFILES_DIR.glob("*.y*ml")) if _PROFILES_DIR.is_dir() else []
+
+#: Every publication adds an event for ``{destination}/images/{label}`` (and the destination itself)
+#: through this alias, so a training DAG can be scheduled on "new images for label X".
+HARVEST_IMAGES = AssetAlias("harvest_images")
 
 PARAMS = {
+    "profile": Param(
+        os.environ.get("HARVEST_PROFILE", ""),
+        type="string",
+        enum=["", *_PROFILES],
+        title="Harvest profile",
+        description="A named profile from include/profiles/; its settings replace the ones below. "
+        "Leave empty to use the form.",
+    ),
     "seeds": Param(
         _ENV_SEEDS,
         type="array",
@@ -63,36 +80,15 @@ PARAMS = {
 }
 
 
-def _connection(conn_id: str):
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return None
+def _asset_uri(destination: str) -> str:
+    return destination if destination.startswith("s3://") else Path(destination).resolve().as_uri()
 
 
 def _settings():
     """The run's HarvestConfig from the Params, the run id and the Airflow connections."""
-    from harvest.config import S3Options, build_config
+    from harvest_airflow import settings
 
-    context = get_current_context()
-    database_url = os.environ.get("HARVEST_DATABASE_URL")
-    if not database_url:
-        conn = _connection("harvest_db")
-        database_url = conn.get_uri() if conn else None
-    s3 = None
-    aws = _connection("aws_default")
-    if aws:
-        extra = aws.extra_dejson
-        s3 = S3Options(
-            endpoint_url=extra.get("endpoint_url") or aws.host or None,
-            aws_access_key_id=aws.login or extra.get("aws_access_key_id"),
-            aws_secret_access_key=aws.password or extra.get("aws_secret_access_key"),
-            region_name=extra.get("region_name"),
-        )
-    return build_config(context["params"], context["run_id"], database_url=database_url, s3=s3)
+    return settings(get_current_context())
 
 
 @dag(
@@ -116,8 +112,11 @@ def image_harvest():
         from harvest.pipeline import prepare_run
 
         context = get_current_context()
-        if not context["params"].get("seeds") and context["dag_run"].run_type == "scheduled":
-            raise AirflowSkipException("no seeds configured for the nightly run (set HARVEST_SEEDS)")
+        params = context["params"]
+        if not (params.get("seeds") or params.get("profile")) and context["dag_run"].run_type == "scheduled":
+            raise AirflowSkipException(
+                "no seeds configured for the nightly run (set HARVEST_PROFILE or HARVEST_SEEDS)"
+            )
         try:
             return prepare_run(_settings())
         except ConfigError as exc:
@@ -164,14 +163,21 @@ def image_harvest():
         record_report(cfg, report)
         return report.as_dict()
 
-    @task
+    @task(outlets=[HARVEST_IMAGES])
     def publish_images(_: dict) -> dict:
-        from harvest.pipeline import record_report
+        """Publish, then announce the new images as asset events and log where they came from."""
+        from harvest.pipeline import record_domain_stats, record_report
         from harvest.publish import run_publish
 
         cfg = _settings()
         report = run_publish(cfg)
         record_report(cfg, report)
+        record_domain_stats(cfg)
+        events = get_current_context()["outlet_events"][HARVEST_IMAGES]
+        extra = {"run_id": cfg.run_id, "destination": cfg.destination, "manifest": report.extra["manifest"]}
+        for label, count in report.extra["labels"].items():
+            events.add(Asset(f"{_asset_uri(cfg.destination)}/images/{label}"), extra={**extra, "new": count})
+        events.add(Asset(_asset_uri(cfg.destination)), extra={**extra, "kept": report.extra["kept"]})
         return report.as_dict()
 
     prepared = validate()

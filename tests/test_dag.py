@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,7 @@ def test_dag_file_does_no_work_at_import(tmp_path):
     ]
     assert info["schedule"] == "@daily" and info["catchup"] is False and info["retries"] >= 1
     assert set(info["params"]) >= {
+        "profile",
         "seeds",
         "labels",
         "max_depth",
@@ -68,6 +70,25 @@ def test_dag_file_does_no_work_at_import(tmp_path):
         "threshold",
         "destination",
     }
+
+
+def test_index_dag_is_asset_triggered_and_light(tmp_path):
+    probe = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('ix', {str(REPO / 'dags/harvest_dataset_index.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "from airflow.sdk import DAG\n"
+        "dag = next(v for v in vars(module).values() if isinstance(v, DAG))\n"
+        "print(json.dumps({'modules': sorted(sys.modules), 'tasks': sorted(dag.task_ids),\n"
+        "  'schedule': repr(dag.schedule)}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=_airflow_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [m for m in info["modules"] if m.startswith(HEAVY)] == []
+    assert info["tasks"] == ["rebuild_index"]
+    assert "harvest_images" in info["schedule"]
 
 
 @pytest.mark.slow
@@ -115,5 +136,18 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
     rows = manifest_rows(objects[manifest_key])
     assert sorted(row["label"] for row in rows) == ["daisy", "egyptian_cat", "espresso", "palace"]
     assert len({row["sha256"] for row in rows}) == 4
-    # the domain package logged its progress into the task logs
+    # the domain package logged its progress and the per-domain table into the task logs
     assert "download shard" in result.stdout + result.stderr
+    assert summary["counters"]["domains"][0]["domain"] == "127.0.0.1"
+
+    # publishing announced the new images as asset events, per label and for the whole destination
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
+        events = db.execute(
+            "SELECT asset.uri, asset_event.extra FROM asset_event JOIN asset ON asset.id = asset_event.asset_id"
+        ).fetchall()
+    by_uri = {uri: json.loads(extra) for uri, extra in events}
+    base = f"s3://{bucket}/nightly"
+    assert set(by_uri) == {base} | {
+        f"{base}/images/{label}" for label in ("daisy", "egyptian_cat", "espresso", "palace")
+    }
+    assert by_uri[f"{base}/images/daisy"]["new"] == 1 and by_uri[base]["kept"] == 4

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODELS_DIR = PACKAGE_DIR.parents[1] / "include" / "models"
+DEFAULT_PROFILES_DIR = PACKAGE_DIR.parents[1] / "include" / "profiles"
 
 #: Probability a target class needs (besides being in the top_k) for an image to be kept. 0.2 keeps a
 #: photo whose probability mass is shared between close classes (tabby / tiger cat) while rejecting
@@ -71,6 +72,7 @@ class HarvestConfig:
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_networks: bool = False
     model: str = "efficientnet_lite0"
+    profile: str = ""
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
 
@@ -90,7 +92,12 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "top_k": 5,
     "threshold": DEFAULT_THRESHOLD,
     "destination": "",
+    "profile": "",
 }
+
+
+def profiles_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HARVEST_PROFILES_DIR") or DEFAULT_PROFILES_DIR)
 
 
 def harvest_home(env: Mapping[str, str]) -> Path:
@@ -196,6 +203,10 @@ def build_config(
 ) -> HarvestConfig:
     """Validate Params + environment into a config, collecting every problem into one ConfigError."""
     env = os.environ if env is None else env
+    if str(params.get("profile") or "").strip():
+        from harvest.profiles import apply_profile
+
+        params = apply_profile(params, profiles_dir(env))
     problems: list[str] = []
 
     seeds = _as_list(params.get("seeds"))
@@ -265,6 +276,7 @@ def build_config(
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
+        profile=str(params.get("profile") or "").strip(),
         s3=s3 or s3_options_from_env(env),
     )
 

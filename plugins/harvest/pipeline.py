@@ -67,4 +67,19 @@ def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
     reports += [run_classify(cfg, classifier), run_publish(cfg)]
     for report in reports:
         record_report(cfg, report)
+    record_domain_stats(cfg)
     return reports
+
+
+def record_domain_stats(cfg: HarvestConfig) -> list[dict]:
+    """Per-domain success statistics, stored with the run and logged as a table."""
+    from harvest.stats import domain_stats, format_table
+
+    stats = domain_stats(cfg.database_url, cfg.run_id)
+    rows = [item.as_dict() for item in stats]
+    with session_scope(cfg.database_url) as session:
+        run = session.scalars(select(Run).where(Run.run_id == cfg.run_id).with_for_update()).one()
+        run.counters = {**(run.counters or {}), "domains": rows}
+    if stats:
+        log.info("downloads per domain:\n%s", format_table(stats))
+    return rows

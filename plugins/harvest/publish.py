@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
@@ -151,7 +152,12 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
             )
     body = "".join(json.dumps(item.manifest_row(), sort_keys=True) + "\n" for item in kept)
     destination.put(manifest_key(cfg.run_id), body.encode("utf-8"), "application/x-ndjson")
-    report.extra.update(kept=len(kept), scored=scored, manifest=destination.url(manifest_key(cfg.run_id)))
+    report.extra.update(
+        kept=len(kept),
+        scored=scored,
+        manifest=destination.url(manifest_key(cfg.run_id)),
+        labels=dict(sorted(Counter(item.label for item in kept).items())),
+    )
     log.info("%s; manifest at %s", report, report.extra["manifest"])
     return report
 

@@ -18,7 +18,7 @@ class StageReport:
     def count(self, outcome: str, reason: str | None = None) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
         if reason:
-            self.reasons[_short(reason)] += 1
+            self.reasons[short_reason(reason)] += 1
 
     def as_dict(self) -> dict:
         return {
@@ -36,7 +36,7 @@ class StageReport:
         return f"{text} ({reasons})" if reasons else text
 
 
-def _short(reason: str) -> str:
+def short_reason(reason: str) -> str:
     """Group reasons across URLs: drop the URL part an error message starts with."""
     head = reason.split(": ", 1)[-1] if reason.startswith("http") else reason
     return head[:80]

@@ -1,0 +1,74 @@
+"""Per-domain download statistics for a run: which sites deliver, which fail, and why.
+
+Users harvesting from URL lists or many seeds decide from these numbers which domains to keep; the
+table is stored with the run and logged at the end of it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import select
+
+from harvest.report import short_reason
+from harvest.state.db import session_scope
+from harvest.state.models import Candidate, Status
+from harvest.urls import host_of
+
+
+@dataclass
+class DomainStats:
+    domain: str
+    attempted: int = 0
+    downloaded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def success_rate(self) -> float:
+        return round(self.downloaded / self.attempted, 3) if self.attempted else 0.0
+
+    def as_dict(self) -> dict:
+        row = asdict(self)
+        row["success_rate"] = self.success_rate
+        row["errors"] = dict(self.errors.most_common(3))
+        return row
+
+
+def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
+    """Candidates that reached the network, grouped by host, busiest first."""
+    with session_scope(database_url) as session:
+        rows = session.execute(
+            select(Candidate.url, Candidate.status, Candidate.error, Candidate.attempts).where(
+                Candidate.run_id == run_id
+            )
+        ).all()
+    by_host: dict[str, DomainStats] = defaultdict(lambda: DomainStats(""))
+    for url, status, error, attempts in rows:
+        if not attempts:  # skipped before download (declared size, SVG, ...): not the site's doing
+            continue
+        host = host_of(url)
+        stats = by_host[host]
+        stats.domain = host
+        stats.attempted += 1
+        if status == Status.DONE:
+            stats.downloaded += 1
+        elif status == Status.FAILED:
+            stats.failed += 1
+            stats.errors[short_reason(error or "unknown")] += 1
+        else:
+            stats.rejected += 1
+            stats.errors[short_reason((error or "rejected").split(" (")[0])] += 1
+    return sorted(by_host.values(), key=lambda s: (-s.attempted, s.domain))
+
+
+def format_table(stats: list[DomainStats], limit: int = 20) -> str:
+    lines = [f"{'domain':<40} {'tried':>6} {'ok':>6} {'rate':>6}  top errors"]
+    for item in stats[:limit]:
+        errors = ", ".join(f"{reason} x{count}" for reason, count in item.errors.most_common(2))
+        lines.append(
+            f"{item.domain[:40]:<40} {item.attempted:>6} {item.downloaded:>6} {item.success_rate:>6.0%}  {errors}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""The thin layer between Airflow and the domain package: connections and Params -> HarvestConfig.
+
+Both DAG files import it inside their tasks, so parsing a DAG file never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harvest.config import (
+    HarvestConfig,
+    S3Options,
+    build_config,
+    default_database_url,
+    normalize_database_url,
+)
+
+
+def connection(conn_id: str):
+    """The Airflow connection, or None when it is not defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def database_url() -> str | None:
+    """``HARVEST_DATABASE_URL``, else the ``harvest_db`` connection; None means the embedded default."""
+    if os.environ.get("HARVEST_DATABASE_URL"):
+        return os.environ["HARVEST_DATABASE_URL"]
+    conn = connection("harvest_db")
+    return conn.get_uri() if conn else None
+
+
+def s3_options() -> S3Options | None:
+    """Credentials and endpoint of the ``aws_default`` connection, for any S3-compatible server."""
+    aws = connection("aws_default")
+    if not aws:
+        return None
+    extra = aws.extra_dejson
+    return S3Options(
+        endpoint_url=extra.get("endpoint_url") or aws.host or None,
+        aws_access_key_id=aws.login or extra.get("aws_access_key_id"),
+        aws_secret_access_key=aws.password or extra.get("aws_secret_access_key"),
+        region_name=extra.get("region_name"),
+    )
+
+
+def settings(context: dict[str, Any]) -> HarvestConfig:
+    """The run's HarvestConfig from its Params, its run id and the Airflow connections."""
+    return build_config(context["params"], context["run_id"], database_url=database_url(), s3=s3_options())
+
+
+def resolved_database_url() -> str:
+    return normalize_database_url(database_url() or default_database_url(os.environ))
