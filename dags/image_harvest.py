@@ -70,6 +70,29 @@ PARAMS = {
         description="Keep an image when a target label is among its top_k predictions "
         "with at least this probability.",
     ),
+    "url_list": Param(
+        "",
+        type="string",
+        title="URL list",
+        description="Optional CSV/TSV/Parquet/JSONL of image URLs (column url, optional label, caption, "
+        "page_url), local path or s3://bucket/key; downloaded like crawled images.",
+    ),
+    "domains": Param(
+        [],
+        type="array",
+        items={"type": "string"},
+        title="Allowed image domains",
+        description="Only download images from these hosts and their subdomains (e.g. staticflickr.com); "
+        "empty allows all.",
+    ),
+    "quota": Param(
+        0,
+        type="integer",
+        minimum=0,
+        title="Quota per label",
+        description="With a labelled URL list: stop downloading a label once it has this many images "
+        "and report labels that fell short. 0 = no quota.",
+    ),
     "destination": Param(
         "",
         type="string",
@@ -113,7 +136,8 @@ def image_harvest():
 
         context = get_current_context()
         params = context["params"]
-        if not (params.get("seeds") or params.get("profile")) and context["dag_run"].run_type == "scheduled":
+        configured = params.get("seeds") or params.get("profile") or params.get("url_list")
+        if not configured and context["dag_run"].run_type == "scheduled":
             raise AirflowSkipException(
                 "no seeds configured for the nightly run (set HARVEST_PROFILE or HARVEST_SEEDS)"
             )
@@ -135,12 +159,11 @@ def image_harvest():
     @task
     def extract_links(_: dict) -> list[int]:
         """Returns the shard ids the download fans out over (its counts are in the log and state DB)."""
-        from harvest.extract import run_extract
-        from harvest.pipeline import record_report
+        from harvest.pipeline import collect_candidates, record_report
 
         cfg = _settings()
-        report = run_extract(cfg)
-        record_report(cfg, report)
+        for report in collect_candidates(cfg):
+            record_report(cfg, report)
         return list(range(cfg.num_shards))
 
     @task
@@ -166,13 +189,13 @@ def image_harvest():
     @task(outlets=[HARVEST_IMAGES])
     def publish_images(_: dict) -> dict:
         """Publish, then announce the new images as asset events and log where they came from."""
-        from harvest.pipeline import record_domain_stats, record_report
+        from harvest.pipeline import record_report, record_run_stats
         from harvest.publish import run_publish
 
         cfg = _settings()
         report = run_publish(cfg)
         record_report(cfg, report)
-        record_domain_stats(cfg)
+        record_run_stats(cfg)
         events = get_current_context()["outlet_events"][HARVEST_IMAGES]
         extra = {"run_id": cfg.run_id, "destination": cfg.destination, "manifest": report.extra["manifest"]}
         for label, count in report.extra["labels"].items():

@@ -73,6 +73,9 @@ class HarvestConfig:
     allow_private_networks: bool = False
     model: str = "efficientnet_lite0"
     profile: str = ""
+    url_list: str = ""
+    domains: tuple[str, ...] = ()
+    quota: int = 0
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
 
@@ -93,6 +96,9 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "threshold": DEFAULT_THRESHOLD,
     "destination": "",
     "profile": "",
+    "url_list": "",
+    "domains": [],
+    "quota": 0,
 }
 
 
@@ -210,8 +216,15 @@ def build_config(
     problems: list[str] = []
 
     seeds = _as_list(params.get("seeds"))
-    if require_seeds and not seeds:
-        problems.append("seeds: give at least one http(s) URL to crawl")
+    url_list = str(params.get("url_list") or "").strip()
+    if require_seeds and not seeds and not url_list:
+        problems.append("seeds: give at least one http(s) URL to crawl (or a url_list)")
+    if url_list and "://" in url_list and not is_s3(url_list):
+        problems.append(f"url_list {url_list!r}: use a local path or s3://bucket/key")
+    domains = [d.lower().removeprefix("*.").strip(".") for d in _as_list(params.get("domains"))]
+    problems.extend(
+        f"domains: {d!r} is not a host name (e.g. flickr.com)" for d in domains if "/" in d or ":" in d
+    )
     problems.extend(p for p in (_validate_seed(s) for s in seeds) if p)
 
     labels = _as_list(params.get("labels"))
@@ -223,6 +236,7 @@ def build_config(
     min_width = _int(params, "min_width", 1, problems)
     min_height = _int(params, "min_height", 1, problems)
     top_k = _int(params, "top_k", 1, problems)
+    quota = _int(params, "quota", 0, problems)
     if top_k > 1000:
         problems.append(f"top_k must be <= 1000, got {top_k}")
 
@@ -277,6 +291,9 @@ def build_config(
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         profile=str(params.get("profile") or "").strip(),
+        url_list=url_list,
+        domains=tuple(domains),
+        quota=quota,
         s3=s3 or s3_options_from_env(env),
     )
 

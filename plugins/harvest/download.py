@@ -21,6 +21,7 @@ from sqlalchemy import or_, select, update
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
 from harvest.http import FetchError, HttpClient
+from harvest.quota import close_met_labels, labels_with_quota_met
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Status, utcnow
@@ -151,9 +152,14 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                         Candidate.status == Status.PENDING,
                     )
                     .order_by(Candidate.id)
-                    .limit(CHUNK)
+                    .limit(min(CHUNK, cfg.download_threads) if cfg.quota else CHUNK)
                     .with_for_update(skip_locked=True)
                 )
+                full = labels_with_quota_met(cfg)
+                if full:
+                    query = query.where(
+                        or_(Candidate.label_hint.is_(None), Candidate.label_hint.not_in(full))
+                    )
                 chunk = session.scalars(query).all()
                 if not chunk:
                     break
@@ -172,6 +178,8 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                 report.skipped,
                 rate,
             )
+    if cfg.quota:
+        close_met_labels(cfg, shard)
     log.info("%s", report)
     return report
 

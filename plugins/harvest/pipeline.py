@@ -8,13 +8,15 @@ from dataclasses import asdict
 from sqlalchemy import select
 
 from harvest.classify import run_classify
-from harvest.config import HarvestConfig
+from harvest.config import ConfigError, HarvestConfig
 from harvest.crawl import run_crawl, seed_pages
 from harvest.download import run_download
 from harvest.extract import run_extract
 from harvest.labels import resolve_labels
 from harvest.publish import run_publish
+from harvest.quota import shortfalls
 from harvest.report import StageReport
+from harvest.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
 
@@ -31,6 +33,11 @@ def run_params(cfg: HarvestConfig) -> dict:
 def prepare_run(cfg: HarvestConfig) -> dict:
     """Check labels, bring the schema up to date and record the run with its seeds, before any crawling."""
     targets = resolve_labels(cfg.labels, cfg.models_dir)
+    if cfg.url_list:
+        try:
+            check_url_list(cfg.url_list, cfg.s3)
+        except SourceError as exc:
+            raise ConfigError([str(exc)]) from exc
     migrate(cfg.database_url)
     with session_scope(cfg.database_url) as session:
         insert_ignore(
@@ -60,26 +67,39 @@ def record_report(cfg: HarvestConfig, report: StageReport) -> None:
             run.finished_at = utcnow()
 
 
+def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
+    """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains."""
+    reports = [run_extract(cfg)]
+    if cfg.url_list:
+        reports.append(run_ingest(cfg))
+    skipped = apply_domain_filter(cfg)
+    if skipped:
+        log.info("%d candidates outside the allowed domains %s skipped", skipped, list(cfg.domains))
+    return reports
+
+
 def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
     prepare_run(cfg)
-    reports = [run_crawl(cfg), run_extract(cfg)]
+    reports = [run_crawl(cfg), *collect_candidates(cfg)]
     reports += [run_download(cfg, shard) for shard in range(cfg.num_shards)]
     reports += [run_classify(cfg, classifier), run_publish(cfg)]
     for report in reports:
         record_report(cfg, report)
-    record_domain_stats(cfg)
+    record_run_stats(cfg)
     return reports
 
 
-def record_domain_stats(cfg: HarvestConfig) -> list[dict]:
-    """Per-domain success statistics, stored with the run and logged as a table."""
+def record_run_stats(cfg: HarvestConfig) -> dict:
+    """Per-domain success statistics and quota shortfalls, stored with the run and logged."""
     from harvest.stats import domain_stats, format_table
 
     stats = domain_stats(cfg.database_url, cfg.run_id)
-    rows = [item.as_dict() for item in stats]
+    summary = {"domains": [item.as_dict() for item in stats], "quota_shortfalls": shortfalls(cfg)}
     with session_scope(cfg.database_url) as session:
         run = session.scalars(select(Run).where(Run.run_id == cfg.run_id).with_for_update()).one()
-        run.counters = {**(run.counters or {}), "domains": rows}
+        run.counters = {**(run.counters or {}), **summary}
     if stats:
         log.info("downloads per domain:\n%s", format_table(stats))
-    return rows
+    if summary["quota_shortfalls"]:
+        log.warning("labels below the quota of %d: %s", cfg.quota, summary["quota_shortfalls"])
+    return summary

@@ -81,6 +81,8 @@ class Candidate(Base):
     url: Mapped[str] = mapped_column(Text)
     page_url: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(32))
+    #: the label a URL list gave this image; quotas count downloads per label hint
+    label_hint: Mapped[str | None] = mapped_column(Text)
     alt: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
     shard: Mapped[int] = mapped_column(Integer)
