@@ -197,7 +197,11 @@ def image_harvest():
         record_report(cfg, report)
         record_run_stats(cfg)
         events = get_current_context()["outlet_events"][HARVEST_IMAGES]
-        extra = {"run_id": cfg.run_id, "destination": cfg.destination, "manifest": report.extra["manifest"]}
+        extra = {
+            "run_id": cfg.manifest_id,
+            "destination": cfg.destination,
+            "manifest": report.extra["manifest"],
+        }
         for label, count in report.extra["labels"].items():
             events.add(Asset(f"{_asset_uri(cfg.destination)}/images/{label}"), extra={**extra, "new": count})
         events.add(Asset(_asset_uri(cfg.destination)), extra={**extra, "kept": report.extra["kept"]})

@@ -78,13 +78,14 @@ def _database_url() -> str:
         return normalize_database_url(default_database_url(os.environ))
 
 
-def _summary(run_id: str, state: str, seconds: float) -> dict:
+def _summary(run, state: str, seconds: float) -> dict:
     from harvest.state.db import session_scope
     from harvest.state.models import Run
+    from harvest_airflow import run_scope
 
-    summary = {"run_id": run_id, "state": state, "seconds": round(seconds, 1)}
+    summary = {"run_id": run.run_id, "state": state, "seconds": round(seconds, 1)}
     with session_scope(_database_url()) as session:
-        run = session.get(Run, run_id)
+        run = session.get(Run, run_scope(run.run_id, run.logical_date))
         if run is not None:
             summary["counters"] = run.counters
             publish = (run.counters or {}).get("publish", {})
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         dag = _load_dag()
         run = dag.test(run_conf=conf)
         state = str(getattr(run.state, "value", run.state))
-        summary = _summary(run.run_id, state, time.monotonic() - started)
+        summary = _summary(run, state, time.monotonic() - started)
 
     print(json.dumps(summary.get("counters", {}), indent=1, sort_keys=True))
     if args.summary_json:

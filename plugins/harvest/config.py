@@ -48,6 +48,7 @@ class S3Options:
 
 @dataclass(frozen=True)
 class HarvestConfig:
+    #: the scope of the run's rows in the state DB; a re-run of the same interval shares it
     run_id: str
     seeds: tuple[str, ...]
     labels: tuple[str, ...]
@@ -78,6 +79,8 @@ class HarvestConfig:
     quota: int = 0
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
+    #: names the manifest (the Airflow run id); empty means run_id
+    manifest_id: str = ""
 
     def with_(self, **changes: Any) -> HarvestConfig:
         return replace(self, **changes)
@@ -206,6 +209,7 @@ def build_config(
     database_url: str | None = None,
     s3: S3Options | None = None,
     require_seeds: bool = True,
+    manifest_id: str = "",
 ) -> HarvestConfig:
     """Validate Params + environment into a config, collecting every problem into one ConfigError."""
     env = os.environ if env is None else env
@@ -294,6 +298,7 @@ def build_config(
         url_list=url_list,
         domains=tuple(domains),
         quota=quota,
+        manifest_id=manifest_id,
         s3=s3 or s3_options_from_env(env),
     )
 

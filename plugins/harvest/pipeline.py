@@ -40,12 +40,17 @@ def prepare_run(cfg: HarvestConfig) -> dict:
             raise ConfigError([str(exc)]) from exc
     migrate(cfg.database_url)
     with session_scope(cfg.database_url) as session:
-        insert_ignore(
+        inserted = insert_ignore(
             session,
             Run,
             [{"run_id": cfg.run_id, "params": run_params(cfg), "started_at": utcnow(), "counters": {}}],
             ["run_id"],
         )
+        if not inserted:  # a re-run of the interval: its settings (threshold, labels...) apply from now on
+            run = session.get(Run, cfg.run_id)
+            run.params = run_params(cfg)
+            run.finished_at = None
+            log.info("run scope %s exists: re-running it for %s", cfg.run_id, cfg.manifest_id or cfg.run_id)
     seeded = seed_pages(cfg)
     log.info(
         "run %s: %d seeds, labels %s -> %s, destination %s",

@@ -151,11 +151,11 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
                 "publish: %d/%d objects (%.1f/s)", index, len(kept), index / (time.monotonic() - started)
             )
     body = "".join(json.dumps(item.manifest_row(), sort_keys=True) + "\n" for item in kept)
-    destination.put(manifest_key(cfg.run_id), body.encode("utf-8"), "application/x-ndjson")
+    destination.put(manifest_key(cfg.manifest_id or cfg.run_id), body.encode("utf-8"), "application/x-ndjson")
     report.extra.update(
         kept=len(kept),
         scored=scored,
-        manifest=destination.url(manifest_key(cfg.run_id)),
+        manifest=destination.url(manifest_key(cfg.manifest_id or cfg.run_id)),
         labels=dict(sorted(Counter(item.label for item in kept).items())),
     )
     log.info("%s; manifest at %s", report, report.extra["manifest"])

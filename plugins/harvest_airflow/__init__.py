@@ -50,9 +50,26 @@ def s3_options() -> S3Options | None:
     )
 
 
+def run_scope(run_id: str, logical_date) -> str:
+    """The state DB scope of a DAG run: its data interval when it has one, else the run itself.
+
+    A backfill or a re-run for a past date gets a new run id but the same logical date, so it finds that
+    interval's pages, candidates and images and re-does only classification and publishing.
+    """
+    if logical_date is None:
+        return run_id
+    return f"interval__{logical_date.isoformat()}"
+
+
 def settings(context: dict[str, Any]) -> HarvestConfig:
     """The run's HarvestConfig from its Params, its run id and the Airflow connections."""
-    return build_config(context["params"], context["run_id"], database_url=database_url(), s3=s3_options())
+    return build_config(
+        context["params"],
+        run_scope(context["run_id"], context.get("logical_date")),
+        database_url=database_url(),
+        s3=s3_options(),
+        manifest_id=context["run_id"],
+    )
 
 
 def resolved_database_url() -> str:
