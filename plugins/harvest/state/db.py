@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_LOCK_ID = 0x1A6E5  # serialises concurrent migrations on Postgres
+INSERT_BATCH = 500
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -105,6 +106,13 @@ def insert_ignore(session: Session, model: Any, rows: Sequence[dict], index_elem
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported backends
         raise RuntimeError(f"unsupported state DB dialect {dialect!r}")
-    statement = insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=list(index_elements))
-    result = session.execute(statement)
-    return max(result.rowcount or 0, 0)
+    inserted = 0
+    rows = list(rows)
+    for start in range(0, len(rows), INSERT_BATCH):  # SQLite caps bound parameters per statement
+        statement = (
+            insert(model)
+            .values(rows[start : start + INSERT_BATCH])
+            .on_conflict_do_nothing(index_elements=list(index_elements))
+        )
+        inserted += max(session.execute(statement).rowcount or 0, 0)
+    return inserted
