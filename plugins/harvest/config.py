@@ -6,7 +6,9 @@ environment, so defaults live in exactly one place and a bad value is refused be
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -71,6 +73,22 @@ class HarvestConfig:
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_networks: bool = False
     model: str = "efficientnet_lite0"
+    # crawler behaviour (README "Crawling"): robots, politeness, scope, junk filters, site profiles
+    respect_robots: bool = True
+    host_concurrency: int = 2
+    host_delay: float = 0.5
+    host_failure_limit: int = 5
+    retry_statuses_attempts: int = 3
+    max_retry_after: float = 120.0
+    total_timeout: float = 60.0
+    allowed_networks: tuple[str, ...] = ()
+    max_pages_per_host: int = 500
+    max_query_variants: int = 20
+    url_allow: tuple[str, ...] = ()
+    url_deny: tuple[str, ...] = ()
+    honour_nofollow: bool = True
+    allow_svg: bool = False
+    profiles_dir: Path | None = None
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
 
@@ -90,6 +108,8 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "top_k": 5,
     "threshold": DEFAULT_THRESHOLD,
     "destination": "",
+    "url_allow": [],
+    "url_deny": [],
 }
 
 
@@ -122,6 +142,10 @@ def is_s3(location: str) -> bool:
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _falsy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"0", "false", "no", "off"}
 
 
 def _as_list(value: Any) -> list[str]:
@@ -163,6 +187,42 @@ def _env_int(
     if not minimum <= value <= maximum:
         problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def _env_float(
+    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float, problems: list[str]
+) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name} must be a number between {minimum} and {maximum}, got {raw!r}")
+        return default
+    if not minimum <= value <= maximum:
+        problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _patterns(value: Any, name: str, problems: list[str]) -> tuple[str, ...]:
+    patterns = _as_list(value) if not isinstance(value, str) else [p.strip() for p in value.splitlines()]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(f"{name}: {pattern!r} is not a valid regular expression ({exc})")
+    return tuple(p for p in patterns if p)
+
+
+def _networks(raw: str | None, problems: list[str]) -> tuple[str, ...]:
+    networks = []
+    for item in _as_list(raw):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            problems.append(f"HARVEST_ALLOWED_NETWORKS: {item!r} is not an IP network")
+    return tuple(networks)
 
 
 def _validate_seed(url: str) -> str | None:
@@ -242,6 +302,18 @@ def build_config(
     download_threads = _env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems)
     batch_size = _env_int(env, "HARVEST_BATCH_SIZE", 32, 1, 1024, problems)
 
+    host_concurrency = _env_int(env, "HARVEST_HOST_CONCURRENCY", 2, 1, 64, problems)
+    host_delay = _env_float(env, "HARVEST_HOST_DELAY", 0.5, 0.0, 600.0, problems)
+    host_failure_limit = _env_int(env, "HARVEST_HOST_FAILURE_LIMIT", 5, 1, 10_000, problems)
+    max_pages_per_host = _env_int(env, "HARVEST_MAX_PAGES_PER_HOST", 500, 1, 10_000_000, problems)
+    max_query_variants = _env_int(env, "HARVEST_MAX_QUERY_VARIANTS", 20, 1, 10_000_000, problems)
+    url_allow = _patterns(params.get("url_allow"), "url_allow", problems)
+    url_deny = _patterns(params.get("url_deny"), "url_deny", problems)
+    allowed_networks = _networks(env.get("HARVEST_ALLOWED_NETWORKS"), problems)
+    profiles_dir = env.get("HARVEST_PROFILES_DIR")
+    if profiles_dir and not Path(profiles_dir).expanduser().is_dir():
+        problems.append(f"HARVEST_PROFILES_DIR: {profiles_dir!r} is not a directory")
+
     if problems:
         raise ConfigError(problems)
 
@@ -264,6 +336,18 @@ def build_config(
         batch_size=batch_size,
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
+        respect_robots=not _falsy(env.get("HARVEST_RESPECT_ROBOTS")),
+        host_concurrency=host_concurrency,
+        host_delay=host_delay,
+        host_failure_limit=host_failure_limit,
+        allowed_networks=allowed_networks,
+        max_pages_per_host=max_pages_per_host,
+        max_query_variants=max_query_variants,
+        url_allow=url_allow,
+        url_deny=url_deny,
+        honour_nofollow=not _truthy(env.get("HARVEST_FOLLOW_NOFOLLOW")),
+        allow_svg=_truthy(env.get("HARVEST_ALLOW_SVG")),
+        profiles_dir=Path(profiles_dir).expanduser() if profiles_dir else None,
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         s3=s3 or s3_options_from_env(env),
     )

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from harvest.config import HarvestConfig
 from harvest.report import StageReport
+from harvest.robots import RobotsCache, robots_skip_reason
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Page, Status
 from harvest.storage import open_store
@@ -169,6 +170,23 @@ def _skip_reason(item: Found, cfg: HarvestConfig) -> str | None:
     return None
 
 
+def _robots(cfg: HarvestConfig) -> RobotsCache | None:
+    if not cfg.respect_robots:
+        return None
+    from harvest.crawl import make_client
+
+    return RobotsCache(make_client(cfg), cfg.user_agent)
+
+
+def _robots_reason(robots: RobotsCache | None, url: str) -> str | None:
+    """Disallowed images are skipped here, before download; an unreachable robots.txt leaves the
+    image to the download stage, which records its own failure."""
+    reason = robots_skip_reason(robots, url)
+    if reason and robots is not None and robots.rules_for(url).unavailable:
+        return None
+    return reason
+
+
 def run_extract(cfg: HarvestConfig) -> StageReport:
     report = StageReport("extract")
     store = open_store(cfg.staging, cfg.s3)
@@ -183,6 +201,7 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
             .order_by(Page.id)
         ).all()
     new_candidates = 0
+    robots = _robots(cfg)
     for index, page in enumerate(pages, 1):
         try:
             items = find_images(store.get(page.content_key), page.final_url or page.url)
@@ -198,7 +217,7 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
             continue
         rows = []
         for item in items:
-            reason = _skip_reason(item, cfg)
+            reason = _skip_reason(item, cfg) or _robots_reason(robots, item.url)
             rows.append(
                 {
                     "run_id": cfg.run_id,
