@@ -22,6 +22,9 @@ from airflow.sdk import Param, dag, get_current_context, task
 _ENV_SEEDS = [s for s in os.environ.get("HARVEST_SEEDS", "").split(",") if s.strip()]
 _ENV_LABELS = [s for s in os.environ.get("HARVEST_LABELS", "").split(",") if s.strip()]
 
+#: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README "Crawling").
+NETWORK_POOL = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
+
 PARAMS = {
     "seeds": Param(
         _ENV_SEEDS,
@@ -123,7 +126,7 @@ def image_harvest():
         except ConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task
+    @task(pool=NETWORK_POOL)
     def crawl_seeds(_: dict) -> dict:
         from harvest.crawl import run_crawl
         from harvest.pipeline import record_report
@@ -133,7 +136,7 @@ def image_harvest():
         record_report(cfg, report)
         return report.as_dict()
 
-    @task
+    @task(pool=NETWORK_POOL)
     def extract_links(_: dict) -> list[int]:
         """Returns the shard ids the download fans out over (its counts are in the log and state DB)."""
         from harvest.extract import run_extract
@@ -144,7 +147,7 @@ def image_harvest():
         record_report(cfg, report)
         return list(range(cfg.num_shards))
 
-    @task
+    @task(pool=NETWORK_POOL)
     def download_images(shard: int) -> dict:
         from harvest.download import run_download
         from harvest.pipeline import record_report
