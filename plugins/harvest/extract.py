@@ -42,6 +42,20 @@ DECODABLE_TYPES = {
     "image/tiff",
 }
 CHROME_TAGS = {"header", "nav", "footer"}
+SECTION_TAGS = {
+    "body",
+    "html",
+    "[document]",
+    "main",
+    "article",
+    "section",
+    "header",
+    "footer",
+    "nav",
+    "aside",
+}
+#: MediaWiki links a thumbnail to its description page (/wiki/File:Cat.jpg), not to the image file.
+_FILE_PAGE = re.compile(r"/(?:File|Image|Datei|Fichier|Archivo|Bestand):[^/]*$", re.IGNORECASE)
 CHROME_ROLES = {"banner", "navigation", "contentinfo"}
 BLOCK_TAGS = {
     "p",
@@ -161,31 +175,49 @@ def _is_placeholder(raw: str | None) -> bool:
 
 
 def _in_chrome(tag: Tag) -> bool:
+    """Inside the site's header, navigation or footer (an <article>'s own header is content)."""
+    if tag.find_parent(["article", "main"]) is not None or str(tag.get("role") or "") == "main":
+        return False
     for parent in tag.parents:
+        if str(parent.get("role") or "").lower() == "main":
+            return False
         if parent.name in CHROME_TAGS or str(parent.get("role") or "").lower() in CHROME_ROLES:
             return True
     return False
 
 
+def _is_caption(tag) -> bool:
+    classes = tag.get("class") or [] if isinstance(tag, Tag) else []
+    return any("caption" in name.lower() or name.lower() == "gallerytext" for name in classes)
+
+
+def _image_count(container: Tag) -> int:
+    """Images in a container, not counting the <noscript> copy of a lazy-loaded one."""
+    return sum(1 for img in container.find_all("img") if img.find_parent("noscript") is None)
+
+
 def _caption(tag: Tag) -> str | None:
-    """figcaption of the enclosing figure, or a nearby element whose class names a caption."""
+    """figcaption of the enclosing figure, or a caption element next to the image's container
+    (WordPress wp-caption-text, a MediaWiki infobox-caption). Only containers holding this one
+    image are searched, so a caption is never borrowed from another image."""
     for depth, parent in enumerate(tag.parents):
-        if depth > 3 or parent.name in ("body", "html", "[document]"):
+        if depth > 4 or parent.name in SECTION_TAGS or _image_count(parent) > 1:
             break
         if parent.name == "figure":
-            caption = parent.find("figcaption")
+            caption = parent.find("figcaption", recursive=False)
             if caption is not None:
                 return _text(caption.get_text(" "))
-        candidate = parent.find(class_=lambda name: name is not None and "caption" in name.lower())
-        if candidate is not None and candidate is not tag:
-            return _text(candidate.get_text(" "))
+        for child in parent.find_all(True, recursive=False):
+            if child is not tag and _is_caption(child) and child.find("img") is None:
+                return _text(child.get_text(" "))
     return None
 
 
 def _nearby_text(tag: Tag, caption: str | None) -> str | None:
-    """Text of the closest enclosing block that says something, without the caption."""
+    """Text of the closest block around this image alone (without the caption); failing that, the
+    paragraph or heading just before it."""
     for depth, parent in enumerate(tag.parents):
-        if depth > 4 or parent.name in ("body", "html", "[document]", None):
+        if depth > 4 or parent.name in SECTION_TAGS or parent.name is None or _image_count(parent) > 1:
             break
         if parent.name not in BLOCK_TAGS:
             continue
@@ -193,6 +225,12 @@ def _nearby_text(tag: Tag, caption: str | None) -> str | None:
         if caption and text:
             text = _text(text.replace(caption, " "))
         if text and len(text) >= 20:
+            return text[:NEARBY_TEXT_CHARS]
+    for previous in tag.find_all_previous(["p", "h1", "h2", "h3", "h4", "h5", "h6"], limit=5):
+        if _is_caption(previous) or _in_chrome(previous):
+            continue
+        text = _text(previous.get_text(" "))
+        if text:
             return text[:NEARBY_TEXT_CHARS]
     return None
 
@@ -285,6 +323,16 @@ class _Collector:
         return result
 
 
+def _density(srcset: str, url: str | None) -> float | None:
+    for candidate, descriptor in parse_srcset(srcset):
+        if candidate == url:
+            if not descriptor:
+                return 1.0
+            match = _DESCRIPTOR.match(descriptor.split()[-1])
+            return float(match.group(1)) if match and match.group(2) == "x" else None
+    return None
+
+
 def _img_choice(img: Tag) -> tuple[str | None, str, int | None, list[dict]]:
     """(url, source attribute, declared width, other renditions) of an <img>: lazy-load attributes
     beat a placeholder src, the largest srcset entry beats src."""
@@ -352,7 +400,7 @@ def _json_ld_images(data) -> list[str]:
     def walk(node) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "image":
+                if key in ("image", "thumbnailUrl"):
                     image_urls(value)
                 elif key == "logo":
                     continue  # an organisation's logo is site chrome, not content
@@ -433,7 +481,7 @@ def _collect(root: Tag, collect: _Collector, whole_page: bool) -> None:
         if img is None:
             continue
         target = canonicalize(str(link["href"]), collect.base) or ""
-        if looks_like_image(target):
+        if looks_like_image(target) and not _FILE_PAGE.search(urlsplit(target).path):
             handled.add(id(img))
             thumb, _, _, more = _img_choice(img)
             variants = (
@@ -471,8 +519,10 @@ def _collect(root: Tag, collect: _Collector, whole_page: bool) -> None:
         url, source, srcset_width, variants = _img_choice(img)
         if source.endswith("srcset") and srcset_width is not None:
             width, height = srcset_width, None  # the w descriptor is the file's width
-        elif source.endswith("srcset"):
-            width, height = None, None  # x descriptors: the attributes give the 1x size only
+        elif source.endswith("srcset"):  # x descriptors: the attributes give the 1x size
+            density = _density(str(img.get(source) or ""), url)
+            width = int(_int_attr(img, "width") * density) if _int_attr(img, "width") and density else None
+            height = int(_int_attr(img, "height") * density) if _int_attr(img, "height") and density else None
         else:
             width, height = _int_attr(img, "width"), _int_attr(img, "height")
         junk = None
