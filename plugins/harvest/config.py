@@ -88,7 +88,7 @@ class HarvestConfig:
     url_deny: tuple[str, ...] = ()
     honour_nofollow: bool = True
     allow_svg: bool = False
-    profiles_dir: Path | None = None
+    profiles_dir: str | None = None
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
 
@@ -313,6 +313,13 @@ def build_config(
     profiles_dir = env.get("HARVEST_PROFILES_DIR")
     if profiles_dir and not Path(profiles_dir).expanduser().is_dir():
         problems.append(f"HARVEST_PROFILES_DIR: {profiles_dir!r} is not a directory")
+    elif profiles_dir:
+        from harvest.profiles import ProfileError, load_profiles
+
+        try:
+            load_profiles(Path(profiles_dir).expanduser())
+        except ProfileError as exc:
+            problems.append(f"HARVEST_PROFILES_DIR: {exc}")
 
     if problems:
         raise ConfigError(problems)
@@ -347,7 +354,7 @@ def build_config(
         url_deny=url_deny,
         honour_nofollow=not _truthy(env.get("HARVEST_FOLLOW_NOFOLLOW")),
         allow_svg=_truthy(env.get("HARVEST_ALLOW_SVG")),
-        profiles_dir=Path(profiles_dir).expanduser() if profiles_dir else None,
+        profiles_dir=str(Path(profiles_dir).expanduser()) if profiles_dir else None,
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         s3=s3 or s3_options_from_env(env),
     )

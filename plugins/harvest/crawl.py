@@ -18,13 +18,14 @@ from sqlalchemy import func, or_, select, update
 from harvest.config import HarvestConfig
 from harvest.http import FetchError, FetchResult, HttpClient
 from harvest.politeness import HostGate
+from harvest.profiles import SiteProfile, followed_links, load_profiles, profile_for
 from harvest.report import StageReport
 from harvest.robots import RobotsCache
 from harvest.scope import Scope
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
 from harvest.storage import open_store
-from harvest.urls import canonicalize, looks_like_image
+from harvest.urls import canonicalize, host_of, looks_like_image
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,18 @@ def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> lis
             seen.add(url)
             links.append(url)
     return links
+
+
+def profile_links(html: bytes, page_url: str, profile: SiteProfile) -> list[str]:
+    """Only the links a site profile's ``follow`` selectors name (e.g. the "Next" of a pagination)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "lxml")
+    base = page_url
+    base_tag = soup.find("base", href=True)
+    if base_tag:
+        base = canonicalize(str(base_tag["href"]), page_url) or page_url
+    return followed_links(soup, page_url, base, profile)
 
 
 def seed_pages(cfg: HarvestConfig) -> int:
@@ -127,6 +140,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     client = make_client(cfg)
     robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
     scope = Scope(cfg, _known_urls(cfg))
+    profiles = load_profiles(cfg.profiles_dir)
     store = open_store(cfg.staging, cfg.s3)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
@@ -142,7 +156,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
                 break
             results = list(pool.map(lambda page: _fetch(client, robots, cfg, page.url), batch))
             for page, result in zip(batch, results, strict=True):
-                _record(cfg, store, scope, page, result, report)
+                _record(cfg, store, scope, profiles, page, result, report)
             log.info(
                 "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
                 report.done,
@@ -167,6 +181,7 @@ def _record(
     cfg: HarvestConfig,
     store,
     scope: Scope,
+    profiles: list[SiteProfile],
     page: Page,
     result: FetchResult | FetchError | RobotsDisallowed,
     report: StageReport,
@@ -201,7 +216,11 @@ def _record(
         )
         report.count("done")
         if page.depth < cfg.max_depth:
-            children = page_links(result.body, result.url, cfg.honour_nofollow)
+            profile = profile_for(profiles, host_of(result.url))
+            if profile is not None and profile.follow:
+                children = profile_links(result.body, result.url, profile)
+            else:
+                children = page_links(result.body, result.url, cfg.honour_nofollow)
     with session_scope(cfg.database_url) as session:
         session.execute(update(Page).where(Page.id == page.id).values(**values))
         if children:

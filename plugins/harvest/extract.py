@@ -18,6 +18,7 @@ from bs4 import BeautifulSoup, Tag
 from sqlalchemy import select, update
 
 from harvest.config import HarvestConfig
+from harvest.profiles import SiteProfile, load_profiles, page_fields, profile_for, selected_elements
 from harvest.report import StageReport
 from harvest.robots import RobotsCache, robots_skip_reason
 from harvest.state.db import insert_ignore, session_scope
@@ -96,6 +97,7 @@ class Found:
     in_chrome: bool = False
     junk: str | None = None  # a reason known from the markup alone (favicon, placeholder)
     fields: dict | None = None
+    elements: list = field(default_factory=list, compare=False, repr=False)  # where the page names it
 
     def variant_urls(self) -> set[str]:
         return {variant["url"] for variant in self.variants}
@@ -288,6 +290,7 @@ class _Collector:
                 variants=clean,
                 in_chrome=_in_chrome(context) if context is not None else False,
                 junk=junk,
+                elements=[context] if context is not None else [],
             )
         )
 
@@ -304,6 +307,7 @@ class _Collector:
                 first.nearby_text = first.nearby_text or item.nearby_text
                 first.in_chrome = first.in_chrome and item.in_chrome
                 first.junk = first.junk if item.junk else None
+                first.elements += item.elements
                 known = first.variant_urls()
                 first.variants += [
                     v for v in item.variants if v["url"] not in known and v["url"] != first.url
@@ -318,6 +322,7 @@ class _Collector:
                 owner.title = owner.title or item.title
                 owner.caption = owner.caption or item.caption
                 owner.nearby_text = owner.nearby_text or item.nearby_text
+                owner.elements += item.elements
                 continue
             result.append(item)
         return result
@@ -425,7 +430,9 @@ def find_images(html: bytes | str, page_url: str) -> list[Found]:
     return extract_page(html, page_url).items
 
 
-def extract_page(html: bytes | str, page_url: str) -> PageImages:
+def extract_page(html: bytes | str, page_url: str, profile: SiteProfile | None = None) -> PageImages:
+    """The page's images; a site profile narrows them to its ``images`` selectors (the others are
+    kept as junk so the skip is recorded) and attaches its ``fields`` to each."""
     soup = BeautifulSoup(html, "lxml")
     base = page_url
     base_tag = soup.find("base", href=True)
@@ -433,7 +440,25 @@ def extract_page(html: bytes | str, page_url: str) -> PageImages:
         base = canonicalize(str(base_tag["href"]), page_url) or page_url
     collect = _Collector(base)
     _collect(soup, collect, whole_page=True)
-    return PageImages(collect.merged(), collect.data_uris)
+    items = collect.merged()
+    if profile is not None:
+        _apply_profile(soup, items, profile)
+    return PageImages(items, collect.data_uris)
+
+
+def _apply_profile(soup: BeautifulSoup, items: list[Found], profile: SiteProfile) -> None:
+    fields = page_fields(soup, profile)
+    selected = {id(element) for element in selected_elements(soup, profile)} if profile.images else None
+    for item in items:
+        item.fields = fields
+        if selected is None or item.junk:
+            continue
+        chosen = any(
+            id(element) in selected or any(id(parent) in selected for parent in element.parents)
+            for element in item.elements
+        )
+        if not chosen:
+            item.junk = f"not selected by site profile {profile.name}"
 
 
 def _collect(root: Tag, collect: _Collector, whole_page: bool) -> None:
@@ -620,9 +645,12 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
         ).all()
     parsed: list[tuple[Page, list[Found]]] = []
     data_uris = 0
+    profiles = load_profiles(cfg.profiles_dir)
     for page in pages:
         try:
-            found = extract_page(store.get(page.content_key), page.final_url or page.url)
+            page_url = page.final_url or page.url
+            profile = profile_for(profiles, host_of(page_url))
+            found = extract_page(store.get(page.content_key), page_url, profile)
             parsed.append((page, found.items))
             data_uris += found.data_uris
         except Exception as exc:  # one broken page must not stop the others
