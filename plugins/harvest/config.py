@@ -78,7 +78,7 @@ class HarvestConfig:
     host_concurrency: int = 2
     host_delay: float = 0.5
     host_failure_limit: int = 5
-    retry_statuses_attempts: int = 3
+    status_retries: int = 3
     max_retry_after: float = 120.0
     total_timeout: float = 60.0
     allowed_networks: tuple[str, ...] = ()

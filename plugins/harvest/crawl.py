@@ -43,7 +43,7 @@ def make_client(cfg: HarvestConfig) -> HttpClient:
         allow_private_networks=cfg.allow_private_networks,
         allowed_networks=cfg.allowed_networks,
         gate=HostGate(cfg.host_concurrency, cfg.host_delay, cfg.host_failure_limit),
-        retry_attempts=cfg.retry_statuses_attempts,
+        retry_attempts=cfg.status_retries,
         max_retry_after=cfg.max_retry_after,
     )
 
