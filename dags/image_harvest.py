@@ -22,9 +22,6 @@ from airflow.sdk import Param, dag, get_current_context, task
 _ENV_SEEDS = [s for s in os.environ.get("HARVEST_SEEDS", "").split(",") if s.strip()]
 _ENV_LABELS = [s for s in os.environ.get("HARVEST_LABELS", "").split(",") if s.strip()]
 
-#: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README "Crawling").
-NETWORK_POOL = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
-
 PARAMS = {
     "seeds": Param(
         _ENV_SEEDS,
@@ -196,5 +193,9 @@ def image_harvest():
     downloaded = download_images.expand(shard=shards)
     publish_images(classify_images(downloaded))
 
+
+#: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README
+#: "Crawling"); read when the tasks are defined, by the call below.
+NETWORK_POOL = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
 
 harvest_dag = image_harvest()

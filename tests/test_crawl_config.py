@@ -23,7 +23,7 @@ def test_crawler_defaults():
     assert (cfg.max_pages_per_host, cfg.max_query_variants) == (500, 20)
     assert cfg.honour_nofollow is True and cfg.allow_svg is False
     assert cfg.url_allow == () and cfg.url_deny == () and cfg.allowed_networks == ()
-    assert cfg.profiles_dir is None
+    assert cfg.site_profiles_dir is None
     client = make_client(cfg)
     assert (client.gate.concurrency, client.gate.delay, client.gate.failure_limit) == (2, 0.5, 5)
     assert client.retry_attempts == 3 and client.max_retry_after == 120.0

@@ -70,9 +70,6 @@ class HarvestConfig:
     read_timeout: float = 20.0
     max_page_bytes: int = 5 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
-    user_agent: str = DEFAULT_USER_AGENT
-    allow_private_networks: bool = False
-    model: str = "efficientnet_lite0"
     # crawler behaviour (README "Crawling"): robots, politeness, scope, junk filters, site profiles
     respect_robots: bool = True
     host_concurrency: int = 2
@@ -88,7 +85,10 @@ class HarvestConfig:
     url_deny: tuple[str, ...] = ()
     honour_nofollow: bool = True
     allow_svg: bool = False
-    profiles_dir: str | None = None
+    site_profiles_dir: str | None = None
+    user_agent: str = DEFAULT_USER_AGENT
+    allow_private_networks: bool = False
+    model: str = "efficientnet_lite0"
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
 
@@ -103,13 +103,13 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "max_depth": 2,
     "max_pages": 1000,
     "same_domain": True,
+    "url_allow": [],
+    "url_deny": [],
     "min_width": 64,
     "min_height": 64,
     "top_k": 5,
     "threshold": DEFAULT_THRESHOLD,
     "destination": "",
-    "url_allow": [],
-    "url_deny": [],
 }
 
 
@@ -310,16 +310,16 @@ def build_config(
     url_allow = _patterns(params.get("url_allow"), "url_allow", problems)
     url_deny = _patterns(params.get("url_deny"), "url_deny", problems)
     allowed_networks = _networks(env.get("HARVEST_ALLOWED_NETWORKS"), problems)
-    profiles_dir = env.get("HARVEST_PROFILES_DIR")
-    if profiles_dir and not Path(profiles_dir).expanduser().is_dir():
-        problems.append(f"HARVEST_PROFILES_DIR: {profiles_dir!r} is not a directory")
-    elif profiles_dir:
-        from harvest.profiles import ProfileError, load_profiles
+    site_profiles_dir = env.get("HARVEST_SITE_PROFILES_DIR")
+    if site_profiles_dir and not Path(site_profiles_dir).expanduser().is_dir():
+        problems.append(f"HARVEST_SITE_PROFILES_DIR: {site_profiles_dir!r} is not a directory")
+    elif site_profiles_dir:
+        from harvest.site_profiles import SiteProfileError, load_site_profiles
 
         try:
-            load_profiles(Path(profiles_dir).expanduser())
-        except ProfileError as exc:
-            problems.append(f"HARVEST_PROFILES_DIR: {exc}")
+            load_site_profiles(Path(site_profiles_dir).expanduser())
+        except SiteProfileError as exc:
+            problems.append(f"HARVEST_SITE_PROFILES_DIR: {exc}")
 
     if problems:
         raise ConfigError(problems)
@@ -341,8 +341,6 @@ def build_config(
         num_shards=num_shards,
         download_threads=download_threads,
         batch_size=batch_size,
-        user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
-        allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         respect_robots=not _falsy(env.get("HARVEST_RESPECT_ROBOTS")),
         host_concurrency=host_concurrency,
         host_delay=host_delay,
@@ -354,7 +352,9 @@ def build_config(
         url_deny=url_deny,
         honour_nofollow=not _truthy(env.get("HARVEST_FOLLOW_NOFOLLOW")),
         allow_svg=_truthy(env.get("HARVEST_ALLOW_SVG")),
-        profiles_dir=str(Path(profiles_dir).expanduser()) if profiles_dir else None,
+        site_profiles_dir=str(Path(site_profiles_dir).expanduser()) if site_profiles_dir else None,
+        user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
+        allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         s3=s3 or s3_options_from_env(env),
     )

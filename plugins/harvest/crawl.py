@@ -18,10 +18,10 @@ from sqlalchemy import func, or_, select, update
 from harvest.config import HarvestConfig
 from harvest.http import FetchError, FetchResult, HttpClient
 from harvest.politeness import HostGate
-from harvest.profiles import SiteProfile, followed_links, load_profiles, profile_for
 from harvest.report import StageReport
 from harvest.robots import RobotsCache
 from harvest.scope import Scope
+from harvest.site_profiles import SiteProfile, followed_links, load_site_profiles, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
 from harvest.storage import open_store
@@ -140,7 +140,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     client = make_client(cfg)
     robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
     scope = Scope(cfg, _known_urls(cfg))
-    profiles = load_profiles(cfg.profiles_dir)
+    profiles = load_site_profiles(cfg.site_profiles_dir)
     store = open_store(cfg.staging, cfg.s3)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
@@ -216,7 +216,7 @@ def _record(
         )
         report.count("done")
         if page.depth < cfg.max_depth:
-            profile = profile_for(profiles, host_of(result.url))
+            profile = site_profile_for(profiles, host_of(result.url))
             if profile is not None and profile.follow:
                 children = profile_links(result.body, result.url, profile)
             else:

@@ -18,9 +18,15 @@ from bs4 import BeautifulSoup, Tag
 from sqlalchemy import select, update
 
 from harvest.config import HarvestConfig
-from harvest.profiles import SiteProfile, load_profiles, page_fields, profile_for, selected_elements
 from harvest.report import StageReport
 from harvest.robots import RobotsCache, robots_skip_reason
+from harvest.site_profiles import (
+    SiteProfile,
+    load_site_profiles,
+    page_fields,
+    selected_elements,
+    site_profile_for,
+)
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Page, Status
 from harvest.storage import open_store
@@ -645,11 +651,11 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
         ).all()
     parsed: list[tuple[Page, list[Found]]] = []
     data_uris = 0
-    profiles = load_profiles(cfg.profiles_dir)
+    profiles = load_site_profiles(cfg.site_profiles_dir)
     for page in pages:
         try:
             page_url = page.final_url or page.url
-            profile = profile_for(profiles, host_of(page_url))
+            profile = site_profile_for(profiles, host_of(page_url))
             found = extract_page(store.get(page.content_key), page_url, profile)
             parsed.append((page, found.items))
             data_uris += found.data_uris

@@ -10,7 +10,7 @@ from loopback_site import html, serve
 from harvest.config import ConfigError
 from harvest.crawl import run_crawl
 from harvest.extract import run_extract
-from harvest.profiles import ProfileError, parse_profile, profile_for
+from harvest.site_profiles import SiteProfileError, parse_profile, site_profile_for
 
 PROFILE = """
 hosts: [127.0.0.1]
@@ -41,7 +41,10 @@ def test_profile_chooses_links_images_and_fields(tmp_path):
             server.routes[f"/archive/{n}.html"] = html(_issue(n, 3))
         server.routes["/about.html"] = html("about")
         cfg = crawl_config(
-            f"{server.base}/archive/1.html", tmp_path, {"max_depth": 10}, HARVEST_PROFILES_DIR=str(profiles)
+            f"{server.base}/archive/1.html",
+            tmp_path,
+            {"max_depth": 10},
+            HARVEST_SITE_PROFILES_DIR=str(profiles),
         )
         run_crawl(cfg)
         run_extract(cfg)
@@ -72,9 +75,9 @@ def test_without_a_profile_the_generic_rules_apply(tmp_path):
 
 def test_a_profile_matches_its_hosts_and_subdomains():
     profile = parse_profile("hosts: [covers.example]\nimages: [img]", "c.yaml")
-    assert profile_for([profile], "covers.example") is profile
-    assert profile_for([profile], "www.covers.example") is profile
-    assert profile_for([profile], "notcovers.example") is None
+    assert site_profile_for([profile], "covers.example") is profile
+    assert site_profile_for([profile], "www.covers.example") is profile
+    assert site_profile_for([profile], "notcovers.example") is None
 
 
 @pytest.mark.parametrize(
@@ -93,7 +96,7 @@ def test_a_profile_matches_its_hosts_and_subdomains():
     ],
 )
 def test_bad_profiles_are_refused_with_file_and_reason(text, message):
-    with pytest.raises(ProfileError) as info:
+    with pytest.raises(SiteProfileError) as info:
         parse_profile(text, "site.yaml")
     assert str(info.value).startswith("site.yaml: ") and message in str(info.value)
 
@@ -103,7 +106,9 @@ def test_a_bad_profile_stops_the_run_before_any_work(tmp_path):
     profiles.mkdir()
     (profiles / "good.yaml").write_text("hosts: [a.example]")
     (profiles / "bad.yml").write_text("hosts: [b.example]\nimages: ['div >']")
-    with pytest.raises(ConfigError, match=r"HARVEST_PROFILES_DIR: bad.yml: .*invalid CSS selector 'div >'"):
-        crawl_config("http://a.example/", tmp_path, HARVEST_PROFILES_DIR=str(profiles))
+    with pytest.raises(
+        ConfigError, match=r"HARVEST_SITE_PROFILES_DIR: bad.yml: .*invalid CSS selector 'div >'"
+    ):
+        crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(profiles))
     with pytest.raises(ConfigError, match="is not a directory"):
-        crawl_config("http://a.example/", tmp_path, HARVEST_PROFILES_DIR=str(tmp_path / "missing"))
+        crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(tmp_path / "missing"))

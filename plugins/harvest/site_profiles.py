@@ -1,7 +1,7 @@
 """Site profiles: a YAML file per site says which links to follow, which images to take and which
 page fields to attach to every image, so a site with a known layout needs no code.
 
-Example (``covers.yaml`` in ``HARVEST_PROFILES_DIR``)::
+Example (``covers.yaml`` in ``HARVEST_SITE_PROFILES_DIR``)::
 
     hosts: [covers.example.com]
     follow: ["a.next", "ul.archive a"]     # only these links are followed
@@ -27,7 +27,7 @@ from harvest.urls import canonicalize, looks_like_image
 KNOWN_KEYS = {"hosts", "follow", "images", "fields"}
 
 
-class ProfileError(ValueError):
+class SiteProfileError(ValueError):
     """A profile file that cannot be used; the message names the file and the problem."""
 
 
@@ -50,7 +50,7 @@ def _strings(value, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ProfileError(f"{where}: expected a list of non-empty strings")
+        raise SiteProfileError(f"{where}: expected a list of non-empty strings")
     return tuple(v.strip() for v in value)
 
 
@@ -58,57 +58,59 @@ def _check_selector(selector: str, where: str) -> None:
     try:
         soupsieve.compile(selector)
     except (soupsieve.SelectorSyntaxError, ValueError) as exc:
-        raise ProfileError(f"{where}: invalid CSS selector {selector!r} ({exc})") from exc
+        raise SiteProfileError(f"{where}: invalid CSS selector {selector!r} ({exc})") from exc
 
 
 def parse_profile(text: str, name: str) -> SiteProfile:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{name}: not valid YAML ({exc})") from exc
+        raise SiteProfileError(f"{name}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
-        raise ProfileError(f"{name}: expected a mapping with hosts, follow, images, fields")
+        raise SiteProfileError(f"{name}: expected a mapping with hosts, follow, images, fields")
     unknown = sorted(set(data) - KNOWN_KEYS)
     if unknown:
-        raise ProfileError(f"{name}: unknown keys {unknown} (known: {sorted(KNOWN_KEYS)})")
+        raise SiteProfileError(f"{name}: unknown keys {unknown} (known: {sorted(KNOWN_KEYS)})")
     hosts = tuple(h.lower().strip(".") for h in _strings(data.get("hosts"), f"{name}: hosts"))
     if not hosts:
-        raise ProfileError(f"{name}: hosts: give at least one host name")
+        raise SiteProfileError(f"{name}: hosts: give at least one host name")
     follow = _strings(data.get("follow"), f"{name}: follow")
     images = _strings(data.get("images"), f"{name}: images")
     for selector in follow + images:
         _check_selector(selector, name)
     raw_fields = data.get("fields") or {}
     if not isinstance(raw_fields, dict):
-        raise ProfileError(
+        raise SiteProfileError(
             f"{name}: fields: expected a mapping of name to 'selector' or 'selector@attribute'"
         )
     fields = []
     for field_name, spec in raw_fields.items():
         if not isinstance(spec, str) or not spec.strip():
-            raise ProfileError(f"{name}: fields.{field_name}: expected 'selector' or 'selector@attribute'")
+            raise SiteProfileError(
+                f"{name}: fields.{field_name}: expected 'selector' or 'selector@attribute'"
+            )
         selector, _, attribute = spec.strip().rpartition("@") if "@" in spec else (spec.strip(), "", "")
         _check_selector(selector, f"{name}: fields.{field_name}")
         fields.append((str(field_name), selector, attribute or None))
     return SiteProfile(name, hosts, follow, images, tuple(fields))
 
 
-def load_profiles(directory: str | Path | None) -> list[SiteProfile]:
-    """Every ``*.yaml``/``*.yml`` profile in ``directory``; raises ProfileError listing all bad files."""
+def load_site_profiles(directory: str | Path | None) -> list[SiteProfile]:
+    """Every ``*.yaml``/``*.yml`` profile in ``directory``; raises SiteProfileError listing all bad files."""
     if directory is None:
         return []
     profiles, problems = [], []
     for path in sorted(Path(directory).glob("*.y*ml")):
         try:
             profiles.append(parse_profile(path.read_text(encoding="utf-8"), path.name))
-        except (ProfileError, UnicodeDecodeError) as exc:
+        except (SiteProfileError, UnicodeDecodeError) as exc:
             problems.append(str(exc))
     if problems:
-        raise ProfileError("; ".join(problems))
+        raise SiteProfileError("; ".join(problems))
     return profiles
 
 
-def profile_for(profiles: list[SiteProfile], host: str) -> SiteProfile | None:
+def site_profile_for(profiles: list[SiteProfile], host: str) -> SiteProfile | None:
     return next((p for p in profiles if p.matches(host)), None)
 
 
