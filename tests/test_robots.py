@@ -144,3 +144,17 @@ def test_unreachable_robots_txt_holds_the_host_back_and_is_retried_later(tmp_pat
         server.routes["/robots.txt"] = Response(b"User-agent: *\nAllow: /\n", content_type="text/plain")
         run_crawl(cfg)  # a re-run retries the page
         assert pages(cfg, server.base)["/"][0] == "done"
+
+
+def test_a_redirect_into_a_disallowed_path_is_not_followed(tmp_path):
+    with serve() as server:
+        _site(server)
+        server.routes["/moved.html"] = Response(status=301, headers={"Location": "/private/a.html"})
+        server.routes["/"] = html('<a href="/moved.html">moved</a>')
+        cfg = crawl_config(f"{server.base}/", tmp_path, HARVEST_USER_AGENT="pictbot")
+        run_crawl(cfg)
+        requested = server.paths()
+    status, error = pages(cfg, server.base)["/moved.html"]
+    assert status == "skipped"
+    assert f"redirected to {server.base}/private/a.html: disallowed by robots.txt" in error
+    assert "/private/a.html" not in requested

@@ -16,7 +16,7 @@ import lxml.html
 from sqlalchemy import func, or_, select, update
 
 from harvest.config import HarvestConfig
-from harvest.http import FetchError, FetchResult, HttpClient
+from harvest.http import FetchError, FetchResult, HopRefused, HttpClient
 from harvest.politeness import HostGate
 from harvest.report import StageReport
 from harvest.robots import RobotsCache
@@ -117,13 +117,23 @@ class RobotsDisallowed(Exception):
 def _fetch(
     client: HttpClient, robots: RobotsCache, cfg: HarvestConfig, url: str
 ) -> FetchResult | FetchError | RobotsDisallowed:
+    """robots.txt is asked for the page and for every redirect target before it is requested."""
+
+    def robots_check(hop: str) -> str | None:
+        reason = robots.skip_reason(hop)
+        if reason and robots.rules_for(hop).unavailable:
+            raise FetchError(hop, reason, transient=True)
+        return reason
+
     try:
-        reason = robots.skip_reason(url)
-        if reason and robots.rules_for(url).unavailable:
-            return FetchError(url, reason, transient=True)
-        if reason:
-            return RobotsDisallowed(reason)
-        return client.get(url, cfg.max_page_bytes, accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+        return client.get(
+            url,
+            cfg.max_page_bytes,
+            accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+            hop_check=robots_check,
+        )
+    except HopRefused as exc:
+        return RobotsDisallowed(exc.reason if exc.url == url else f"redirected to {exc.url}: {exc.reason}")
     except FetchError as exc:
         return exc
 

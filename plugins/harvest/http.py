@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -38,6 +39,10 @@ class FetchError(Exception):
         self.transient = transient
         self.retry_after: float | None = None
         super().__init__(f"{url}: {reason}")
+
+
+class HopRefused(FetchError):
+    """A URL of the redirect chain was refused by the caller's check (not a failure of the site)."""
 
 
 @dataclass
@@ -195,12 +200,21 @@ class HttpClient:
             self._local.session = session
         return session
 
-    def get(self, url: str, max_bytes: int, accept: str = "*/*") -> FetchResult:
-        """GET with redirects; 429/503 are retried after Retry-After or an exponential, jittered back-off."""
+    def get(
+        self,
+        url: str,
+        max_bytes: int,
+        accept: str = "*/*",
+        hop_check: Callable[[str], str | None] | None = None,
+    ) -> FetchResult:
+        """GET with redirects; 429/503 are retried after Retry-After or an exponential, jittered back-off.
+
+        ``hop_check`` sees every URL before it is requested (the first and each redirect target); a
+        reason it returns stops the fetch with :class:`HopRefused` (robots.txt of a redirect target)."""
         attempt = 0
         while True:
             try:
-                return self._get_once(url, max_bytes, accept)
+                return self._get_once(url, max_bytes, accept, hop_check)
             except FetchError as exc:
                 if exc.status not in RETRY_STATUSES or attempt >= self.retry_attempts:
                     raise
@@ -219,7 +233,9 @@ class HttpClient:
                 self.gate.hold(host, wait)
                 attempt += 1
 
-    def _get_once(self, url: str, max_bytes: int, accept: str) -> FetchResult:
+    def _get_once(
+        self, url: str, max_bytes: int, accept: str, hop_check: Callable[[str], str | None] | None
+    ) -> FetchResult:
         deadline = time.monotonic() + self.total_timeout
         seen: set[str] = set()
         current = url
@@ -228,6 +244,9 @@ class HttpClient:
                 raise FetchError(url, f"redirect loop at {current}")
             seen.add(current)
             check_url(current, self.allow_private_networks, self.allowed_networks)
+            refusal = hop_check(current) if hop_check is not None else None
+            if refusal:
+                raise HopRefused(current, refusal)
             host = (urlsplit(current).hostname or "").lower()
             try:
                 with self.gate.slot(host):
