@@ -84,7 +84,8 @@ def test_a_profile_matches_its_hosts_and_subdomains():
     ("text", "message"),
     [
         ("hosts: [a.example]\nfollow: ['a[']", "invalid CSS selector 'a['"),
-        ("hosts: [a.example]\nrender: true", "unknown keys ['render']"),
+        ("hosts: [a.example]\njs: true", "unknown keys ['js']"),
+        ("hosts: [a.example]\nrender: maybe", "render: expected true or false"),
         ("follow: [a]", "hosts: give at least one host name"),
         (
             "hosts: [a.example]\nfields: {date: ''}",

@@ -18,6 +18,7 @@ from sqlalchemy import func, or_, select, update
 from harvest.config import HarvestConfig
 from harvest.http import FetchError, FetchResult, HopRefused, HttpClient
 from harvest.politeness import HostGate
+from harvest.render import Renderer
 from harvest.report import StageReport
 from harvest.robots import RobotsCache
 from harvest.scope import Scope
@@ -115,9 +116,10 @@ class RobotsDisallowed(Exception):
 
 
 def _fetch(
-    client: HttpClient, robots: RobotsCache, cfg: HarvestConfig, url: str
+    client: HttpClient, robots: RobotsCache, cfg: HarvestConfig, url: str, renderer: Renderer | None = None
 ) -> FetchResult | FetchError | RobotsDisallowed:
-    """robots.txt is asked for the page and for every redirect target before it is requested."""
+    """robots.txt is asked for the page and for every redirect target before it is requested; a
+    page whose site profile asks for rendering is handed to the browser afterwards."""
 
     def robots_check(hop: str) -> str | None:
         reason = robots.skip_reason(hop)
@@ -126,12 +128,18 @@ def _fetch(
         return reason
 
     try:
-        return client.get(
+        result = client.get(
             url,
             cfg.max_page_bytes,
             accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
             hop_check=robots_check,
         )
+        if renderer is not None and result.content_type in HTML_TYPES | {""}:
+            try:
+                result.body = renderer.render(result.url, result.body, result.content_type or "text/html")
+            except Exception as exc:  # the browser failing is this page's failure, not the crawl's
+                return FetchError(result.url, f"rendering failed: {exc}")
+        return result
     except HopRefused as exc:
         return RobotsDisallowed(exc.reason if exc.url == url else f"redirected to {exc.url}: {exc.reason}")
     except FetchError as exc:
@@ -151,29 +159,39 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
     scope = Scope(cfg, _known_urls(cfg))
     profiles = load_site_profiles(cfg.site_profiles_dir)
+    renderer = Renderer(client, robots) if any(p.render for p in profiles) else None
+
+    def fetch(page: Page) -> FetchResult | FetchError | RobotsDisallowed:
+        profile = site_profile_for(profiles, host_of(page.url))
+        return _fetch(client, robots, cfg, page.url, renderer if profile and profile.render else None)
+
     store = open_store(cfg.staging, cfg.s3)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
-        while True:
-            with session_scope(cfg.database_url) as session:
-                batch = session.scalars(
-                    select(Page)
-                    .where(Page.run_id == cfg.run_id, Page.status == Status.PENDING)
-                    .order_by(Page.depth, Page.id)
-                    .limit(BATCH)
-                ).all()
-            if not batch:
-                break
-            results = list(pool.map(lambda page: _fetch(client, robots, cfg, page.url), batch))
-            for page, result in zip(batch, results, strict=True):
-                _record(cfg, store, scope, profiles, page, result, report)
-            log.info(
-                "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
-                report.done,
-                report.failed,
-                report.skipped,
-                report.done / max(time.monotonic() - started, 1e-6),
-            )
+    try:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
+            while True:
+                with session_scope(cfg.database_url) as session:
+                    batch = session.scalars(
+                        select(Page)
+                        .where(Page.run_id == cfg.run_id, Page.status == Status.PENDING)
+                        .order_by(Page.depth, Page.id)
+                        .limit(BATCH)
+                    ).all()
+                if not batch:
+                    break
+                results = list(pool.map(fetch, batch))
+                for page, result in zip(batch, results, strict=True):
+                    _record(cfg, store, scope, profiles, page, result, report)
+                log.info(
+                    "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
+                    report.done,
+                    report.failed,
+                    report.skipped,
+                    report.done / max(time.monotonic() - started, 1e-6),
+                )
+    finally:
+        if renderer is not None:
+            renderer.close()
     with session_scope(cfg.database_url) as session:
         report.extra["pages_total"] = session.scalar(
             select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)

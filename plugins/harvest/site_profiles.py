@@ -9,6 +9,7 @@ Example (``covers.yaml`` in ``HARVEST_SITE_PROFILES_DIR``)::
     fields:                                # attached to each image of the page
       title: "h1.cover-title"
       date: "time@datetime"                # selector@attribute
+    render: false                          # true: run the page's JavaScript first (render.py)
 
 Without a profile, the generic rules apply.
 """
@@ -24,7 +25,7 @@ from bs4 import BeautifulSoup, Tag
 
 from harvest.urls import canonicalize, looks_like_image
 
-KNOWN_KEYS = {"hosts", "follow", "images", "fields"}
+KNOWN_KEYS = {"hosts", "follow", "images", "fields", "render"}
 
 
 class SiteProfileError(ValueError):
@@ -38,6 +39,7 @@ class SiteProfile:
     follow: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
     fields: tuple[tuple[str, str, str | None], ...] = field(default=())  # (name, selector, attribute)
+    render: bool = False  # run the page's JavaScript in headless Chromium before reading it
 
     def matches(self, host: str) -> bool:
         host = host.lower()
@@ -92,7 +94,10 @@ def parse_profile(text: str, name: str) -> SiteProfile:
         selector, _, attribute = spec.strip().rpartition("@") if "@" in spec else (spec.strip(), "", "")
         _check_selector(selector, f"{name}: fields.{field_name}")
         fields.append((str(field_name), selector, attribute or None))
-    return SiteProfile(name, hosts, follow, images, tuple(fields))
+    render = data.get("render", False)
+    if not isinstance(render, bool):
+        raise SiteProfileError(f"{name}: render: expected true or false")
+    return SiteProfile(name, hosts, follow, images, tuple(fields), render)
 
 
 def load_site_profiles(directory: str | Path | None) -> list[SiteProfile]:
