@@ -113,3 +113,15 @@ def test_a_bad_profile_stops_the_run_before_any_work(tmp_path):
         crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(profiles))
     with pytest.raises(ConfigError, match="is not a directory"):
         crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(tmp_path / "missing"))
+
+
+def test_render_without_a_browser_is_refused_before_the_run(tmp_path, monkeypatch):
+    import shutil
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "spa.yaml").write_text("hosts: [a.example]\nrender: true")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr("harvest.render.Path.exists", lambda self: False)
+    with pytest.raises(ConfigError, match="asks for render: true but no Chromium was found"):
+        crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(profiles))

@@ -317,9 +317,17 @@ def build_config(
         from harvest.site_profiles import SiteProfileError, load_site_profiles
 
         try:
-            load_site_profiles(Path(site_profiles_dir).expanduser())
+            site_profiles = load_site_profiles(Path(site_profiles_dir).expanduser())
         except SiteProfileError as exc:
             problems.append(f"HARVEST_SITE_PROFILES_DIR: {exc}")
+        else:
+            from harvest.render import chromium_path
+
+            if any(p.render for p in site_profiles) and chromium_path(env) is None:
+                problems.append(
+                    "HARVEST_SITE_PROFILES_DIR: a site profile asks for render: true but no Chromium was "
+                    "found (install Debian's chromium package or set HARVEST_CHROMIUM)"
+                )
 
     if problems:
         raise ConfigError(problems)

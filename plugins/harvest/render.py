@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +31,7 @@ RENDER_TIMEOUT_MS = 20_000
 SETTLE_TIMEOUT_MS = 3_000
 
 
-def chromium_path(env: dict[str, str] | None = None) -> str | None:
+def chromium_path(env: Mapping[str, str] | None = None) -> str | None:
     """``HARVEST_CHROMIUM``, else Debian's chromium binary (the ``/usr/bin`` launcher is a shell script)."""
     env = os.environ if env is None else env
     if env.get("HARVEST_CHROMIUM"):
