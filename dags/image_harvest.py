@@ -78,6 +78,20 @@ PARAMS = {
         description="Follow links only within each seed's site (www.example.com and img.example.com count "
         "as one).",
     ),
+    "url_allow": Param(
+        [],
+        type="array",
+        items={"type": "string"},
+        title="Only crawl URLs matching",
+        description="Regular expressions; when given, a page URL must match one of them.",
+    ),
+    "url_deny": Param(
+        [],
+        type="array",
+        items={"type": "string"},
+        title="Never crawl URLs matching",
+        description="Regular expressions; a page URL matching any of them is not crawled.",
+    ),
     "min_width": Param(
         64,
         type="integer",
@@ -185,7 +199,7 @@ def image_harvest():
         except ConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task
+    @task(pool=NETWORK_POOL)
     def crawl_seeds(_: dict) -> dict:
         from harvest.crawl import run_crawl
         from harvest.pipeline import record_report
@@ -195,7 +209,7 @@ def image_harvest():
         record_report(cfg, report)
         return report.as_dict()
 
-    @task
+    @task(pool=NETWORK_POOL)
     def extract_links(_: dict) -> list[int]:
         """Returns the shard ids the download fans out over (its counts are in the log and state DB)."""
         from harvest.pipeline import collect_candidates, record_report
@@ -205,7 +219,7 @@ def image_harvest():
             record_report(cfg, report)
         return list(range(cfg.num_shards))
 
-    @task
+    @task(pool=NETWORK_POOL)
     def download_images(shard: int) -> dict:
         from harvest.download import run_download
         from harvest.pipeline import record_report
@@ -251,5 +265,9 @@ def image_harvest():
     downloaded = download_images.expand(shard=shards)
     publish_images(classify_images(downloaded))
 
+
+#: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README
+#: "Crawling"); read when the tasks are defined, by the call below.
+NETWORK_POOL = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
 
 harvest_dag = image_harvest()

@@ -56,6 +56,17 @@ def _migrate_airflow_db(home: Path) -> None:
         sys.exit(f"`airflow db migrate` failed; see {log}")
 
 
+def _ensure_network_pool() -> None:
+    """The DAG's network tasks run in this pool; a scheduler leaves tasks of a missing pool queued."""
+    from airflow.models.pool import Pool
+
+    name = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
+    if Pool.get_pool(name) is None:
+        Pool.create_or_update_pool(
+            name, slots=4, description="harvest tasks that fetch from the network", include_deferred=False
+        )
+
+
 def _load_dag():
     spec = importlib.util.spec_from_file_location("image_harvest", REPO / "dags" / "image_harvest.py")
     module = importlib.util.module_from_spec(spec)
@@ -123,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         started = time.monotonic()
         _migrate_airflow_db(home)
+        _ensure_network_pool()
         dag = _load_dag()
         run = dag.test(run_conf=conf)
         state = str(getattr(run.state, "value", run.state))

@@ -248,3 +248,149 @@ def test_skip_uses_the_configured_minimum():
     assert _skip_reason(item, config(min_width=200, min_height=50)) == (
         "declared size 100x100 below minimum 200x50"
     )
+
+
+def test_srcset_variants_are_remembered_with_their_descriptors():
+    item = only('<img src="s.jpg" srcset="s.jpg 300w, l.jpg 1200w, m.jpg 600w" width="300" height="200">')
+    assert item.url == "http://example.com/gallery/l.jpg"
+    assert item.variants == [
+        {"url": "http://example.com/gallery/m.jpg", "descriptor": "600w"},
+        {"url": "http://example.com/gallery/s.jpg", "descriptor": "300w"},
+    ]
+    assert (item.width, item.height) == (1200, None)  # the w descriptor, not the display size
+
+
+def test_a_smaller_rendition_shown_elsewhere_is_folded_into_its_image():
+    html = '<img srcset="s.jpg 300w, l.jpg 1200w" alt="big"><p><img src="s.jpg" alt="small copy"></p>'
+    assert urls(html) == ["http://example.com/gallery/l.jpg"]
+
+
+@pytest.mark.parametrize("attribute", ["data-srcset", "data-lazy-srcset"])
+def test_lazy_srcset_attributes(attribute):
+    item = only(f'<img src="data:image/gif;base64,R0lGOD" {attribute}="a.jpg 1x, b.jpg 2x" loading="lazy">')
+    assert item.url == "http://example.com/gallery/b.jpg"
+    assert item.variants == [{"url": "http://example.com/gallery/a.jpg", "descriptor": "1x"}]
+
+
+def test_loading_lazy_placeholder_alone_is_junk():
+    item = only('<img src="/img/lazy-placeholder.gif" loading="lazy" alt="x">')
+    assert item.junk == "lazy-load placeholder without a real image URL"
+    assert _skip_reason(item, config()) == item.junk
+
+
+def test_data_uri_only_image_yields_nothing_but_is_counted():
+    from harvest.extract import extract_page
+
+    page = extract_page('<img src="data:image/png;base64,iVBOR" alt="inline">', PAGE)
+    assert (page.items, page.data_uris) == ([], 1)
+
+
+def test_twitter_and_og_secure_url_meta():
+    html = """<meta name="twitter:image:src" content="/t.jpg">
+        <meta property="og:image:secure_url" content="https://example.com/s.jpg">"""
+    assert sorted(urls(html)) == ["http://example.com/t.jpg", "https://example.com/s.jpg"]
+
+
+def test_json_ld_images_in_every_shape():
+    html = """<script type="application/ld+json">
+        {"@context": "https://schema.org", "@graph": [
+          {"@type": "NewsArticle", "image": ["/a.jpg", {"@type": "ImageObject", "url": "/b.jpg"}],
+           "publisher": {"@type": "Organization", "logo": {"@type": "ImageObject", "url": "/logo.png"}}},
+          {"@type": "Recipe", "image": {"@type": "ImageObject", "contentUrl": "/c.jpg"}}]}
+        </script><script type="application/ld+json">{"image": "/d.jpg"}</script>
+        <script type="application/ld+json">{not json</script>"""
+    assert sorted(urls(html)) == [f"http://example.com/{n}.jpg" for n in "abcd"]
+
+
+def test_inline_background_images():
+    html = """<div class="hero" style="background-image: url('/hero.jpg'); color: red" aria-label="Hero"></div>
+        <section style='background: #000 url("bg.png") no-repeat'></section>
+        <span style="color: blue"></span>"""
+    items = find_images(html, PAGE)
+    assert [i.url for i in items] == ["http://example.com/hero.jpg", "http://example.com/gallery/bg.png"]
+    assert items[0].source == "style" and items[0].alt == "Hero"
+
+
+def test_noscript_fallback_gives_the_real_image_of_a_script_only_lazy_loader():
+    html = """<p><img class="js-lazy" data-anything="x" src="/static/blank.gif" alt="Lazy">
+        <noscript><img src="/photos/real.jpg" alt="Lazy"></noscript></p>"""
+    items = {i.url: i for i in find_images(html, PAGE)}
+    assert items["http://example.com/photos/real.jpg"].junk is None
+    assert items["http://example.com/static/blank.gif"].junk is not None
+
+
+def test_picture_prefers_a_format_we_can_keep_and_remembers_the_others():
+    html = """<picture>
+        <source type="image/avif" srcset="/p.avif 1x, /p@2x.avif 2x">
+        <source type="image/webp" srcset="/p.webp 1x, /p@2x.webp 2x">
+        <img src="/p.jpg" alt="P"></picture>"""
+    item = only(html)
+    assert (item.url, item.source, item.alt) == ("http://example.com/p@2x.webp", "picture", "P")
+    assert [v["url"].rsplit("/", 1)[1] for v in item.variants] == ["p@2x.avif", "p.avif", "p.webp", "p.jpg"]
+    assert item.variants[0]["descriptor"] == "image/avif"
+
+
+def test_favicons_and_touch_icons_are_listed_as_junk():
+    html = """<link rel="icon" href="/favicon.png"><link rel="shortcut icon" href="/favicon.ico">
+        <link rel="apple-touch-icon" href="/touch.png"><link rel="stylesheet" href="/s.css">
+        <link rel="image_src" href="/share.jpg">"""
+    items = {i.url.rsplit("/", 1)[1]: i for i in find_images(html, PAGE)}
+    assert sorted(items) == ["favicon.ico", "favicon.png", "share.jpg", "touch.png"]
+    assert items["touch.png"].junk == "favicon or touch icon (rel=apple-touch-icon)"
+    assert items["favicon.ico"].junk.startswith("favicon or touch icon")
+    assert items["share.jpg"].junk is None
+
+
+def test_caption_and_nearby_text_are_kept():
+    html = """<article><h2>Cats</h2><p>Our cat Chelsea likes to sleep in the sun all afternoon.
+        <img src="/c.jpg" alt="Chelsea" title="Sleeping"></p>
+        <figure><img src="/f.jpg" alt="F"><figcaption>A  flower in May</figcaption></figure>
+        <div class="wp-caption"><img src="/w.jpg"><p class="wp-caption-text">A WordPress caption</p></div></article>"""
+    items = {i.url.rsplit("/", 1)[1]: i for i in find_images(html, PAGE)}
+    assert items["c.jpg"].nearby_text == "Our cat Chelsea likes to sleep in the sun all afternoon."
+    assert (items["c.jpg"].alt, items["c.jpg"].title) == ("Chelsea", "Sleeping")
+    assert items["f.jpg"].caption == "A flower in May"
+    assert items["w.jpg"].caption == "A WordPress caption"
+
+
+def test_images_in_header_nav_footer_are_marked_as_chrome():
+    html = """<header><img src="/logo.png"></header><div role="navigation"><img src="/nav.png"></div>
+        <main><img src="/content.jpg"></main><footer><img src="/badge.png"></footer>"""
+    chrome = {i.url.rsplit("/", 1)[1]: i.in_chrome for i in find_images(html, PAGE)}
+    assert chrome == {"logo.png": True, "nav.png": True, "content.jpg": False, "badge.png": True}
+
+
+def test_chrome_images_repeated_on_most_pages_of_a_site():
+    from harvest.extract import chrome_images
+
+    logo = Found("http://a.example/logo.png", "img", in_chrome=True)
+    once = Found("http://a.example/header-photo.jpg", "img", in_chrome=True)
+    content = Found("http://a.example/cat.jpg", "img")
+    pages = [(f"http://a.example/{i}.html", [logo, content] + ([once] if i == 0 else [])) for i in range(4)]
+    pages.append(("http://b.example/x.html", [Found("http://b.example/logo.png", "img", in_chrome=True)]))
+    assert chrome_images(pages) == {
+        "http://a.example/logo.png": "site chrome: in header/nav/footer on 4 of 4 pages"
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://example.com/t/pixel.gif", "tracking pixel or spacer (by file name)"),
+        ("http://example.com/img/spacer.gif?x=1", "tracking pixel or spacer (by file name)"),
+        ("http://example.com/css/icons-sprite.png", "CSS sprite sheet"),
+        ("http://example.com/img/Sprite_2x.png", "CSS sprite sheet"),
+    ],
+)
+def test_trackers_and_sprites_by_name(url, reason):
+    assert _skip_reason(Found(url, "img"), config()) == reason
+
+
+def test_svg_is_kept_when_asked_for():
+    cfg = config().with_(allow_svg=True)
+    assert _skip_reason(Found("http://example.com/a.svg", "img"), cfg) is None
+
+
+def test_tiny_largest_srcset_width_is_skipped():
+    item = only('<img srcset="a.jpg 20w, b.jpg 40w">')
+    assert _skip_reason(item, config()) == "largest srcset width 40 below minimum width 64"

@@ -172,3 +172,16 @@ def test_same_site(url, seed, expected):
 )
 def test_looks_like_image_uses_the_path_extension(url, expected):
     assert looks_like_image(url) is expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://a.example/p;jsessionid=0A1B2C?x=1", "http://a.example/p?x=1"),
+        ("http://a.example/p?PHPSESSID=abc&page=2", "http://a.example/p?page=2"),
+        ("http://a.example/p?sid=9&gclid=1&msclkid=2&pk_campaign=x", "http://a.example/p"),
+        ("http://a.example/p?Utm_Source=x&q=cat", "http://a.example/p?q=cat"),
+    ],
+)
+def test_session_ids_and_more_tracking_parameters_are_removed(url, expected):
+    assert canonicalize(url) == expected

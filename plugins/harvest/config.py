@@ -6,7 +6,9 @@ environment, so defaults live in exactly one place and a bad value is refused be
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +72,22 @@ class HarvestConfig:
     read_timeout: float = 20.0
     max_page_bytes: int = 5 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
+    # crawler behaviour (README "Crawling"): robots, politeness, scope, junk filters, site profiles
+    respect_robots: bool = True
+    host_concurrency: int = 2
+    host_delay: float = 0.5
+    host_failure_limit: int = 5
+    status_retries: int = 3
+    max_retry_after: float = 120.0
+    total_timeout: float = 60.0
+    allowed_networks: tuple[str, ...] = ()
+    max_pages_per_host: int = 500
+    max_query_variants: int = 20
+    url_allow: tuple[str, ...] = ()
+    url_deny: tuple[str, ...] = ()
+    honour_nofollow: bool = True
+    allow_svg: bool = False
+    site_profiles_dir: str | None = None
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_networks: bool = False
     model: str = "efficientnet_lite0"
@@ -93,6 +111,8 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "max_depth": 2,
     "max_pages": 1000,
     "same_domain": True,
+    "url_allow": [],
+    "url_deny": [],
     "min_width": 64,
     "min_height": 64,
     "top_k": 5,
@@ -140,6 +160,10 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _falsy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"0", "false", "no", "off"}
+
+
 def _as_list(value: Any) -> list[str]:
     """Params arrive as lists from the form, but a newline/comma separated string is accepted too."""
     if value is None:
@@ -179,6 +203,42 @@ def _env_int(
     if not minimum <= value <= maximum:
         problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def _env_float(
+    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float, problems: list[str]
+) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name} must be a number between {minimum} and {maximum}, got {raw!r}")
+        return default
+    if not minimum <= value <= maximum:
+        problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _patterns(value: Any, name: str, problems: list[str]) -> tuple[str, ...]:
+    patterns = _as_list(value) if not isinstance(value, str) else [p.strip() for p in value.splitlines()]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(f"{name}: {pattern!r} is not a valid regular expression ({exc})")
+    return tuple(p for p in patterns if p)
+
+
+def _networks(raw: str | None, problems: list[str]) -> tuple[str, ...]:
+    networks = []
+    for item in _as_list(raw):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            problems.append(f"HARVEST_ALLOWED_NETWORKS: {item!r} is not an IP network")
+    return tuple(networks)
 
 
 def _validate_seed(url: str) -> str | None:
@@ -271,6 +331,33 @@ def build_config(
     download_threads = _env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems)
     batch_size = _env_int(env, "HARVEST_BATCH_SIZE", 32, 1, 1024, problems)
 
+    host_concurrency = _env_int(env, "HARVEST_HOST_CONCURRENCY", 2, 1, 64, problems)
+    host_delay = _env_float(env, "HARVEST_HOST_DELAY", 0.5, 0.0, 600.0, problems)
+    host_failure_limit = _env_int(env, "HARVEST_HOST_FAILURE_LIMIT", 5, 1, 10_000, problems)
+    max_pages_per_host = _env_int(env, "HARVEST_MAX_PAGES_PER_HOST", 500, 1, 10_000_000, problems)
+    max_query_variants = _env_int(env, "HARVEST_MAX_QUERY_VARIANTS", 20, 1, 10_000_000, problems)
+    url_allow = _patterns(params.get("url_allow"), "url_allow", problems)
+    url_deny = _patterns(params.get("url_deny"), "url_deny", problems)
+    allowed_networks = _networks(env.get("HARVEST_ALLOWED_NETWORKS"), problems)
+    site_profiles_dir = env.get("HARVEST_SITE_PROFILES_DIR")
+    if site_profiles_dir and not Path(site_profiles_dir).expanduser().is_dir():
+        problems.append(f"HARVEST_SITE_PROFILES_DIR: {site_profiles_dir!r} is not a directory")
+    elif site_profiles_dir:
+        from harvest.site_profiles import SiteProfileError, load_site_profiles
+
+        try:
+            site_profiles = load_site_profiles(Path(site_profiles_dir).expanduser())
+        except SiteProfileError as exc:
+            problems.append(f"HARVEST_SITE_PROFILES_DIR: {exc}")
+        else:
+            from harvest.render import chromium_path
+
+            if any(p.render for p in site_profiles) and chromium_path(env) is None:
+                problems.append(
+                    "HARVEST_SITE_PROFILES_DIR: a site profile asks for render: true but no Chromium was "
+                    "found (install Debian's chromium package or set HARVEST_CHROMIUM)"
+                )
+
     if problems:
         raise ConfigError(problems)
 
@@ -291,6 +378,18 @@ def build_config(
         num_shards=num_shards,
         download_threads=download_threads,
         batch_size=batch_size,
+        respect_robots=not _falsy(env.get("HARVEST_RESPECT_ROBOTS")),
+        host_concurrency=host_concurrency,
+        host_delay=host_delay,
+        host_failure_limit=host_failure_limit,
+        allowed_networks=allowed_networks,
+        max_pages_per_host=max_pages_per_host,
+        max_query_variants=max_query_variants,
+        url_allow=url_allow,
+        url_deny=url_deny,
+        honour_nofollow=not _truthy(env.get("HARVEST_FOLLOW_NOFOLLOW")),
+        allow_svg=_truthy(env.get("HARVEST_ALLOW_SVG")),
+        site_profiles_dir=str(Path(site_profiles_dir).expanduser()) if site_profiles_dir else None,
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),

@@ -2,6 +2,7 @@
 
 The frontier *is* the ``pages`` table: a page row is inserted when it is discovered and marked done
 (with its children inserted) in one transaction, so a crashed or retried crawl resumes where it was.
+Every fetch asks robots.txt first and goes through the shared per-host politeness gate.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import lxml.html
 from sqlalchemy import func, or_, select, update
 
 from harvest.config import HarvestConfig
-from harvest.http import FetchError, FetchResult, HttpClient
+from harvest.http import FetchError, FetchResult, HopRefused, HttpClient
+from harvest.politeness import HostGate
+from harvest.render import Renderer
 from harvest.report import StageReport
+from harvest.robots import RobotsCache
+from harvest.scope import Scope
+from harvest.site_profiles import SiteProfile, followed_links, load_site_profiles, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
 from harvest.storage import open_store
-from harvest.urls import canonicalize, looks_like_image, same_site
+from harvest.urls import canonicalize, host_of, looks_like_image
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +35,21 @@ BATCH = 16
 
 
 def make_client(cfg: HarvestConfig) -> HttpClient:
+    """The task's client; its politeness gate is shared by all the threads of the task."""
     return HttpClient(
         user_agent=cfg.user_agent,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
+        total_timeout=cfg.total_timeout,
         allow_private_networks=cfg.allow_private_networks,
+        allowed_networks=cfg.allowed_networks,
+        gate=HostGate(cfg.host_concurrency, cfg.host_delay, cfg.host_failure_limit),
+        retry_attempts=cfg.status_retries,
+        max_retry_after=cfg.max_retry_after,
     )
 
 
-def page_links(html: bytes, page_url: str) -> list[str]:
+def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> list[str]:
     """Canonical URLs of the pages a page links to (not images, not other schemes)."""
     try:
         doc = lxml.html.fromstring(html)
@@ -48,12 +60,26 @@ def page_links(html: bytes, page_url: str) -> list[str]:
         base = canonicalize(href, page_url) or page_url
     links: list[str] = []
     seen: set[str] = set()
-    for href in doc.xpath("//a/@href"):
-        url = canonicalize(str(href), base)
+    for anchor in doc.xpath("//a[@href]"):
+        if honour_nofollow and "nofollow" in (anchor.get("rel") or "").lower().split():
+            continue
+        url = canonicalize(str(anchor.get("href")), base)
         if url and url not in seen and not looks_like_image(url):
             seen.add(url)
             links.append(url)
     return links
+
+
+def profile_links(html: bytes, page_url: str, profile: SiteProfile) -> list[str]:
+    """Only the links a site profile's ``follow`` selectors name (e.g. the "Next" of a pagination)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "lxml")
+    base = page_url
+    base_tag = soup.find("base", href=True)
+    if base_tag:
+        base = canonicalize(str(base_tag["href"]), page_url) or page_url
+    return followed_links(soup, page_url, base, profile)
 
 
 def seed_pages(cfg: HarvestConfig) -> int:
@@ -85,11 +111,44 @@ def _retry_failed(cfg: HarvestConfig) -> None:
         )
 
 
-def _fetch(client: HttpClient, cfg: HarvestConfig, url: str) -> FetchResult | FetchError:
+class RobotsDisallowed(Exception):
+    """robots.txt forbids the page; recorded as skipped, never retried in this run."""
+
+
+def _fetch(
+    client: HttpClient, robots: RobotsCache, cfg: HarvestConfig, url: str, renderer: Renderer | None = None
+) -> FetchResult | FetchError | RobotsDisallowed:
+    """robots.txt is asked for the page and for every redirect target before it is requested; a
+    page whose site profile asks for rendering is handed to the browser afterwards."""
+
+    def robots_check(hop: str) -> str | None:
+        reason = robots.skip_reason(hop)
+        if reason and robots.rules_for(hop).unavailable:
+            raise FetchError(hop, reason, transient=True)
+        return reason
+
     try:
-        return client.get(url, cfg.max_page_bytes, accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+        result = client.get(
+            url,
+            cfg.max_page_bytes,
+            accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+            hop_check=robots_check,
+        )
+        if renderer is not None and result.content_type in HTML_TYPES | {""}:
+            try:
+                result.body = renderer.render(result.url, result.body, result.content_type or "text/html")
+            except Exception as exc:  # the browser failing is this page's failure, not the crawl's
+                return FetchError(result.url, f"rendering failed: {exc}")
+        return result
+    except HopRefused as exc:
+        return RobotsDisallowed(exc.reason if exc.url == url else f"redirected to {exc.url}: {exc.reason}")
     except FetchError as exc:
         return exc
+
+
+def _known_urls(cfg: HarvestConfig) -> list[str]:
+    with session_scope(cfg.database_url) as session:
+        return list(session.scalars(select(Page.url).where(Page.run_id == cfg.run_id)).all())
 
 
 def run_crawl(cfg: HarvestConfig) -> StageReport:
@@ -97,43 +156,70 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     seed_pages(cfg)
     _retry_failed(cfg)
     client = make_client(cfg)
+    robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
+    scope = Scope(cfg, _known_urls(cfg))
+    profiles = load_site_profiles(cfg.site_profiles_dir)
+    renderer = Renderer(client, robots) if any(p.render for p in profiles) else None
+
+    def fetch(page: Page) -> FetchResult | FetchError | RobotsDisallowed:
+        profile = site_profile_for(profiles, host_of(page.url))
+        return _fetch(client, robots, cfg, page.url, renderer if profile and profile.render else None)
+
     store = open_store(cfg.staging, cfg.s3)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
-        while True:
-            with session_scope(cfg.database_url) as session:
-                batch = session.scalars(
-                    select(Page)
-                    .where(Page.run_id == cfg.run_id, Page.status == Status.PENDING)
-                    .order_by(Page.depth, Page.id)
-                    .limit(BATCH)
-                ).all()
-            if not batch:
-                break
-            results = list(pool.map(lambda page: _fetch(client, cfg, page.url), batch))
-            for page, result in zip(batch, results, strict=True):
-                _record(cfg, store, page, result, report)
-            log.info(
-                "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
-                report.done,
-                report.failed,
-                report.skipped,
-                report.done / max(time.monotonic() - started, 1e-6),
-            )
+    try:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
+            while True:
+                with session_scope(cfg.database_url) as session:
+                    batch = session.scalars(
+                        select(Page)
+                        .where(Page.run_id == cfg.run_id, Page.status == Status.PENDING)
+                        .order_by(Page.depth, Page.id)
+                        .limit(BATCH)
+                    ).all()
+                if not batch:
+                    break
+                results = list(pool.map(fetch, batch))
+                for page, result in zip(batch, results, strict=True):
+                    _record(cfg, store, scope, profiles, page, result, report)
+                log.info(
+                    "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
+                    report.done,
+                    report.failed,
+                    report.skipped,
+                    report.done / max(time.monotonic() - started, 1e-6),
+                )
+    finally:
+        if renderer is not None:
+            renderer.close()
     with session_scope(cfg.database_url) as session:
         report.extra["pages_total"] = session.scalar(
             select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)
         )
+    paused = client.gate.paused_hosts()
+    if paused:
+        report.extra["paused_hosts"] = paused
+        for reason in paused.values():
+            log.warning("crawl: %s", reason)
     log.info("%s", report)
     return report
 
 
 def _record(
-    cfg: HarvestConfig, store, page: Page, result: FetchResult | FetchError, report: StageReport
+    cfg: HarvestConfig,
+    store,
+    scope: Scope,
+    profiles: list[SiteProfile],
+    page: Page,
+    result: FetchResult | FetchError | RobotsDisallowed,
+    report: StageReport,
 ) -> None:
     values: dict = {"attempts": page.attempts + 1, "fetched_at": utcnow()}
     children: list[str] = []
-    if isinstance(result, FetchError):
+    if isinstance(result, RobotsDisallowed):
+        values.update(status=Status.SKIPPED, error=f"{page.url}: {result}")
+        report.count("skipped", str(result))
+    elif isinstance(result, FetchError):
         values.update(status=Status.FAILED, http_status=result.status, error=str(result))
         report.count("failed", result.reason)
         log.warning("crawl: %s", result)
@@ -158,18 +244,20 @@ def _record(
         )
         report.count("done")
         if page.depth < cfg.max_depth:
-            children = [
-                url
-                for url in page_links(result.body, result.url)
-                if not cfg.same_domain or same_site(url, page.seed_url)
-            ]
+            profile = site_profile_for(profiles, host_of(result.url))
+            if profile is not None and profile.follow:
+                children = profile_links(result.body, result.url, profile)
+            else:
+                children = page_links(result.body, result.url, cfg.honour_nofollow)
     with session_scope(cfg.database_url) as session:
         session.execute(update(Page).where(Page.id == page.id).values(**values))
         if children:
-            _add_children(session, cfg, page, children)
+            _add_children(session, cfg, scope, page, children, report)
 
 
-def _add_children(session, cfg: HarvestConfig, page: Page, children: list[str]) -> None:
+def _add_children(
+    session, cfg: HarvestConfig, scope: Scope, page: Page, children: list[str], report: StageReport
+) -> None:
     total = session.scalar(select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)) or 0
     room = cfg.max_pages - total
     if room <= 0:
@@ -177,7 +265,19 @@ def _add_children(session, cfg: HarvestConfig, page: Page, children: list[str]) 
     known = set(
         session.scalars(select(Page.url).where(Page.run_id == cfg.run_id, Page.url.in_(children))).all()
     )
-    new = [url for url in children if url not in known][:room]
+    refused: dict[str, int] = report.extra.setdefault("links_refused", {})
+    new: list[str] = []
+    for url in children:
+        if url in known or len(new) >= room:
+            continue
+        reason = scope.refusal(url, page.seed_url)
+        if reason:
+            key = reason if not reason.startswith("more than") else "too many query variants of one path"
+            refused[key] = refused.get(key, 0) + 1
+            continue
+        scope.admitted(url)
+        known.add(url)
+        new.append(url)
     rows = [
         _page_defaults({"run_id": cfg.run_id, "url": url, "seed_url": page.seed_url, "depth": page.depth + 1})
         for url in new

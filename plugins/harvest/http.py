@@ -1,7 +1,11 @@
-"""The one HTTP client every stage uses: timeouts, size caps, manual redirects and an SSRF guard.
+"""The one HTTP client every stage uses: timeouts, size caps, manual redirects, per-host politeness
+and an SSRF guard.
 
 Redirects are followed by hand so that every hop is checked against the guard; bodies are streamed
-and cut off at a cap so a hostile server cannot exhaust a worker's memory.
+and cut off at a cap so a hostile server cannot exhaust a worker's memory. The guard checks a host's
+resolved addresses before connecting *and* the peer address of every new socket, so a name that
+resolves to a public address for the check and to a private one for the connection (DNS rebinding)
+is still refused.
 """
 
 from __future__ import annotations
@@ -10,12 +14,19 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from harvest.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
 
 REDIRECT_CODES = {301, 302, 303, 307, 308}
+RETRY_STATUSES = {429, 503}
 
 
 class FetchError(Exception):
@@ -26,7 +37,12 @@ class FetchError(Exception):
         self.reason = reason
         self.status = status
         self.transient = transient
+        self.retry_after: float | None = None
         super().__init__(f"{url}: {reason}")
+
+
+class HopRefused(FetchError):
+    """A URL of the redirect chain was refused by the caller's check (not a failure of the site)."""
 
 
 @dataclass
@@ -49,8 +65,82 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def check_url(url: str, allow_private_networks: bool) -> None:
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which peer addresses may be contacted: public ones, plus explicitly allowed networks."""
+
+    allow_private_networks: bool = False
+    allowed_networks: tuple[str, ...] = ()
+
+    def permits(self, address: str) -> bool:
+        if self.allow_private_networks or _is_public(address):
+            return True
+        ip = ipaddress.ip_address(address.split("%")[0])
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_networks)
+
+
+class AddressRefused(Exception):
+    """Raised inside a connection when the socket's peer is not a permitted address."""
+
+
+def _refusal(host: str, address: str, connected: bool) -> str:
+    verb = "connected to" if connected else "resolves to"
+    return (
+        f"refused: {host} {verb} non-public address {address} (set HARVEST_ALLOW_PRIVATE_NETWORKS=1 to allow)"
+    )
+
+
+def _checked(conn: HTTPConnection, sock: socket.socket, policy: AddressPolicy) -> socket.socket:
+    address = str(sock.getpeername()[0])
+    if not policy.permits(address):
+        sock.close()
+        raise AddressRefused(_refusal(conn.host, address, connected=True))
+    return sock
+
+
+def _guarded_adapter(policy: AddressPolicy) -> HTTPAdapter:
+    """An adapter whose new connections check their peer address before any byte is sent."""
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _checked(self, super()._new_conn(), policy)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return _checked(self, super()._new_conn(), policy)
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    class GuardedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+    return GuardedAdapter()
+
+
+def _find_refusal(exc: BaseException) -> AddressRefused | None:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, AddressRefused):
+            return current
+        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
+        stack.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+    return None
+
+
+def check_url(url: str, allow_private_networks: bool, allowed_networks: tuple[str, ...] = ()) -> None:
     """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to non-public addresses."""
+    policy = AddressPolicy(allow_private_networks, allowed_networks)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(url, f"unsupported scheme {parts.scheme!r}")
@@ -65,16 +155,12 @@ def check_url(url: str, allow_private_networks: bool) -> None:
         raise FetchError(url, f"cannot resolve host {host!r}: {exc.strerror}", transient=True) from exc
     for info in infos:
         address = str(info[4][0])
-        if not _is_public(address):
-            raise FetchError(
-                url,
-                f"refused: {host} resolves to non-public address {address} "
-                "(set HARVEST_ALLOW_PRIVATE_NETWORKS=1 to allow)",
-            )
+        if not policy.permits(address):
+            raise FetchError(url, _refusal(host, address, connected=False))
 
 
 class HttpClient:
-    """Thread-safe GETs: each thread keeps its own pooled requests.Session."""
+    """Thread-safe GETs: each thread keeps its own pooled requests.Session; all share one HostGate."""
 
     def __init__(
         self,
@@ -84,12 +170,23 @@ class HttpClient:
         total_timeout: float = 60.0,
         allow_private_networks: bool = False,
         max_redirects: int = 5,
+        allowed_networks: tuple[str, ...] = (),
+        gate: HostGate | None = None,
+        retry_attempts: int = 0,
+        max_retry_after: float = 120.0,
+        backoff_base: float = 1.0,
     ):
         self.user_agent = user_agent
         self.timeout = (connect_timeout, read_timeout)
         self.total_timeout = total_timeout
         self.allow_private_networks = allow_private_networks
+        self.allowed_networks = allowed_networks
+        self.policy = AddressPolicy(allow_private_networks, allowed_networks)
         self.max_redirects = max_redirects
+        self.gate = gate or HostGate(concurrency=1_000, delay=0.0, failure_limit=1_000_000)
+        self.retry_attempts = retry_attempts
+        self.max_retry_after = max_retry_after
+        self.backoff_base = backoff_base
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -97,10 +194,48 @@ class HttpClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = self.user_agent
+            adapter = _guarded_adapter(self.policy)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.session = session
         return session
 
-    def get(self, url: str, max_bytes: int, accept: str = "*/*") -> FetchResult:
+    def get(
+        self,
+        url: str,
+        max_bytes: int,
+        accept: str = "*/*",
+        hop_check: Callable[[str], str | None] | None = None,
+    ) -> FetchResult:
+        """GET with redirects; 429/503 are retried after Retry-After or an exponential, jittered back-off.
+
+        ``hop_check`` sees every URL before it is requested (the first and each redirect target); a
+        reason it returns stops the fetch with :class:`HopRefused` (robots.txt of a redirect target)."""
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(url, max_bytes, accept, hop_check)
+            except FetchError as exc:
+                if exc.status not in RETRY_STATUSES or attempt >= self.retry_attempts:
+                    raise
+                host = (urlsplit(exc.url).hostname or "").lower()
+                wait = exc.retry_after
+                if wait is None:
+                    wait = backoff_delay(attempt, base=self.backoff_base, cap=self.max_retry_after)
+                if wait > self.max_retry_after:
+                    raise FetchError(
+                        exc.url,
+                        f"HTTP {exc.status} asking to retry after {wait:.0f}s "
+                        f"(more than {self.max_retry_after:.0f}s)",
+                        status=exc.status,
+                        transient=True,
+                    ) from exc
+                self.gate.hold(host, wait)
+                attempt += 1
+
+    def _get_once(
+        self, url: str, max_bytes: int, accept: str, hop_check: Callable[[str], str | None] | None
+    ) -> FetchResult:
         deadline = time.monotonic() + self.total_timeout
         seen: set[str] = set()
         current = url
@@ -108,7 +243,26 @@ class HttpClient:
             if current in seen:
                 raise FetchError(url, f"redirect loop at {current}")
             seen.add(current)
-            check_url(current, self.allow_private_networks)
+            check_url(current, self.allow_private_networks, self.allowed_networks)
+            refusal = hop_check(current) if hop_check is not None else None
+            if refusal:
+                raise HopRefused(current, refusal)
+            host = (urlsplit(current).hostname or "").lower()
+            try:
+                with self.gate.slot(host):
+                    result = self._hop(current, host, max_bytes, accept, deadline)
+            except HostPaused as exc:
+                raise FetchError(current, exc.reason) from exc
+            if isinstance(result, FetchResult):
+                return result
+            current = urljoin(current, result)
+        raise FetchError(url, f"more than {self.max_redirects} redirects")
+
+    def _hop(
+        self, current: str, host: str, max_bytes: int, accept: str, deadline: float
+    ) -> FetchResult | str:
+        """One request; returns the result, or the Location to follow. Feeds the host's failure count."""
+        try:
             try:
                 response = self._session().get(
                     current,
@@ -117,20 +271,31 @@ class HttpClient:
                     stream=True,
                     headers={"Accept": accept},
                 )
+            except AddressRefused as exc:
+                raise FetchError(current, str(exc)) from exc
             except requests.Timeout as exc:
                 raise FetchError(current, "timed out", transient=True) from exc
             except requests.RequestException as exc:
+                refused = _find_refusal(exc)
+                if refused is not None:
+                    raise FetchError(current, str(refused)) from exc
                 raise FetchError(current, f"connection failed: {type(exc).__name__}", transient=True) from exc
             watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, args=(response,))
             watchdog.daemon = True
             watchdog.start()
             try:
-                return self._read(response, current, max_bytes, deadline)
+                result = self._read(response, current, max_bytes, deadline)
             except _Redirect as redirect:
-                current = urljoin(current, redirect.location)
+                self.gate.succeeded(host)
+                return redirect.location
             finally:
                 watchdog.cancel()
-        raise FetchError(url, f"more than {self.max_redirects} redirects")
+        except FetchError as exc:
+            if exc.transient:
+                self.gate.failed(host, exc.reason)
+            raise
+        self.gate.succeeded(host)
+        return result
 
     def _read(
         self, response: requests.Response, current: str, max_bytes: int, deadline: float
@@ -143,12 +308,14 @@ class HttpClient:
                     raise FetchError(current, f"HTTP {response.status_code} without Location")
                 raise _Redirect(location)
             if response.status_code != 200:
-                raise FetchError(
+                error = FetchError(
                     current,
                     f"HTTP {response.status_code}",
                     status=response.status_code,
                     transient=response.status_code in (408, 425, 429) or response.status_code >= 500,
                 )
+                error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise error
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise FetchError(current, f"body of {declared} bytes exceeds cap of {max_bytes}")

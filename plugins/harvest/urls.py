@@ -8,8 +8,31 @@ import string
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif")
-TRACKING_PREFIXES = ("utm_",)
-TRACKING_PARAMS = {"fbclid", "gclid", "mc_cid", "mc_eid"}
+TRACKING_PREFIXES = ("utm_", "pk_", "mtm_")
+TRACKING_PARAMS = {
+    "fbclid",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "msclkid",
+    "yclid",
+    "mc_cid",
+    "mc_eid",
+    "igshid",
+    "_ga",
+}
+#: Session ids make one page look like endless different ones (a classic crawler trap).
+SESSION_PARAMS = {
+    "jsessionid",
+    "phpsessid",
+    "sid",
+    "sessionid",
+    "session_id",
+    "aspsessionid",
+    "cfid",
+    "cftoken",
+}
+_PATH_SESSION = re.compile(r";(?:jsessionid|phpsessid|sessionid)=[^/?#]*", re.IGNORECASE)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
@@ -42,7 +65,7 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
     netloc = host if ":" not in host else f"[{host}]"
     if port and port != _DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
-    path = _normalize_escapes(parts.path or "/")
+    path = _normalize_escapes(_PATH_SESSION.sub("", parts.path) or "/")
     trailing = path.endswith("/")
     path = posixpath.normpath(path)
     if path in (".", "//"):
@@ -50,13 +73,14 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
     if trailing and not path.endswith("/"):
         path += "/"
     path = quote(path, safe="/:@!$&'()*+,;=-._~%")
-    query = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k not in TRACKING_PARAMS and not k.startswith(TRACKING_PREFIXES)
-    ]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_noise_param(k)]
     query_string = urlencode(sorted(query))
     return urlunsplit((scheme, netloc, path, query_string, ""))
+
+
+def _is_noise_param(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in TRACKING_PARAMS or lowered in SESSION_PARAMS or lowered.startswith(TRACKING_PREFIXES)
 
 
 def _normalize_escapes(path: str) -> str:

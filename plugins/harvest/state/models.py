@@ -85,6 +85,13 @@ class Candidate(Base):
     label_hint: Mapped[str | None] = mapped_column(Text)
     alt: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
+    #: the other URLs of the same image (srcset entries, <picture> sources, the linked thumbnail):
+    #: [{"url": ..., "descriptor": "300w" | "2x" | "thumbnail" | "image/avif" | None}, ...]
+    variants: Mapped[list | None] = mapped_column(JSON)
+    caption: Mapped[str | None] = mapped_column(Text)
+    nearby_text: Mapped[str | None] = mapped_column(Text)
+    #: metadata a site profile extracted from the page (e.g. {"title": ..., "date": ...})
+    page_fields: Mapped[dict | None] = mapped_column(JSON)
     shard: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
     sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("images.sha256"))

@@ -1,0 +1,149 @@
+"""Per-host politeness shared by every thread of a task: a concurrency cap, a minimum delay between
+request starts, host-wide back-off after 429/503, and a pause for hosts that keep failing.
+
+A site operator judges a crawler by what arrives at one host, so the limits are per host name and
+enforced in one place that all of a task's threads go through.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+
+class HostPaused(Exception):
+    """The host failed too often in this run; no more requests go to it."""
+
+    def __init__(self, host: str, reason: str):
+        self.host = host
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass
+class _Host:
+    active: int = 0
+    next_start: float = 0.0
+    last_start: float | None = None
+    delay: float = 0.0
+    failures: int = 0
+    paused: str | None = None
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def backoff_delay(
+    attempt: int, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None
+) -> float:
+    """Exponential back-off with full jitter: uniform in [base * 2**attempt / 2, base * 2**attempt]."""
+    ceiling = min(cap, base * (2**attempt))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class HostGate:
+    """The politeness state of one task; thread-safe."""
+
+    def __init__(
+        self,
+        concurrency: int = 2,
+        delay: float = 0.5,
+        failure_limit: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.concurrency = max(1, concurrency)
+        self.delay = max(0.0, delay)
+        self.failure_limit = max(1, failure_limit)
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._hosts: dict[str, _Host] = {}
+
+    def _host(self, host: str) -> _Host:
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(delay=self.delay)
+        return state
+
+    def set_delay(self, host: str, seconds: float) -> None:
+        """Raise the host's delay (a robots.txt Crawl-delay); never below the configured minimum."""
+        with self._cond:
+            state = self._host(host)
+            state.delay = max(self.delay, seconds)
+            if state.last_start is not None:
+                state.next_start = max(state.next_start, state.last_start + state.delay)
+
+    def delay_of(self, host: str) -> float:
+        with self._cond:
+            return self._host(host).delay
+
+    def hold(self, host: str, seconds: float) -> None:
+        """No request to ``host`` starts for ``seconds`` (Retry-After / back-off applies to every thread)."""
+        with self._cond:
+            state = self._host(host)
+            state.next_start = max(state.next_start, self._clock() + seconds)
+            self._cond.notify_all()
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        """Wait for a free slot of ``host`` and its delay; raises HostPaused for a paused host."""
+        with self._cond:
+            while True:
+                state = self._host(host)
+                if state.paused:
+                    raise HostPaused(host, state.paused)
+                now = self._clock()
+                if state.active < self.concurrency and now >= state.next_start:
+                    state.active += 1
+                    state.last_start = now
+                    state.next_start = now + state.delay
+                    break
+                wait = state.next_start - now if state.active < self.concurrency else 1.0
+                self._cond.wait(timeout=max(min(wait, 1.0), 0.001))
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._host(host).active -= 1
+                self._cond.notify_all()
+
+    def succeeded(self, host: str) -> None:
+        with self._cond:
+            self._host(host).failures = 0
+
+    def failed(self, host: str, reason: str) -> None:
+        """Count a failure that says something about the host (no answer, 5xx, 429)."""
+        with self._cond:
+            state = self._host(host)
+            state.failures += 1
+            if state.failures >= self.failure_limit and not state.paused:
+                state.paused = (
+                    f"host {host} paused for the rest of the run after {state.failures} "
+                    f"consecutive failures (last: {reason})"
+                )
+                self._cond.notify_all()
+
+    def paused_hosts(self) -> dict[str, str]:
+        with self._cond:
+            return {host: state.paused for host, state in self._hosts.items() if state.paused}
