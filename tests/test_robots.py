@@ -10,7 +10,7 @@ from loopback_site import Response, html, jpeg, serve
 
 from harvest.crawl import make_client, run_crawl
 from harvest.extract import run_extract
-from harvest.robots import RobotsCache, agent_token
+from harvest.robots import agent_token
 
 ROBOTS = b"""
 User-agent: otherbot
@@ -113,7 +113,7 @@ def test_crawl_delay_raises_the_host_delay_and_spaces_requests(tmp_path):
         _site(server)
         cfg = crawl_config(f"{server.base}/", tmp_path, HARVEST_USER_AGENT="pictbot", HARVEST_HOST_DELAY="0")
         client = make_client(cfg)
-        robots = RobotsCache(client, cfg.user_agent)
+        robots = client.robots
         assert robots.skip_reason(f"{server.base}/open.html") is None
         assert client.gate.delay_of("127.0.0.1") == pytest.approx(0.3)
         for path in ("/open.html", "/", "/everyone-else/b.html"):
@@ -158,3 +158,29 @@ def test_a_redirect_into_a_disallowed_path_is_not_followed(tmp_path):
     assert status == "skipped"
     assert f"redirected to {server.base}/private/a.html: disallowed by robots.txt" in error
     assert "/private/a.html" not in requested
+
+
+def test_crawl_delay_holds_in_the_download_stage_too(tmp_path):
+    """The download stage's client reads robots.txt before its first request to an image host."""
+    from harvest.download import run_download
+
+    with serve() as server:
+        server.routes["/robots.txt"] = Response(
+            b"User-agent: *\nCrawl-delay: 0.3\n", content_type="text/plain"
+        )
+        server.routes["/"] = html("".join(f'<img src="/img/{i}.jpg" alt="{i}">' for i in range(4)))
+        for i in range(4):
+            server.routes[f"/img/{i}.jpg"] = Response(
+                jpeg(color=(i * 50, 90, 120)), content_type="image/jpeg"
+            )
+        cfg = crawl_config(f"{server.base}/", tmp_path, HARVEST_HOST_DELAY="0", HARVEST_SHARDS="1")
+        run_crawl(cfg)
+        run_extract(cfg)
+        server.hits.clear()
+        report = run_download(cfg, 0)
+        hits = list(server.hits)
+    assert report.done == 4
+    assert [hit.path for hit in hits][0] == "/robots.txt"
+    starts = sorted(hit.started for hit in hits if hit.path.startswith("/img/"))
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(gaps) == 3 and min(gaps) >= 0.3 * 0.95  # a lower bound: load only widens gaps

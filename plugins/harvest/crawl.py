@@ -35,8 +35,9 @@ BATCH = 16
 
 
 def make_client(cfg: HarvestConfig) -> HttpClient:
-    """The task's client; its politeness gate is shared by all the threads of the task."""
-    return HttpClient(
+    """The task's client; its politeness gate is shared by all the threads of the task, and its
+    robots.txt cache (``client.robots``) is read before the first request to each host."""
+    client = HttpClient(
         user_agent=cfg.user_agent,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
@@ -47,6 +48,9 @@ def make_client(cfg: HarvestConfig) -> HttpClient:
         retry_attempts=cfg.status_retries,
         max_retry_after=cfg.max_retry_after,
     )
+    client.robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
+    client.first_contact = client.robots.prime
+    return client
 
 
 def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> list[str]:
@@ -156,7 +160,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     seed_pages(cfg)
     _retry_failed(cfg)
     client = make_client(cfg)
-    robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
+    robots = client.robots
     scope = Scope(cfg, _known_urls(cfg))
     profiles = load_site_profiles(cfg.site_profiles_dir)
     renderer = Renderer(client, robots) if any(p.render for p in profiles) else None

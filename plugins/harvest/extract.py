@@ -622,7 +622,7 @@ def _robots(cfg: HarvestConfig) -> RobotsCache | None:
         return None
     from harvest.crawl import make_client
 
-    return RobotsCache(make_client(cfg), cfg.user_agent)
+    return make_client(cfg).robots
 
 
 def _robots_reason(robots: RobotsCache | None, url: str) -> str | None:

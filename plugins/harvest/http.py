@@ -187,6 +187,12 @@ class HttpClient:
         self.retry_attempts = retry_attempts
         self.max_retry_after = max_retry_after
         self.backoff_base = backoff_base
+        #: called once per origin (scheme://host:port) before its first request; the crawler uses it
+        #: to read robots.txt first, so a Crawl-delay holds from the first request on, in every stage
+        self.first_contact: Callable[[str], None] | None = None
+        self.robots = None  # the crawler's harvest.robots.RobotsCache for this client, if any
+        self._contacted: dict[str, threading.Event] = {}
+        self._contact_lock = threading.Lock()
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -206,15 +212,17 @@ class HttpClient:
         max_bytes: int,
         accept: str = "*/*",
         hop_check: Callable[[str], str | None] | None = None,
+        first_contact: bool = True,
     ) -> FetchResult:
         """GET with redirects; 429/503 are retried after Retry-After or an exponential, jittered back-off.
 
         ``hop_check`` sees every URL before it is requested (the first and each redirect target); a
-        reason it returns stops the fetch with :class:`HopRefused` (robots.txt of a redirect target)."""
+        reason it returns stops the fetch with :class:`HopRefused` (robots.txt of a redirect target).
+        ``first_contact=False`` skips the first-contact hook (the hook's own robots.txt request)."""
         attempt = 0
         while True:
             try:
-                return self._get_once(url, max_bytes, accept, hop_check)
+                return self._get_once(url, max_bytes, accept, hop_check, first_contact)
             except FetchError as exc:
                 if exc.status not in RETRY_STATUSES or attempt >= self.retry_attempts:
                     raise
@@ -234,7 +242,12 @@ class HttpClient:
                 attempt += 1
 
     def _get_once(
-        self, url: str, max_bytes: int, accept: str, hop_check: Callable[[str], str | None] | None
+        self,
+        url: str,
+        max_bytes: int,
+        accept: str,
+        hop_check: Callable[[str], str | None] | None,
+        first_contact: bool = True,
     ) -> FetchResult:
         deadline = time.monotonic() + self.total_timeout
         seen: set[str] = set()
@@ -247,6 +260,8 @@ class HttpClient:
             refusal = hop_check(current) if hop_check is not None else None
             if refusal:
                 raise HopRefused(current, refusal)
+            if first_contact:
+                self._first_contact(current)
             host = (urlsplit(current).hostname or "").lower()
             try:
                 with self.gate.slot(host):
@@ -257,6 +272,24 @@ class HttpClient:
                 return result
             current = urljoin(current, result)
         raise FetchError(url, f"more than {self.max_redirects} redirects")
+
+    def _first_contact(self, url: str) -> None:
+        if self.first_contact is None:
+            return
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        with self._contact_lock:
+            done = self._contacted.get(origin)
+            first = done is None
+            if first:
+                done = self._contacted[origin] = threading.Event()
+        if not first:
+            done.wait()  # other threads wait until robots.txt of the origin has been read
+            return
+        try:
+            self.first_contact(origin)
+        finally:
+            done.set()
 
     def _hop(
         self, current: str, host: str, max_bytes: int, accept: str, deadline: float

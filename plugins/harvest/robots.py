@@ -74,7 +74,9 @@ class RobotsCache:
     def _fetch(self, origin: str, host: str) -> RobotsRules:
         robots_url = f"{origin}/robots.txt"
         try:
-            result = self.client.get(robots_url, MAX_ROBOTS_BYTES, accept="text/plain,*/*;q=0.5")
+            result = self.client.get(
+                robots_url, MAX_ROBOTS_BYTES, accept="text/plain,*/*;q=0.5", first_contact=False
+            )
         except FetchError as exc:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
                 return RobotsRules(host, None)
@@ -90,6 +92,11 @@ class RobotsCache:
             self.client.gate.set_delay(host, float(delay))
             log.info("robots: %s asks for a crawl delay of %ss", host, delay)
         return RobotsRules(host, parser)
+
+    def prime(self, origin: str) -> None:
+        """Read robots.txt of an origin before anything else is requested from it (Crawl-delay)."""
+        if self.enabled:
+            self.rules_for(origin + "/")
 
     def skip_reason(self, url: str) -> str | None:
         """Why ``url`` must not be fetched by robots.txt, or None. Fetches robots.txt on first use."""
