@@ -90,6 +90,7 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "top_k": 5,
     "threshold": DEFAULT_THRESHOLD,
     "destination": "",
+    "model": "efficientnet_lite0",
 }
 
 
@@ -234,6 +235,8 @@ def build_config(
         problems.append(problem)
     destination = destination.rstrip("/") if is_s3(destination) else str(Path(destination).expanduser())
 
+    model = str(params.get("model") or env.get("HARVEST_MODEL") or PARAM_DEFAULTS["model"]).strip()
+
     staging = env.get("HARVEST_STAGING") or (
         f"{destination}/_staging" if is_s3(destination) else str(harvest_home(env) / "staging")
     )
@@ -264,6 +267,7 @@ def build_config(
         batch_size=batch_size,
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
+        model=model,
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         s3=s3 or s3_options_from_env(env),
     )
