@@ -35,8 +35,8 @@ PARAMS = {
         type="array",
         items={"type": "string"},
         title="Labels",
-        description="ImageNet-1k class names or WordNet ids to keep, one per line "
-        "(e.g. goldfish, great white shark, n01443537).",
+        description="ImageNet-1k class names, WordNet groups (dog, bird, vehicle) or WordNet ids to keep, "
+        "one per line (e.g. goldfish, great white shark, n01443537, dog).",
     ),
     "max_depth": Param(2, type="integer", minimum=0, title="Max depth", description="The seed is depth 0."),
     "max_pages": Param(1000, type="integer", minimum=1, title="Max pages"),
@@ -52,6 +52,13 @@ PARAMS = {
         title="Threshold",
         description="Keep an image when a target label is among its top_k predictions "
         "with at least this probability.",
+    ),
+    "model": Param(
+        os.environ.get("HARVEST_MODEL", "efficientnet_lite0"),
+        type="string",
+        title="Model",
+        description="efficientnet_lite0 (bundled), a filter from `make train-filter`, a path to a .keras / "
+        ".tflite file or SavedModel folder with its .json class list, or keras.applications.<Name>.",
     ),
     "destination": Param(
         "",

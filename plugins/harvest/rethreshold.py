@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 from sqlalchemy import and_, func, select
 
-from harvest.config import HarvestConfig
+from harvest.config import ConfigError, HarvestConfig
 from harvest.labels import resolve_labels
 from harvest.model_registry import resolve_model
 from harvest.publish import run_publish
 from harvest.report import StageReport
 from harvest.state.db import migrate, session_scope
-from harvest.state.models import Candidate, Image, Prediction, Status
+from harvest.state.models import Candidate, Image, Prediction, Run, Status
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ def run_rethreshold(cfg: HarvestConfig, load: Callable | None = None) -> list[St
     spec = resolve_model(cfg.model, cfg.models_dir)
     resolve_labels(cfg.labels, cfg.models_dir, spec.classes)  # refuse bad labels before any work
     migrate(cfg.database_url)
+    with session_scope(cfg.database_url) as session:
+        if session.get(Run, cfg.run_id) is None:
+            raise ConfigError([f"harvest run {cfg.run_id!r} is not in the state DB; nothing to decide again"])
     missing = unscored(cfg, spec.key)
     reports: list[StageReport] = []
     if missing:
