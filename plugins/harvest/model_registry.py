@@ -69,7 +69,8 @@ def _fingerprint(path: Path) -> str:
     for file in files:
         if file.suffix == ".json" and file.parent == path:
             continue
-        digest.update(file.relative_to(path if path.is_dir() else path.parent).as_posix().encode())
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode())
         with file.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
