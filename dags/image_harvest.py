@@ -60,6 +60,13 @@ PARAMS = {
         description="efficientnet_lite0 (bundled), a filter from `make train-filter`, a path to a .keras / "
         ".tflite file or SavedModel folder with its .json class list, or keras.applications.<Name>.",
     ),
+    "text_prefilter": Param(
+        False,
+        type="boolean",
+        title="Text pre-filter",
+        description="Skip downloading candidates whose alt text, title or file name name only other "
+        "ImageNet classes; empty or generic alt text never causes a skip.",
+    ),
     "destination": Param(
         "",
         type="string",

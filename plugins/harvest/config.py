@@ -71,6 +71,7 @@ class HarvestConfig:
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_networks: bool = False
     model: str = "efficientnet_lite0"
+    text_prefilter: bool = False
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
 
@@ -91,6 +92,7 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "threshold": DEFAULT_THRESHOLD,
     "destination": "",
     "model": "efficientnet_lite0",
+    "text_prefilter": False,
 }
 
 
@@ -236,6 +238,9 @@ def build_config(
     destination = destination.rstrip("/") if is_s3(destination) else str(Path(destination).expanduser())
 
     model = str(params.get("model") or env.get("HARVEST_MODEL") or PARAM_DEFAULTS["model"]).strip()
+    text_prefilter = params.get("text_prefilter", PARAM_DEFAULTS["text_prefilter"])
+    if isinstance(text_prefilter, str):
+        text_prefilter = _truthy(text_prefilter)
 
     staging = env.get("HARVEST_STAGING") or (
         f"{destination}/_staging" if is_s3(destination) else str(harvest_home(env) / "staging")
@@ -268,6 +273,7 @@ def build_config(
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         model=model,
+        text_prefilter=bool(text_prefilter),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         s3=s3 or s3_options_from_env(env),
     )
