@@ -194,3 +194,26 @@ def test_hierarchy_file_matches_its_generator_source_format():
     assert synsets[CHIHUAHUA]["parents"] == ["n02085374"]  # toy dog
     # every parent is itself in the file, so groups can be walked without WordNet installed
     assert all(p in synsets for entry in synsets.values() for p in entry["parents"])
+
+
+def test_hierarchy_generator_reads_wordnet_data_lines(tmp_path):
+    """The generator's parser on lines in WordNet 3.0's data.noun format (hypernym @ and instance @i)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_hierarchy", DEFAULT_MODELS_DIR / "build_hierarchy.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "data.noun"
+    data.write_text(
+        "  1 This software and database is being provided\n"
+        "02085620 05 n 01 Chihuahua 0 001 @ 02085374 n 0000 | an old breed of tiny dog\n"
+        "02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 002 @ 02083346 n 0000 "
+        "~ 02085374 n 0000 | a member of the genus Canis\n"
+        "09999999 18 n 01 Rex 0 001 @i 02084071 n 0000 | a dog by name\n"
+    )
+    parsed = module.parse_data_noun(data)
+    assert parsed["n02085620"] == (["Chihuahua"], ["n02085374"])
+    assert parsed["n02084071"] == (["dog", "domestic dog", "Canis familiaris"], ["n02083346"])
+    assert parsed["n09999999"] == (["Rex"], ["n02084071"])
