@@ -83,14 +83,16 @@ def decide(
 
 
 def _ranked_and_scores(
-    prediction: Prediction, classes: tuple[ImageNetClass, ...] | None, targets: list[Target], top_k: int
+    prediction: Prediction,
+    classes: tuple[ImageNetClass, ...] | None,
+    wanted: list[tuple[str, int]],
+    top_k: int,
 ) -> tuple[list[dict], dict[str, float] | None]:
     """The top entries to rank by and the target classes' probabilities, from the stored vector if any."""
     if prediction.scores is None or classes is None:
         return prediction.top, None
     vector = scores.decode(prediction.scores, len(classes))
-    wanted = set().union(*(t.wnids for t in targets)) if targets else set()
-    probabilities = {c.wnid: float(vector[c.index]) for c in classes if c.wnid in wanted}
+    probabilities = {wnid: float(vector[index]) for wnid, index in wanted}
     if top_k <= len(prediction.top):
         return prediction.top, probabilities
     top = scores.top_entries(vector, [c.wnid for c in classes], [c.name for c in classes], top_k)
@@ -113,13 +115,15 @@ def select_kept(
             .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE)
             .order_by(Candidate.id)
         ).all()
+    members = set().union(*(t.wnids for t in targets)) if targets else set()
+    wanted = [(c.wnid, c.index) for c in classes or () if c.wnid in members]
     kept: dict[str, Kept] = {}
     scored: set[str] = set()
     for candidate, image, prediction in rows:
         if image.sha256 in kept or prediction.top is None:
             continue
         scored.add(image.sha256)
-        top, probabilities = _ranked_and_scores(prediction, classes, targets, cfg.top_k)
+        top, probabilities = _ranked_and_scores(prediction, classes, wanted, cfg.top_k)
         decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
         if decision is None:
             continue
