@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +164,10 @@ def train_filter(
     head.set_weights([weights, bias])
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / f"{name}.keras"
-    model.save(model_path)
+    with warnings.catch_warnings():
+        # Keras converts every variable with np.array(tensor, copy=False), which NumPy 2 flags; harmless
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model.save(model_path)
     description = {
         "name": name,
         "version": hashlib.sha256(model_path.read_bytes()).hexdigest()[:12],
