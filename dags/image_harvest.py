@@ -52,8 +52,8 @@ PARAMS = {
         type="array",
         items={"type": "string"},
         title="Labels",
-        description="ImageNet-1k class names or WordNet ids to keep, one per line "
-        "(e.g. goldfish, great white shark, n01443537).",
+        description="ImageNet-1k class names, WordNet groups (dog, bird, vehicle) or WordNet ids to keep, "
+        "one per line (e.g. goldfish, great white shark, n01443537, dog).",
     ),
     "max_depth": Param(
         2,
@@ -145,6 +145,20 @@ PARAMS = {
         title="Quota per label",
         description="With a labelled URL list: stop downloading a label once it has this many images "
         "and report labels that fell short. 0 = no quota.",
+    ),
+    "model": Param(
+        os.environ.get("HARVEST_MODEL", "efficientnet_lite0"),
+        type="string",
+        title="Model",
+        description="efficientnet_lite0 (bundled), a filter from `make train-filter`, a path to a .keras / "
+        ".tflite file or SavedModel folder with its .json class list, or keras.applications.<Name>.",
+    ),
+    "text_prefilter": Param(
+        False,
+        type="boolean",
+        title="Text pre-filter",
+        description="Skip downloading candidates whose alt text, title or file name name only other "
+        "ImageNet classes; empty or generic alt text never causes a skip.",
     ),
     "destination": Param(
         "",

@@ -69,6 +69,7 @@ def test_dag_file_does_no_work_at_import(tmp_path):
         "top_k",
         "threshold",
         "destination",
+        "model",
     }
 
 
@@ -89,6 +90,26 @@ def test_index_dag_is_asset_triggered_and_light(tmp_path):
     assert [m for m in info["modules"] if m.startswith(HEAVY)] == []
     assert info["tasks"] == ["rebuild_index"]
     assert "harvest_images" in info["schedule"]
+
+
+def test_rethreshold_dag_file_does_no_work_at_import(tmp_path):
+    probe = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('image_rethreshold', {str(REPO / 'dags/image_rethreshold.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "dag = module.rethreshold_dag\n"
+        "print(json.dumps({'modules': sorted(sys.modules), 'tasks': sorted(dag.task_ids),\n"
+        "  'schedule': dag.schedule, 'params': sorted(dag.params.keys())}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=_airflow_env(tmp_path), capture_output=True, text=True, check=True
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded = [m for m in info["modules"] if m.startswith(HEAVY)]
+    assert loaded == [], f"the DAG file imported {loaded} at parse time"
+    assert info["tasks"] == ["rethreshold"]
+    assert info["schedule"] is None
+    assert set(info["params"]) == {"harvest_run_id", "labels", "top_k", "threshold", "model", "destination"}
 
 
 @pytest.mark.slow

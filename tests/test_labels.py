@@ -126,3 +126,94 @@ def test_no_labels_gives_no_targets():
 )
 def test_normalize(text, expected):
     assert normalize(text) == expected
+
+
+# --- groups: WordNet synsets above the ImageNet classes ---
+
+CHIHUAHUA = "n02085620"
+TABBY = "n02123045"
+DOG = "n02084071"
+
+
+def test_dog_is_every_dog_breed_and_no_cat():
+    [dog] = resolve("dog")
+    assert dog.group == DOG
+    assert dog.folder == "dog"
+    assert CHIHUAHUA in dog.wnids
+    assert TABBY not in dog.wnids
+    classes = {c.wnid: c.name for c in load_classes(DEFAULT_MODELS_DIR)}
+    assert {"golden retriever", "pug", "Siberian husky"} <= {classes[w] for w in dog.wnids}
+    assert len(dog.wnids) == 118  # every ILSVRC-2012 domestic dog breed
+
+
+@pytest.mark.parametrize(
+    ("label", "member", "outsider"),
+    [
+        ("bird", "n01530575", "n01440764"),  # brambling yes, tench no
+        ("fish", "n01440764", "n01530575"),  # tench yes, brambling no
+        ("vehicle", "n04285008", "n02085620"),  # sports car yes, Chihuahua no
+    ],
+)
+def test_groups_contain_their_members_only(label, member, outsider):
+    [target] = resolve(label)
+    assert target.group is not None
+    assert member in target.wnids
+    assert outsider not in target.wnids
+
+
+def test_group_by_wordnet_id():
+    [dog] = resolve(DOG)
+    assert dog.wnids == resolve("dog")[0].wnids
+
+
+def test_ambiguous_group_name_lists_every_candidate():
+    [problem] = problems_of("cat")
+    assert "ambiguous" in problem
+    assert "n02121620" in problem  # cat, true cat
+    assert "n02127808" in problem  # big cat
+
+
+def test_group_names_are_suggested_for_near_misses():
+    [problem] = problems_of("vehicel")
+    assert "'vehicle'" in problem
+
+
+def test_a_class_name_wins_over_a_group_of_the_same_name():
+    [tabby] = resolve("tabby")
+    assert tabby.wnids == frozenset({TABBY})
+    assert tabby.group is None
+
+
+def test_hierarchy_file_matches_its_generator_source_format():
+    import json
+
+    data = json.loads((DEFAULT_MODELS_DIR / "imagenet_hierarchy.json").read_text())
+    synsets = data["synsets"]
+    classes = load_classes(DEFAULT_MODELS_DIR)
+    assert all(c.wnid in synsets for c in classes)
+    assert synsets[CHIHUAHUA]["parents"] == ["n02085374"]  # toy dog
+    # every parent is itself in the file, so groups can be walked without WordNet installed
+    assert all(p in synsets for entry in synsets.values() for p in entry["parents"])
+
+
+def test_hierarchy_generator_reads_wordnet_data_lines(tmp_path):
+    """The generator's parser on lines in WordNet 3.0's data.noun format (hypernym @ and instance @i)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_hierarchy", DEFAULT_MODELS_DIR / "build_hierarchy.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "data.noun"
+    data.write_text(
+        "  1 This software and database is being provided\n"
+        "02085620 05 n 01 Chihuahua 0 001 @ 02085374 n 0000 | an old breed of tiny dog\n"
+        "02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 002 @ 02083346 n 0000 "
+        "~ 02085374 n 0000 | a member of the genus Canis\n"
+        "09999999 18 n 01 Rex 0 001 @i 02084071 n 0000 | a dog by name\n"
+    )
+    parsed = module.parse_data_noun(data)
+    assert parsed["n02085620"] == (["Chihuahua"], ["n02085374"])
+    assert parsed["n02084071"] == (["dog", "domestic dog", "Canis familiaris"], ["n02083346"])
+    assert parsed["n09999999"] == (["Rex"], ["n02084071"])

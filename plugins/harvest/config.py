@@ -95,6 +95,7 @@ class HarvestConfig:
     url_list: str = ""
     domains: tuple[str, ...] = ()
     quota: int = 0
+    text_prefilter: bool = False
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
@@ -122,6 +123,8 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "url_list": "",
     "domains": [],
     "quota": 0,
+    "model": "efficientnet_lite0",
+    "text_prefilter": False,
 }
 
 
@@ -323,6 +326,11 @@ def build_config(
         problems.append(problem)
     destination = destination.rstrip("/") if is_s3(destination) else str(Path(destination).expanduser())
 
+    model = str(params.get("model") or env.get("HARVEST_MODEL") or PARAM_DEFAULTS["model"]).strip()
+    text_prefilter = params.get("text_prefilter", PARAM_DEFAULTS["text_prefilter"])
+    if isinstance(text_prefilter, str):
+        text_prefilter = _truthy(text_prefilter)
+
     staging = env.get("HARVEST_STAGING") or (
         f"{destination}/_staging" if is_s3(destination) else str(harvest_home(env) / "staging")
     )
@@ -392,6 +400,8 @@ def build_config(
         site_profiles_dir=str(Path(site_profiles_dir).expanduser()) if site_profiles_dir else None,
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
+        model=model,
+        text_prefilter=bool(text_prefilter),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         profile=str(params.get("profile") or "").strip(),
         url_list=url_list,

@@ -21,6 +21,7 @@ from sqlalchemy import or_, select, update
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
 from harvest.http import FetchError, HttpClient
+from harvest.prefilter import apply_prefilter
 from harvest.quota import close_met_labels, labels_with_quota_met
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
@@ -127,6 +128,9 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     report = StageReport("download")
     report.extra["shard"] = shard
     _reopen_retryable(cfg, shard)
+    screened = apply_prefilter(cfg, shard)
+    report.skipped += screened.skipped
+    report.reasons.update(screened.reasons)
     client = make_client(cfg)
     store = open_store(cfg.staging, cfg.s3)
     with session_scope(cfg.database_url) as session:

@@ -13,6 +13,7 @@ from harvest.crawl import run_crawl, seed_pages
 from harvest.download import run_download
 from harvest.extract import run_extract
 from harvest.labels import resolve_labels
+from harvest.model_registry import resolve_model
 from harvest.preflight import check_destinations
 from harvest.publish import run_publish
 from harvest.quota import shortfalls
@@ -33,7 +34,7 @@ def run_params(cfg: HarvestConfig) -> dict:
 
 def prepare_run(cfg: HarvestConfig) -> dict:
     """Check labels, bring the schema up to date and record the run with its seeds, before any crawling."""
-    targets = resolve_labels(cfg.labels, cfg.models_dir)
+    targets = resolve_labels(cfg.labels, cfg.models_dir, resolve_model(cfg.model, cfg.models_dir).classes)
     check_destinations(cfg)
     if cfg.url_list:
         try:

@@ -12,13 +12,15 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
 
-from harvest.classify import model_key
+from harvest import scores
 from harvest.config import HarvestConfig
-from harvest.labels import Target, resolve_labels
+from harvest.labels import ImageNetClass, Target, resolve_labels
+from harvest.model_registry import resolve_model
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Status, utcnow
@@ -55,20 +57,57 @@ class Kept:
 
 
 def decide(
-    top: list[dict], targets: list[Target], top_k: int, threshold: float
+    top: list[dict],
+    targets: list[Target],
+    top_k: int,
+    threshold: float,
+    probabilities: Mapping[str, float] | None = None,
 ) -> tuple[Target, float] | None:
-    """The best target among the top_k predictions whose probability reaches the threshold."""
+    """The best target that has a class among the top_k predictions and a score reaching the threshold.
+
+    A target's score is the sum of its classes' probabilities: a group ("dog") gathers the mass a
+    photo spreads over close breeds, a single class is just its own probability. ``probabilities``
+    holds every class's (from the stored vector); without it the stored top entries are summed.
+    """
+    ranked = [entry["wnid"] for entry in top[:top_k]]
     best: tuple[Target, float] | None = None
-    for entry in top[:top_k]:
-        for target in targets:
-            qualifies = entry["wnid"] in target.wnids and entry["score"] >= threshold
-            if qualifies and (best is None or entry["score"] > best[1]):
-                best = (target, float(entry["score"]))
+    for target in targets:
+        if not any(wnid in target.wnids for wnid in ranked):
+            continue
+        if probabilities is not None:
+            score = sum(probabilities.get(wnid, 0.0) for wnid in target.wnids)
+        else:
+            score = sum(float(e["score"]) for e in top if e["wnid"] in target.wnids)
+        if score >= threshold and (best is None or score > best[1]):
+            best = (target, score)
     return best
 
 
-def select_kept(cfg: HarvestConfig, targets: list[Target], key: str) -> tuple[list[Kept], int]:
-    """Every image of this run the model recognises as a target, once each, in a stable order."""
+def _ranked_and_scores(
+    prediction: Prediction,
+    classes: tuple[ImageNetClass, ...] | None,
+    wanted: list[tuple[str, int]],
+    top_k: int,
+) -> tuple[list[dict], dict[str, float] | None]:
+    """The top entries to rank by and the target classes' probabilities, from the stored vector if any."""
+    if prediction.scores is None or classes is None:
+        return prediction.top, None
+    vector = scores.decode(prediction.scores, len(classes))
+    probabilities = {wnid: float(vector[index]) for wnid, index in wanted}
+    if top_k <= len(prediction.top):
+        return prediction.top, probabilities
+    top = scores.top_entries(vector, [c.wnid for c in classes], [c.name for c in classes], top_k)
+    return top, probabilities
+
+
+def select_kept(
+    cfg: HarvestConfig, targets: list[Target], key: str, classes: tuple[ImageNetClass, ...] | None = None
+) -> tuple[list[Kept], int]:
+    """Every image of this run the model recognises as a target, once each, in a stable order.
+
+    Reads only stored scores: deciding again with other labels, top_k or threshold never needs the
+    network. ``classes`` (the model's output order) lets the whole stored vector be used.
+    """
     with session_scope(cfg.database_url) as session:
         rows = session.execute(
             select(Candidate, Image, Prediction)
@@ -77,13 +116,16 @@ def select_kept(cfg: HarvestConfig, targets: list[Target], key: str) -> tuple[li
             .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE)
             .order_by(Candidate.id)
         ).all()
+    members = set().union(*(t.wnids for t in targets)) if targets else set()
+    wanted = [(c.wnid, c.index) for c in classes or () if c.wnid in members]
     kept: dict[str, Kept] = {}
     scored: set[str] = set()
     for candidate, image, prediction in rows:
         if image.sha256 in kept or prediction.top is None:
             continue
         scored.add(image.sha256)
-        decision = decide(prediction.top, targets, cfg.top_k, cfg.threshold)
+        top, probabilities = _ranked_and_scores(prediction, classes, wanted, cfg.top_k)
+        decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
         if decision is None:
             continue
         target, score = decision
@@ -114,9 +156,10 @@ def manifest_key(run_id: str) -> str:
 
 def run_publish(cfg: HarvestConfig) -> StageReport:
     report = StageReport("publish")
-    targets = resolve_labels(cfg.labels, cfg.models_dir)
-    key = model_key(cfg.model, cfg.models_dir)
-    kept, scored = select_kept(cfg, targets, key)
+    spec = resolve_model(cfg.model, cfg.models_dir)
+    targets = resolve_labels(cfg.labels, cfg.models_dir, spec.classes)
+    key = spec.key
+    kept, scored = select_kept(cfg, targets, key, spec.classes)
     log.info("publish: %d of %d scored images kept for %s", len(kept), scored, [t.folder for t in targets])
     destination = open_store(cfg.destination, cfg.s3)
     stores = Stores(cfg.s3)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -125,6 +126,8 @@ class Prediction(Base):
     model: Mapped[str] = mapped_column(String(128))
     #: [{"wnid": ..., "name": ..., "score": ...}, ...] best first; None when the image failed to decode.
     top: Mapped[list | None] = mapped_column(JSON)
+    #: every class probability in the model's output order, float16 little-endian (harvest.scores)
+    scores: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
