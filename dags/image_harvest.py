@@ -92,7 +92,24 @@ def _settings():
             aws_secret_access_key=aws.password or extra.get("aws_secret_access_key"),
             region_name=extra.get("region_name"),
         )
-    return build_config(context["params"], context["run_id"], database_url=database_url, s3=s3)
+    env = dict(os.environ)
+    if not env.get("HARVEST_METADATA_KEY"):
+        env["HARVEST_METADATA_KEY"] = _metadata_key() or ""
+    return build_config(context["params"], context["run_id"], env=env, database_url=database_url, s3=s3)
+
+
+def _metadata_key() -> str | None:
+    """The Fernet key for private EXIF fields: the harvest_metadata_key connection's password or
+    the Airflow Variable of the same name."""
+    from airflow.sdk import Variable
+
+    conn = _connection("harvest_metadata_key")
+    if conn and conn.password:
+        return conn.password
+    try:
+        return Variable.get("harvest_metadata_key", default=None)
+    except Exception:  # noqa: BLE001 - no variable backend reachable: run without encryption
+        return None
 
 
 @dag(

@@ -7,97 +7,40 @@ them, so a crash in between only leaves a file that the retry reuses.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from PIL import Image as PILImage
 from sqlalchemy import or_, select, update
 
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
 from harvest.http import FetchError, HttpClient
+from harvest.imagecheck import FORMATS, MAX_PIXELS, ImageRejected, Inspected, inspect_image, sniff
+from harvest.privacy import encrypt_private
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
-from harvest.state.models import Candidate, Image, Status, utcnow
+from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.storage import Store, open_store
+
+__all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image", "run_download", "sniff"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64
-MAX_PIXELS = 64_000_000
-FORMATS = {
-    "JPEG": ("jpg", "image/jpeg"),
-    "PNG": ("png", "image/png"),
-    "GIF": ("gif", "image/gif"),
-    "WEBP": ("webp", "image/webp"),
-    "BMP": ("bmp", "image/bmp"),
-    "TIFF": ("tif", "image/tiff"),
-}
-
-
-class ImageRejected(Exception):
-    """The bytes are not an image we keep; the message is the recorded reason."""
-
-
-@dataclass
-class Inspected:
-    sha256: str
-    format: str
-    width: int
-    height: int
-    data: bytes
-
-    @property
-    def extension(self) -> str:
-        return FORMATS[self.format][0]
-
-    @property
-    def mime_type(self) -> str:
-        return FORMATS[self.format][1]
-
-    @property
-    def staging_key(self) -> str:
-        return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
-
-
-def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
-    """Decode fully with Pillow (verify() alone misses truncated files) and apply the size floor."""
-    if not data:
-        raise ImageRejected("empty body")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as probe:
-                probe.verify()
-            with PILImage.open(io.BytesIO(data)) as image:
-                fmt = image.format or ""
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ImageRejected(f"too many pixels ({width}x{height})")
-                image.load()
-    except ImageRejected:
-        raise
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"decompression bomb: {exc}") from exc
-    except Exception as exc:
-        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
-    if fmt not in FORMATS:
-        raise ImageRejected(f"unsupported image format {fmt or 'unknown'}")
-    if width < min_width or height < min_height:
-        raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
-    return Inspected(hashlib.sha256(data).hexdigest(), fmt, width, height, data)
 
 
 def _work(client: HttpClient, cfg: HarvestConfig, url: str) -> Inspected | FetchError | ImageRejected:
     try:
         result = client.get(url, cfg.max_image_bytes, accept="image/*,*/*;q=0.5")
+    except FetchError as exc:
+        return exc
+    try:
         return inspect_image(result.body, cfg.min_width, cfg.min_height)
-    except (FetchError, ImageRejected) as exc:
+    except ImageRejected as exc:
+        if str(exc).startswith(("not an image", "SVG")) and result.content_type:
+            return ImageRejected(f"{exc} (Content-Type {result.content_type})")
         return exc
 
 
@@ -159,7 +102,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                     break
                 results = list(pool.map(lambda c: _work(client, cfg, c.url), chunk))
                 for candidate, result in zip(chunk, results, strict=True):
-                    _record(session, store, candidate, result, report)
+                    _record(session, store, cfg, candidate, result, report)
             processed = report.done + report.failed + report.skipped
             rate = processed / max(time.monotonic() - started, 1e-6)
             log.info(
@@ -176,33 +119,28 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     return report
 
 
-def _record(session, store: Store, candidate: Candidate, result, report: StageReport) -> None:
+def _record(
+    session, store: Store, cfg: HarvestConfig, candidate: Candidate, result, report: StageReport
+) -> None:
     candidate.attempts += 1
     candidate.updated_at = utcnow()
     if isinstance(result, Inspected):
         if session.get(Image, result.sha256) is None:
-            if not store.exists(result.staging_key):
-                store.put(result.staging_key, result.data, result.mime_type)
-            insert_ignore(
-                session,
-                Image,
-                [
-                    {
-                        "sha256": result.sha256,
-                        "staging": store.location,
-                        "storage_key": result.staging_key,
-                        "format": result.format,
-                        "mime_type": result.mime_type,
-                        "width": result.width,
-                        "height": result.height,
-                        "size_bytes": len(result.data),
-                        "first_url": candidate.url,
-                        "created_at": utcnow(),
-                    }
-                ],
-                ["sha256"],
-            )
-            session.flush()
+            _store_image(session, store, cfg, candidate, result)
+        insert_ignore(
+            session,
+            ImageUrl,
+            [
+                {
+                    "sha256": result.sha256,
+                    "url": candidate.url,
+                    "host": (urlsplit(candidate.url).hostname or "").lower(),
+                    "run_id": cfg.run_id,
+                    "created_at": utcnow(),
+                }
+            ],
+            ["sha256", "url"],
+        )
         candidate.status = Status.DONE
         candidate.sha256 = result.sha256
         candidate.error = None
@@ -216,3 +154,42 @@ def _record(session, store: Store, candidate: Candidate, result, report: StageRe
         candidate.error = str(result)
         report.count("failed", result.reason)
         log.warning("download: %s", result)
+
+
+def _store_image(session, store: Store, cfg: HarvestConfig, candidate: Candidate, result: Inspected) -> None:
+    """Bytes first (the original, and the copy without private metadata), then the row."""
+    if not store.exists(result.staging_key):
+        store.put(result.staging_key, result.data, result.mime_type)
+    if result.clean_data is not None and not store.exists(result.clean_key):
+        store.put(result.clean_key, result.clean_data, result.mime_type)
+    insert_ignore(
+        session,
+        Image,
+        [
+            {
+                "sha256": result.sha256,
+                "staging": store.location,
+                "storage_key": result.staging_key,
+                "format": result.format,
+                "mime_type": result.mime_type,
+                "width": result.width,
+                "height": result.height,
+                "size_bytes": len(result.data),
+                "first_url": candidate.url,
+                "created_at": utcnow(),
+                "mode": result.mode,
+                "has_alpha": result.has_alpha,
+                "phash": result.phash,
+                "entropy": result.entropy,
+                "orientation": result.orientation,
+                "exif": result.exif or None,
+                "private_fields": sorted(result.sensitive) or None,
+                "exif_private": encrypt_private(result.sensitive, cfg.metadata_key),
+                "clean_sha256": result.clean_sha256,
+                "clean_key": result.clean_key,
+                "excluded": result.clean_error,
+            }
+        ],
+        ["sha256"],
+    )
+    session.flush()

@@ -41,6 +41,13 @@ class Store(Protocol):
 
     def url(self, key: str) -> str: ...
 
+    def delete(self, key: str) -> None: ...
+
+
+#: Objects at least this large go up in parts, each part with its own checksum.
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+PART_SIZE = 8 * 1024 * 1024
+
 
 class LocalStore:
     def __init__(self, root: str | Path):
@@ -96,6 +103,12 @@ class LocalStore:
     def url(self, key: str) -> str:
         return str(self._path(key))
 
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(str(self._path(key)), f"cannot delete: {exc.strerror or exc}") from exc
+
 
 class S3Store:
     """An S3 prefix. Every object carries its sha256 as a checksum the server verifies on upload."""
@@ -130,6 +143,9 @@ class S3Store:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         digest = hashlib.sha256(data).digest()
+        if len(data) >= MULTIPART_THRESHOLD:
+            self._put_multipart(key, data, content_type, digest)
+            return
         try:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -139,6 +155,54 @@ class S3Store:
                 ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
                 Metadata={"sha256": digest.hex()},
             )
+        except Exception as exc:
+            raise self._error(key, exc) from exc
+
+    def _put_multipart(self, key: str, data: bytes, content_type: str, digest: bytes) -> None:
+        """Large objects in parts; the server checks every part's SHA-256, and an aborted upload
+        leaves no object behind (the key appears only on completion)."""
+        upload = None
+        try:
+            upload = self.client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                Metadata={"sha256": digest.hex()},
+            )
+            parts = []
+            for number, start in enumerate(range(0, len(data), PART_SIZE), 1):
+                body = data[start : start + PART_SIZE]
+                checksum = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    UploadId=upload["UploadId"],
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+                parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload["UploadId"],
+                MultipartUpload={"Parts": parts},
+            )
+        except Exception as exc:
+            if upload is not None:
+                try:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=self._key(key), UploadId=upload["UploadId"]
+                    )
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    pass
+            raise self._error(key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             raise self._error(key, exc) from exc
 
