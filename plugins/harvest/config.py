@@ -75,7 +75,7 @@ class HarvestConfig:
     s3: S3Options | None = field(default=None, repr=True)
     # dataset quality (environment only; see README "Dataset quality")
     near_dup_distance: int = 6
-    placeholder_min_urls: int = 5
+    placeholder_min_urls: int = 10
     placeholder_distance: int = 4
     min_entropy: float = 2.0
     exports: tuple[str, ...] = ()
@@ -290,7 +290,7 @@ def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, 
     """Dedup, placeholder, privacy, export and variant settings from HARVEST_* variables."""
     settings: dict[str, Any] = {
         "near_dup_distance": _env_int(env, "HARVEST_NEAR_DUP_DISTANCE", 6, 0, 24, problems),
-        "placeholder_min_urls": _env_int(env, "HARVEST_PLACEHOLDER_MIN_URLS", 5, 2, 100_000, problems),
+        "placeholder_min_urls": _env_int(env, "HARVEST_PLACEHOLDER_MIN_URLS", 10, 2, 100_000, problems),
         "placeholder_distance": _env_int(env, "HARVEST_PLACEHOLDER_DISTANCE", 4, 0, 24, problems),
         "webdataset_shard_size": _env_int(env, "HARVEST_WEBDATASET_SHARD_SIZE", 1000, 1, 1_000_000, problems),
         "thumbnail_size": _env_int(env, "HARVEST_THUMBNAIL_SIZE", 0, 0, 4096, problems),
