@@ -20,7 +20,7 @@ from harvest.http import FetchError, HttpClient
 from harvest.imagecheck import FORMATS, MAX_PIXELS, ImageRejected, Inspected, inspect_image, sniff
 from harvest.privacy import encrypt_private
 from harvest.report import StageReport
-from harvest.state.db import insert_ignore, session_scope
+from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.storage import Store, open_store
 
@@ -31,17 +31,25 @@ log = logging.getLogger(__name__)
 CHUNK = 64
 
 
-def _work(client: HttpClient, cfg: HarvestConfig, url: str) -> Inspected | FetchError | ImageRejected:
+def _work(
+    client: HttpClient, store: Store, cfg: HarvestConfig, url: str
+) -> Inspected | FetchError | ImageRejected:
+    """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards."""
     try:
         result = client.get(url, cfg.max_image_bytes, accept="image/*,*/*;q=0.5")
     except FetchError as exc:
         return exc
     try:
-        return inspect_image(result.body, cfg.min_width, cfg.min_height)
+        inspected = inspect_image(result.body, cfg.min_width, cfg.min_height)
     except ImageRejected as exc:
         if str(exc).startswith(("not an image", "SVG")) and result.content_type:
             return ImageRejected(f"{exc} (Content-Type {result.content_type})")
         return exc
+    if not store.exists(inspected.staging_key):
+        store.put(inspected.staging_key, inspected.data, inspected.mime_type)
+    if inspected.clean_data is not None and not store.exists(inspected.clean_key):
+        store.put(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+    return inspected
 
 
 def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
@@ -83,7 +91,10 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
         )
     log.info("download shard %d: %d candidates pending", shard, total)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
+        store.deferred_sync(),
+    ):
         while True:
             with session_scope(cfg.database_url) as session:
                 query = (
@@ -100,9 +111,9 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                 chunk = session.scalars(query).all()
                 if not chunk:
                     break
-                results = list(pool.map(lambda c: _work(client, cfg, c.url), chunk))
-                for candidate, result in zip(chunk, results, strict=True):
-                    _record(session, store, cfg, candidate, result, report)
+                results = list(pool.map(lambda c: _work(client, store, cfg, c.url), chunk))
+                store.sync()  # the chunk's bytes are on disk before any row names them
+                _record_chunk(session, store, cfg, chunk, results, report)
             processed = report.done + report.failed + report.skipped
             rate = processed / max(time.monotonic() - started, 1e-6)
             log.info(
@@ -119,28 +130,51 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     return report
 
 
-def _record(
-    session, store: Store, cfg: HarvestConfig, candidate: Candidate, result, report: StageReport
+def _record_chunk(
+    session, store: Store, cfg: HarvestConfig, chunk: list[Candidate], results: list, report: StageReport
 ) -> None:
+    """Rows for a whole chunk in a few statements: images and their URLs first, then the candidates
+    that point at them (one INSERT per row would cost more than the download itself)."""
+    inspected: dict[str, tuple[Candidate, Inspected]] = {}
+    for candidate, result in zip(chunk, results, strict=True):
+        if isinstance(result, Inspected):
+            inspected.setdefault(result.sha256, (candidate, result))  # first URL in claim order
+    if inspected:
+        known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(list(inspected)))).all())
+        rows = [_image_row(store, cfg, c, r) for sha, (c, r) in inspected.items() if sha not in known]
+        _insert_many(session, Image, rows, ["sha256"])
+        host = lambda url: (urlsplit(url).hostname or "").lower()  # noqa: E731
+        urls = [
+            {
+                "sha256": r.sha256,
+                "url": c.url,
+                "host": host(c.url),
+                "run_id": cfg.run_id,
+                "created_at": utcnow(),
+            }
+            for c, r in zip(chunk, results, strict=True)
+            if isinstance(r, Inspected)
+        ]
+        _insert_many(session, ImageUrl, urls, ["sha256", "url"])
+    for candidate, result in zip(chunk, results, strict=True):
+        _record(candidate, result, report)
+
+
+def _insert_many(session, model, rows: list[dict], index_elements: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING as one executemany (the statement compiles once)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(model).on_conflict_do_nothing(index_elements=index_elements), rows)
+
+
+def _record(candidate: Candidate, result, report: StageReport) -> None:
     candidate.attempts += 1
     candidate.updated_at = utcnow()
     if isinstance(result, Inspected):
-        if session.get(Image, result.sha256) is None:
-            _store_image(session, store, cfg, candidate, result)
-        insert_ignore(
-            session,
-            ImageUrl,
-            [
-                {
-                    "sha256": result.sha256,
-                    "url": candidate.url,
-                    "host": (urlsplit(candidate.url).hostname or "").lower(),
-                    "run_id": cfg.run_id,
-                    "created_at": utcnow(),
-                }
-            ],
-            ["sha256", "url"],
-        )
         candidate.status = Status.DONE
         candidate.sha256 = result.sha256
         candidate.error = None
@@ -156,40 +190,27 @@ def _record(
         log.warning("download: %s", result)
 
 
-def _store_image(session, store: Store, cfg: HarvestConfig, candidate: Candidate, result: Inspected) -> None:
-    """Bytes first (the original, and the copy without private metadata), then the row."""
-    if not store.exists(result.staging_key):
-        store.put(result.staging_key, result.data, result.mime_type)
-    if result.clean_data is not None and not store.exists(result.clean_key):
-        store.put(result.clean_key, result.clean_data, result.mime_type)
-    insert_ignore(
-        session,
-        Image,
-        [
-            {
-                "sha256": result.sha256,
-                "staging": store.location,
-                "storage_key": result.staging_key,
-                "format": result.format,
-                "mime_type": result.mime_type,
-                "width": result.width,
-                "height": result.height,
-                "size_bytes": len(result.data),
-                "first_url": candidate.url,
-                "created_at": utcnow(),
-                "mode": result.mode,
-                "has_alpha": result.has_alpha,
-                "phash": result.phash,
-                "entropy": result.entropy,
-                "orientation": result.orientation,
-                "exif": result.exif or None,
-                "private_fields": sorted(result.sensitive) or None,
-                "exif_private": encrypt_private(result.sensitive, cfg.metadata_key),
-                "clean_sha256": result.clean_sha256,
-                "clean_key": result.clean_key,
-                "excluded": result.clean_error,
-            }
-        ],
-        ["sha256"],
-    )
-    session.flush()
+def _image_row(store: Store, cfg: HarvestConfig, candidate: Candidate, result: Inspected) -> dict:
+    return {
+        "sha256": result.sha256,
+        "staging": store.location,
+        "storage_key": result.staging_key,
+        "format": result.format,
+        "mime_type": result.mime_type,
+        "width": result.width,
+        "height": result.height,
+        "size_bytes": len(result.data),
+        "first_url": candidate.url,
+        "created_at": utcnow(),
+        "mode": result.mode,
+        "has_alpha": result.has_alpha,
+        "phash": result.phash,
+        "entropy": result.entropy,
+        "orientation": result.orientation,
+        "exif": result.exif or None,
+        "private_fields": sorted(result.sensitive) or None,
+        "exif_private": encrypt_private(result.sensitive, cfg.metadata_key),
+        "clean_sha256": result.clean_sha256,
+        "clean_key": result.clean_key,
+        "excluded": result.clean_error,
+    }

@@ -42,6 +42,8 @@ _TRANSPOSE = {
     8: PILImage.Transpose.ROTATE_90,
 }
 STRIPPABLE = {"JPEG", "PNG", "WEBP"}
+#: The side, in pixels, the describing pass needs; hashes look at 32x32, entropy at a few hundred.
+HASH_SIDE = 256
 
 
 class ImageRejected(Exception):
@@ -143,8 +145,12 @@ def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
                     raise ImageRejected(f"animated {fmt} ({frames} frames): only still images are kept")
                 if width < min_width or height < min_height:
                     raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
+                if fmt == "JPEG":
+                    # every block of the stream is still entropy-decoded (so truncation and
+                    # corruption fail here), only the inverse DCT runs at reduced scale
+                    image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
                 image.load()
-                return _describe(image, data, fmt)
+                return _describe(image, data, fmt, width, height)
     except ImageRejected:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
@@ -153,13 +159,10 @@ def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
         raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
 
 
-def _describe(image: PILImage.Image, data: bytes, fmt: str) -> Inspected:
-    width, height = image.size
+def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
     public, sensitive, orientation = read_exif(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    small = image.copy()
-    small.thumbnail((256, 256), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
-    small = to_rgb(small)
+    small = to_rgb(_shrink(image))
     if orientation in _TRANSPOSE:
         small = small.transpose(_TRANSPOSE[orientation])
     grey = small.convert("L")
@@ -182,6 +185,20 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str) -> Inspected:
     return inspected
 
 
+def _shrink(image: PILImage.Image) -> PILImage.Image:
+    """A copy of at most ~256 pixels a side for hashing: box reduction is several times cheaper than
+    a resampling filter, and the hash only looks at 32x32 anyway."""
+    factor = max(1, min(image.size) // (HASH_SIDE // 2))
+    if factor > 1 and image.mode not in ("P", "PA", "1"):
+        try:
+            return image.reduce(factor)
+        except ValueError:  # a mode reduce() does not handle
+            pass
+    small = image.copy()
+    small.thumbnail((HASH_SIDE, HASH_SIDE), PILImage.Resampling.BILINEAR)
+    return small
+
+
 def _strip(inspected: Inspected, image: PILImage.Image) -> None:
     """Make the copy without private fields and prove it: it decodes and has none left."""
     if inspected.format not in STRIPPABLE:
@@ -192,7 +209,7 @@ def _strip(inspected: Inspected, image: PILImage.Image) -> None:
         with PILImage.open(io.BytesIO(clean), formats=[inspected.format]) as check:
             check.load()
             left = read_exif(check)[1]
-            if check.size != image.size or left:
+            if check.size != (inspected.width, inspected.height) or left:
                 raise ValueError(f"fields left after stripping: {sorted(left)}")
     except Exception as exc:  # noqa: BLE001 - the image stays unpublished with the reason
         inspected.clean_error = f"private metadata could not be stripped ({type(exc).__name__}: {exc})"
