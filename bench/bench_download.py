@@ -13,11 +13,15 @@ import argparse
 import io
 import os
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from harvest.config import build_config  # noqa: E402
-from harvest.demo_site import serve  # noqa: E402
 from harvest.download import run_download  # noqa: E402
 from harvest.imagecheck import inspect_image  # noqa: E402
 from harvest.neardup import HashIndex, parse  # noqa: E402
@@ -61,6 +64,32 @@ def make_images(root: Path, count: int) -> tuple[list[str], int]:
         names.append(name)
         total += len(buffer.getvalue())
     return names, total
+
+
+@contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """A static file server in its own process, as a remote site would be: it shares the CPU with
+    the client, but not the client's interpreter lock."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def bare_loop(urls: list[str], threads: int) -> float:

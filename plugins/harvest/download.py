@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
@@ -95,39 +98,86 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
         ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
         store.deferred_sync(),
     ):
-        while True:
-            with session_scope(cfg.database_url) as session:
-                query = (
-                    select(Candidate)
-                    .where(
-                        Candidate.run_id == cfg.run_id,
-                        Candidate.shard == shard,
-                        Candidate.status == Status.PENDING,
-                    )
-                    .order_by(Candidate.id)
-                    .limit(CHUNK)
-                    .with_for_update(skip_locked=True)
-                )
-                chunk = session.scalars(query).all()
-                if not chunk:
+        in_flight: _Claim | None = None
+        claim: _Claim | None = None
+        last_id = 0
+        try:
+            while True:
+                claim = _claim(cfg, shard, last_id)
+                if claim is not None:
+                    last_id = claim.chunk[-1].id
+                    claim.futures = [pool.submit(_work, client, store, cfg, c.url) for c in claim.chunk]
+                # the next chunk downloads while this one is recorded: the pool never waits on the DB
+                if in_flight is not None:
+                    _finish(in_flight, store, cfg, report)
+                    in_flight = None
+                    _log_progress(shard, total, started, report)
+                if claim is None:
                     break
-                results = list(pool.map(lambda c: _work(client, store, cfg, c.url), chunk))
-                store.sync()  # the chunk's bytes are on disk before any row names them
-                _record_chunk(session, store, cfg, chunk, results, report)
-            processed = report.done + report.failed + report.skipped
-            rate = processed / max(time.monotonic() - started, 1e-6)
-            log.info(
-                "download shard %d: %d/%d processed (%d stored, %d failed, %d skipped), %.1f images/s",
-                shard,
-                processed,
-                total,
-                report.done,
-                report.failed,
-                report.skipped,
-                rate,
-            )
+                in_flight, claim = claim, None
+        finally:
+            for open_claim in (in_flight, claim):  # after an error: release the rows, record nothing
+                if open_claim is not None:
+                    open_claim.stack.close()
     log.info("%s", report)
     return report
+
+
+@dataclass
+class _Claim:
+    stack: ExitStack
+    session: Session
+    chunk: list[Candidate]
+    futures: list[Future] = field(default_factory=list)
+
+
+def _claim(cfg: HarvestConfig, shard: int, after_id: int) -> _Claim | None:
+    """The next chunk of pending candidates, locked (SKIP LOCKED) in a transaction left open."""
+    stack = ExitStack()
+    session = stack.enter_context(session_scope(cfg.database_url))
+    try:
+        chunk = session.scalars(
+            select(Candidate)
+            .where(
+                Candidate.run_id == cfg.run_id,
+                Candidate.shard == shard,
+                Candidate.status == Status.PENDING,
+                Candidate.id > after_id,
+            )
+            .order_by(Candidate.id)
+            .limit(CHUNK)
+            .with_for_update(skip_locked=True)
+        ).all()
+    except BaseException:
+        stack.close()
+        raise
+    if not chunk:
+        stack.close()
+        return None
+    return _Claim(stack, session, list(chunk))
+
+
+def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport) -> None:
+    """Wait for the chunk's work, make its bytes durable, then write its rows and commit."""
+    with claim.stack:
+        results = [future.result() for future in claim.futures]
+        store.sync()  # the chunk's bytes are on disk before any row names them
+        _record_chunk(claim.session, store, cfg, claim.chunk, results, report)
+
+
+def _log_progress(shard: int, total: int, started: float, report: StageReport) -> None:
+    processed = report.done + report.failed + report.skipped
+    rate = processed / max(time.monotonic() - started, 1e-6)
+    log.info(
+        "download shard %d: %d/%d processed (%d stored, %d failed, %d skipped), %.1f images/s",
+        shard,
+        processed,
+        total,
+        report.done,
+        report.failed,
+        report.skipped,
+        rate,
+    )
 
 
 def _record_chunk(
