@@ -80,3 +80,46 @@ def test_delete_removes_the_object(s3, bucket, tmp_path):
         store.delete("a/b.txt")
         assert not store.exists("a/b.txt")
         store.delete("a/b.txt")  # already gone: nothing to do
+
+
+def test_images_stored_before_descriptions_are_described_and_leaks_withdrawn(postgres_url, tmp_path):
+    """An image downloaded and published by an older version (no hash, no EXIF record, original
+    bytes published with GPS) is described at the next publish and replaced by its stripped copy."""
+    from harvest.curate import DESCRIPTION
+    from harvest.state.models import Publication, utcnow
+    from harvest.storage import LocalStore
+
+    original = gps_jpeg()
+    destination = tmp_path / "dataset"
+    with serve({"/gps.jpg": Response(original)}) as base:
+        cfg = make_config(postgres_url, "manual__old", str(destination))
+        seed_candidates(cfg, [base + "/gps.jpg"])
+        run_download(cfg, 0)
+    with session_scope(cfg.database_url) as session:
+        image = session.scalars(select(ImageRow)).one()
+        for column in DESCRIPTION:
+            setattr(image, column, None)
+        sha = image.sha256
+        leaked_key = f"images/egyptian_cat/{sha}.jpg"
+        session.add(
+            Publication(
+                destination=cfg.destination,
+                key=leaked_key,
+                sha256=sha,
+                run_id=cfg.run_id,
+                created_at=utcnow(),
+            )
+        )
+    LocalStore(destination).put(leaked_key, original)
+    record_answers(cfg, {sha: "egyptian_cat"})
+
+    report = run_publish(cfg)
+    assert report.done == 1 and report.extra["withdrawn"] == 1
+    with session_scope(cfg.database_url) as session:
+        image = session.get(ImageRow, sha)
+        old = session.scalars(select(Publication).where(Publication.key == leaked_key)).one()
+    assert image.phash and "gps" in image.private_fields and image.clean_sha256
+    assert old.withdrawn_reason == "published with private metadata; replaced by the stripped copy"
+    files = {p.relative_to(destination).as_posix(): p.read_bytes() for p in destination.rglob("images/*/*")}
+    assert list(files) == [f"images/egyptian_cat/{image.clean_sha256}.jpg"]
+    assert b"SN-0042" not in next(iter(files.values()))

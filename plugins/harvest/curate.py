@@ -22,6 +22,21 @@ from harvest.state.models import Image, ImageUrl, Publication
 
 log = logging.getLogger(__name__)
 
+#: the images columns that the download stage fills from inspecting the bytes
+DESCRIPTION = (
+    "mode",
+    "has_alpha",
+    "phash",
+    "entropy",
+    "orientation",
+    "exif",
+    "private_fields",
+    "exif_private",
+    "clean_sha256",
+    "clean_key",
+    "excluded",
+)
+
 
 @dataclass
 class Verdict:
@@ -88,6 +103,41 @@ def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str
     return flagged
 
 
+def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
+    """Give images stored before hashes and EXIF were recorded their description (and, when they
+    carry private metadata, their stripped copy), so the verdict and the privacy rule cover them too."""
+    from harvest.download import image_row
+    from harvest.imagecheck import ImageRejected, inspect_image
+    from harvest.storage import Stores
+
+    stores = Stores(cfg.s3)
+    done = 0
+    with session_scope(cfg.database_url) as session:
+        rows = [
+            row
+            for chunk in _chunks(sorted(set(sha256s)), 500)
+            for row in session.scalars(
+                select(Image).where(Image.sha256.in_(chunk), Image.phash.is_(None), Image.excluded.is_(None))
+            ).all()
+        ]
+        for row in rows:
+            store = stores(row.staging)
+            try:
+                inspected = inspect_image(store.get(row.storage_key), 1, 1)
+            except ImageRejected as exc:
+                row.excluded = f"cannot be described again: {exc}"
+                continue
+            if inspected.clean_data is not None:
+                store.put(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+            described = image_row(store, cfg, row.first_url, inspected)
+            for column in DESCRIPTION:
+                setattr(row, column, described[column])
+            done += 1
+    if done:
+        log.info("described %d images stored before perceptual hashes were recorded", done)
+    return done
+
+
 def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
     """The verdict over this run's keepers and everything currently published at the destination."""
     wanted = set(kept_sha256s)
@@ -99,6 +149,8 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
                 )
             ).all()
         )
+    describe_missing(cfg, wanted)
+    with session_scope(cfg.database_url) as session:
         images = {
             image.sha256: image
             for chunk in _chunks(sorted(wanted), 500)

@@ -191,7 +191,7 @@ def _record_chunk(
             inspected.setdefault(result.sha256, (candidate, result))  # first URL in claim order
     if inspected:
         known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(list(inspected)))).all())
-        rows = [_image_row(store, cfg, c, r) for sha, (c, r) in inspected.items() if sha not in known]
+        rows = [image_row(store, cfg, c.url, r) for sha, (c, r) in inspected.items() if sha not in known]
         _insert_many(session, Image, rows, ["sha256"])
         host = lambda url: (urlsplit(url).hostname or "").lower()  # noqa: E731
         urls = [
@@ -240,7 +240,8 @@ def _record(candidate: Candidate, result, report: StageReport) -> None:
         log.warning("download: %s", result)
 
 
-def _image_row(store: Store, cfg: HarvestConfig, candidate: Candidate, result: Inspected) -> dict:
+def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspected) -> dict:
+    """The images row for inspected bytes staged in ``store``."""
     return {
         "sha256": result.sha256,
         "staging": store.location,
@@ -250,7 +251,7 @@ def _image_row(store: Store, cfg: HarvestConfig, candidate: Candidate, result: I
         "width": result.width,
         "height": result.height,
         "size_bytes": len(result.data),
-        "first_url": candidate.url,
+        "first_url": first_url,
         "created_at": utcnow(),
         "mode": result.mode,
         "has_alpha": result.has_alpha,

@@ -241,8 +241,21 @@ def _withdraw(cfg: HarvestConfig, verdict: Verdict) -> list[tuple[str, str]]:
                 Publication.destination == cfg.destination, Publication.withdrawn_at.is_(None)
             )
         ).all()
+        private = {
+            sha256: clean_sha256
+            for sha256, clean_sha256 in session.execute(
+                select(Image.sha256, Image.clean_sha256).where(
+                    Image.sha256.in_({p.sha256 for p in active}), Image.private_fields.is_not(None)
+                )
+            ).all()
+        }
         for publication in active:
             reason = verdict.reason(publication.sha256)
+            leaked = (
+                publication.sha256 in private and publication.content_sha256 != private[publication.sha256]
+            )
+            if reason is None and leaked:
+                reason = "published with private metadata; replaced by the stripped copy"
             if reason:
                 publication.withdrawn_at = utcnow()
                 publication.withdrawn_reason = reason
