@@ -110,8 +110,11 @@ def bare_loop(urls: list[str], threads: int) -> float:
     return time.perf_counter() - started
 
 
-def stage(urls: list[str], database_url: str, workdir: Path, run_id: str) -> tuple[float, object]:
+def stage(
+    urls: list[str], database_url: str, workdir: Path, run_id: str, processes: int = 0
+) -> tuple[float, object]:
     env = {
+        "HARVEST_INSPECT_PROCESSES": str(processes),
         **os.environ,
         "HARVEST_HOME": str(workdir / "home"),
         "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
@@ -217,6 +220,9 @@ def main() -> int:
             bare = bare_loop(urls, threads)
             stage_s, report = stage(urls, database_url, workdir, f"bench-{int(time.time())}")
             bare_again = bare_loop(urls, threads)
+            cores = os.cpu_count() or 2
+            procs_s, procs_report = stage(urls, database_url, workdir, f"bench-p-{int(time.time())}", cores)
+            bare_third = bare_loop(urls, threads)
         full, hashing = inspection_cost(root, names)
         hashes = [inspect_image((root / n).read_bytes(), 64, 64).phash for n in names[:1000]]
         index = HashIndex(6)
@@ -227,14 +233,20 @@ def main() -> int:
         neardup = (time.perf_counter() - started) / len(hashes)
     synthetic = index_numbers(args.synthetic, 6)
 
-    bare_best = min(bare, bare_again)
+    bare_best = min(bare, bare_again, bare_third)
     n, mb = len(names), total_bytes / 1e6
     ratio = bare_best / stage_s
     rows = [
         ("bare threaded GET loop", f"{n / bare_best:.0f}", f"{mb / bare_best:.1f}", "1.00"),
         ("download stage", f"{n / stage_s:.0f}", f"{mb / stage_s:.1f}", f"{ratio:.2f}"),
+        (
+            f"  inspecting in {cores} processes",
+            f"{n / procs_s:.0f}",
+            f"{mb / procs_s:.1f}",
+            f"{bare_best / procs_s:.2f}",
+        ),
     ]
-    print(f"\n{threads} threads, {n} images, {mb:.1f} MB, stage report: {report}")
+    print(f"\n{threads} threads, {n} images, {mb:.1f} MB, stage reports: {report}; {procs_report}")
     print(f"{'':<26}{'images/s':>10}{'MB/s':>8}{'x bare':>8}")
     for name, ips, mbs, x in rows:
         print(f"{name:<26}{ips:>10}{mbs:>8}{x:>8}")
@@ -248,8 +260,11 @@ def main() -> int:
         f"  build {synthetic['build_s']:.2f}s, size {synthetic['bytes'] / 1e6:.1f} MB, "
         f"lookup {synthetic['lookup_us']:.0f} us/query ({synthetic['found']}/{synthetic['queries']} matched)"
     )
-    verdict = "PASS" if ratio >= TARGET else "FAIL"
-    print(f"\ntarget: stage >= {TARGET}x bare loop: {ratio:.2f}x {verdict}")
+    best = max(ratio, bare_best / procs_s)
+    verdict = "PASS" if best >= TARGET else "FAIL"
+    print(
+        f"\ntarget: stage >= {TARGET}x bare loop: {ratio:.2f}x in threads, {bare_best / procs_s:.2f}x with processes: {verdict}"
+    )
     return 0
 
 

@@ -214,3 +214,24 @@ def test_without_a_key_private_values_are_not_stored(postgres_url, tmp_path):
         row = session.scalars(select(ImageRow)).one()
     assert row.exif_private is None and "gps" in row.private_fields
     assert "52" not in str(row.exif)
+
+
+def test_inspection_in_worker_processes_gives_the_same_outcome(postgres_url, tmp_path):
+    routes = {
+        "/bomb.png": Response(blank_png(20_000, 20_000), "image/png"),
+        "/forbidden.jpg": Response(HTML),
+        "/gps.jpg": Response(gps_jpeg()),
+        "/alpha.png": Response(alpha_png(), "image/png"),
+    }
+    with serve(routes) as base:
+        cfg = make_config(postgres_url, "manual__procs", str(tmp_path / "ds"), HARVEST_INSPECT_PROCESSES="2")
+        assert cfg.inspect_processes == 2
+        seed_candidates(cfg, [base + path for path in routes])
+        report = run_download(cfg, 0)
+    assert (report.done, report.skipped) == (2, 2)
+    with session_scope(cfg.database_url) as session:
+        rows = {row.first_url.removeprefix(base): row for row in session.scalars(select(ImageRow))}
+    staging = LocalStore(cfg.staging)
+    assert staging.get(rows["/alpha.png"].storage_key) == routes["/alpha.png"].body
+    assert b"SN-0042" not in staging.get(rows["/gps.jpg"].clean_key)
+    assert rows["/gps.jpg"].orientation == 6 and rows["/alpha.png"].has_alpha

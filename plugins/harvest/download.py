@@ -8,9 +8,11 @@ them, so a crash in between only leaves a file that the retry reuses.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -34,8 +36,27 @@ log = logging.getLogger(__name__)
 CHUNK = 64
 
 
+def _inspect_elsewhere(data: bytes, min_width: int, min_height: int) -> Inspected:
+    """Inspection in a worker process; the bytes are not sent back, the caller has them."""
+    inspected = inspect_image(data, min_width, min_height)
+    inspected.data = b""
+    return inspected
+
+
+def _inspect(data: bytes, cfg: HarvestConfig, processes: ProcessPoolExecutor | None) -> Inspected:
+    if processes is None:
+        return inspect_image(data, cfg.min_width, cfg.min_height)
+    inspected = processes.submit(_inspect_elsewhere, data, cfg.min_width, cfg.min_height).result()
+    inspected.data = data
+    return inspected
+
+
 def _work(
-    client: HttpClient, store: Store, cfg: HarvestConfig, url: str
+    client: HttpClient,
+    store: Store,
+    cfg: HarvestConfig,
+    url: str,
+    processes: ProcessPoolExecutor | None = None,
 ) -> Inspected | FetchError | ImageRejected:
     """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards."""
     try:
@@ -43,7 +64,7 @@ def _work(
     except FetchError as exc:
         return exc
     try:
-        inspected = inspect_image(result.body, cfg.min_width, cfg.min_height)
+        inspected = _inspect(result.body, cfg, processes)
     except ImageRejected as exc:
         if str(exc).startswith(("not an image", "SVG")) and result.content_type:
             return ImageRejected(f"{exc} (Content-Type {result.content_type})")
@@ -96,6 +117,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     started = time.monotonic()
     with (
         ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
+        _inspection_processes(cfg.inspect_processes) as processes,
         store.deferred_sync(),
     ):
         in_flight: _Claim | None = None
@@ -106,7 +128,9 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                 claim = _claim(cfg, shard, last_id)
                 if claim is not None:
                     last_id = claim.chunk[-1].id
-                    claim.futures = [pool.submit(_work, client, store, cfg, c.url) for c in claim.chunk]
+                    claim.futures = [
+                        pool.submit(_work, client, store, cfg, c.url, processes) for c in claim.chunk
+                    ]
                 # the next chunk downloads while this one is recorded: the pool never waits on the DB
                 if in_flight is not None:
                     _finish(in_flight, store, cfg, report)
@@ -121,6 +145,17 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                     open_claim.stack.close()
     log.info("%s", report)
     return report
+
+
+@contextmanager
+def _inspection_processes(count: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Decoding and hashing hold the interpreter lock for part of their time; with ``count`` > 0 they
+    run in that many processes (started by a fork server: this process has threads) instead."""
+    if count <= 0:
+        yield None
+        return
+    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver")) as processes:
+        yield processes
 
 
 @dataclass
