@@ -91,15 +91,19 @@ def test_truncated_jpeg_is_rejected():
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "reason"),
     [
-        b"<!doctype html><html><head><title>Not found</title></head><body>404</body></html>",
-        b'{"error": "forbidden"}',
-        b"\x00\x01\x02garbage" * 50,
+        (
+            b"<!doctype html><html><head><title>Not found</title></head><body>404</body></html>",
+            "not an image: an HTML page served in its place",
+        ),
+        (b"  <html><body>gone</body></html>", "not an image: an HTML page served in its place"),
+        (b'{"error": "forbidden"}', "not an image: JSON served in its place"),
+        (b"\x00\x01\x02garbage" * 50, "not a decodable image: unknown format (starts with 0001026761726261)"),
     ],
 )
-def test_non_image_bytes_are_rejected(data):
-    assert rejection(data).startswith("not a decodable image")
+def test_non_image_bytes_are_rejected_by_their_magic_bytes(data, reason):
+    assert rejection(data) == reason
 
 
 def test_svg_is_rejected():
@@ -108,7 +112,12 @@ def test_svg_is_rejected():
         b'<svg xmlns="http://www.w3.org/2000/svg" width="500" height="500">'
         b'<rect width="500" height="500" fill="red"/></svg>'
     )
-    assert rejection(svg).startswith("not a decodable image")
+    assert rejection(svg) == "SVG is not kept: vector markup that can carry scripts"
+
+
+def test_jpeg_bytes_behind_a_png_name_are_judged_by_content():
+    # the format comes from the bytes; nothing about a URL or header is consulted
+    assert inspect_image(encode("JPEG"), 64, 64).format == "JPEG"
 
 
 def test_decodable_but_unsupported_format_is_rejected():

@@ -100,6 +100,19 @@ class HarvestConfig:
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
     manifest_id: str = ""
+    # dataset quality (environment only; see README "Dataset quality")
+    near_dup_distance: int = 6
+    placeholder_min_urls: int = 10
+    placeholder_distance: int = 4
+    min_entropy: float = 2.0
+    exports: tuple[str, ...] = ()
+    webdataset_shard_size: int = 1000
+    variant_widths: tuple[int, ...] = ()
+    thumbnail_size: int = 0
+    #: processes that decode and hash downloaded images; 0 keeps them in the download threads
+    inspect_processes: int = 0
+    #: Fernet key that encrypts private EXIF fields in the state DB; without it they are not stored
+    metadata_key: str | None = field(default=None, repr=False)
 
     def with_(self, **changes: Any) -> HarvestConfig:
         return replace(self, **changes)
@@ -365,6 +378,7 @@ def build_config(
                     "HARVEST_SITE_PROFILES_DIR: a site profile asks for render: true but no Chromium was "
                     "found (install Debian's chromium package or set HARVEST_CHROMIUM)"
                 )
+    quality = _quality_settings(env, problems)
 
     if problems:
         raise ConfigError(problems)
@@ -409,7 +423,57 @@ def build_config(
         quota=quota,
         manifest_id=manifest_id,
         s3=s3 or s3_options_from_env(env),
+        **quality,
     )
+
+
+EXPORTS = ("parquet", "card", "webdataset")
+
+
+def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """Dedup, placeholder, privacy, export and variant settings from HARVEST_* variables."""
+    settings: dict[str, Any] = {
+        "near_dup_distance": _env_int(env, "HARVEST_NEAR_DUP_DISTANCE", 6, 0, 24, problems),
+        "placeholder_min_urls": _env_int(env, "HARVEST_PLACEHOLDER_MIN_URLS", 10, 2, 100_000, problems),
+        "placeholder_distance": _env_int(env, "HARVEST_PLACEHOLDER_DISTANCE", 4, 0, 24, problems),
+        "webdataset_shard_size": _env_int(env, "HARVEST_WEBDATASET_SHARD_SIZE", 1000, 1, 1_000_000, problems),
+        "thumbnail_size": _env_int(env, "HARVEST_THUMBNAIL_SIZE", 0, 0, 4096, problems),
+        "inspect_processes": _env_int(env, "HARVEST_INSPECT_PROCESSES", 0, 0, 64, problems),
+    }
+    raw = env.get("HARVEST_MIN_ENTROPY")
+    settings["min_entropy"] = 2.0
+    if raw is not None and raw.strip():
+        try:
+            settings["min_entropy"] = float(raw)
+            if not 0.0 <= settings["min_entropy"] <= 8.0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"HARVEST_MIN_ENTROPY must be a number of bits between 0 and 8, got {raw!r}")
+    exports = _as_list((env.get("HARVEST_EXPORTS") or "").lower())
+    if exports == ["all"]:
+        exports = list(EXPORTS)
+    unknown = [e for e in exports if e not in EXPORTS]
+    if unknown:
+        problems.append(f"HARVEST_EXPORTS: unknown {unknown}; choose from {list(EXPORTS)} or 'all'")
+    settings["exports"] = tuple(e for e in EXPORTS if e in exports)
+    widths: list[int] = []
+    for part in _as_list(env.get("HARVEST_VARIANT_WIDTHS")):
+        if not part.isdigit() or not 16 <= int(part) <= 8192:
+            problems.append(f"HARVEST_VARIANT_WIDTHS: {part!r} is not a width between 16 and 8192")
+        else:
+            widths.append(int(part))
+    settings["variant_widths"] = tuple(sorted(set(widths)))
+    key = (env.get("HARVEST_METADATA_KEY") or "").strip() or None
+    if key:
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            problems.append("HARVEST_METADATA_KEY is not a Fernet key (32 url-safe base64-encoded bytes)")
+            key = None
+    settings["metadata_key"] = key
+    return settings
 
 
 def s3_options_from_env(env: Mapping[str, str]) -> S3Options | None:

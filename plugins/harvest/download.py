@@ -7,100 +7,75 @@ them, so a crash in between only leaves a file that the retry reuses.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
+import multiprocessing
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from PIL import Image as PILImage
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
 from harvest.http import FetchError, HttpClient
+from harvest.imagecheck import FORMATS, MAX_PIXELS, ImageRejected, Inspected, inspect_image, sniff
 from harvest.prefilter import apply_prefilter
+from harvest.privacy import encrypt_private
 from harvest.quota import close_met_labels, labels_with_quota_met
 from harvest.report import StageReport
-from harvest.state.db import insert_ignore, session_scope
-from harvest.state.models import Candidate, Image, Status, utcnow
+from harvest.state.db import session_scope
+from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.storage import Store, open_store
+
+__all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image", "run_download", "sniff"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64
-MAX_PIXELS = 64_000_000
-FORMATS = {
-    "JPEG": ("jpg", "image/jpeg"),
-    "PNG": ("png", "image/png"),
-    "GIF": ("gif", "image/gif"),
-    "WEBP": ("webp", "image/webp"),
-    "BMP": ("bmp", "image/bmp"),
-    "TIFF": ("tif", "image/tiff"),
-}
 
 
-class ImageRejected(Exception):
-    """The bytes are not an image we keep; the message is the recorded reason."""
+def _inspect_elsewhere(data: bytes, min_width: int, min_height: int) -> Inspected:
+    """Inspection in a worker process; the bytes are not sent back, the caller has them."""
+    inspected = inspect_image(data, min_width, min_height)
+    inspected.data = b""
+    return inspected
 
 
-@dataclass
-class Inspected:
-    sha256: str
-    format: str
-    width: int
-    height: int
-    data: bytes
-
-    @property
-    def extension(self) -> str:
-        return FORMATS[self.format][0]
-
-    @property
-    def mime_type(self) -> str:
-        return FORMATS[self.format][1]
-
-    @property
-    def staging_key(self) -> str:
-        return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
+def _inspect(data: bytes, cfg: HarvestConfig, processes: ProcessPoolExecutor | None) -> Inspected:
+    if processes is None:
+        return inspect_image(data, cfg.min_width, cfg.min_height)
+    inspected = processes.submit(_inspect_elsewhere, data, cfg.min_width, cfg.min_height).result()
+    inspected.data = data
+    return inspected
 
 
-def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
-    """Decode fully with Pillow (verify() alone misses truncated files) and apply the size floor."""
-    if not data:
-        raise ImageRejected("empty body")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as probe:
-                probe.verify()
-            with PILImage.open(io.BytesIO(data)) as image:
-                fmt = image.format or ""
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ImageRejected(f"too many pixels ({width}x{height})")
-                image.load()
-    except ImageRejected:
-        raise
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"decompression bomb: {exc}") from exc
-    except Exception as exc:
-        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
-    if fmt not in FORMATS:
-        raise ImageRejected(f"unsupported image format {fmt or 'unknown'}")
-    if width < min_width or height < min_height:
-        raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
-    return Inspected(hashlib.sha256(data).hexdigest(), fmt, width, height, data)
-
-
-def _work(client: HttpClient, cfg: HarvestConfig, url: str) -> Inspected | FetchError | ImageRejected:
+def _work(
+    client: HttpClient,
+    store: Store,
+    cfg: HarvestConfig,
+    url: str,
+    processes: ProcessPoolExecutor | None = None,
+) -> Inspected | FetchError | ImageRejected:
+    """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards."""
     try:
         result = client.get(url, cfg.max_image_bytes, accept="image/*,*/*;q=0.5")
-        return inspect_image(result.body, cfg.min_width, cfg.min_height)
-    except (FetchError, ImageRejected) as exc:
+    except FetchError as exc:
         return exc
+    try:
+        inspected = _inspect(result.body, cfg, processes)
+    except ImageRejected as exc:
+        if str(exc).startswith(("not an image", "SVG")) and result.content_type:
+            return ImageRejected(f"{exc} (Content-Type {result.content_type})")
+        return exc
+    if not store.exists(inspected.staging_key):
+        store.put(inspected.staging_key, inspected.data, inspected.mime_type)
+    if inspected.clean_data is not None and not store.exists(inspected.clean_key):
+        store.put(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+    return inspected
 
 
 def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
@@ -145,76 +120,161 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
         )
     log.info("download shard %d: %d candidates pending", shard, total)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool:
-        while True:
-            with session_scope(cfg.database_url) as session:
-                query = (
-                    select(Candidate)
-                    .where(
-                        Candidate.run_id == cfg.run_id,
-                        Candidate.shard == shard,
-                        Candidate.status == Status.PENDING,
-                    )
-                    .order_by(Candidate.id)
-                    .limit(min(CHUNK, cfg.download_threads) if cfg.quota else CHUNK)
-                    .with_for_update(skip_locked=True)
-                )
-                full = labels_with_quota_met(cfg)
-                if full:
-                    query = query.where(
-                        or_(Candidate.label_hint.is_(None), Candidate.label_hint.not_in(full))
-                    )
-                chunk = session.scalars(query).all()
-                if not chunk:
+    with (
+        ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
+        _inspection_processes(cfg.inspect_processes) as processes,
+        store.deferred_sync(),
+    ):
+        in_flight: _Claim | None = None
+        claim: _Claim | None = None
+        last_id = 0
+        try:
+            while True:
+                if cfg.quota and in_flight is not None:  # quotas count finished downloads: no claiming ahead
+                    _finish(in_flight, store, cfg, report)
+                    in_flight = None
+                    _log_progress(shard, total, started, report)
+                claim = _claim(cfg, shard, last_id)
+                if claim is not None:
+                    last_id = claim.chunk[-1].id
+                    claim.futures = [
+                        pool.submit(_work, client, store, cfg, c.url, processes) for c in claim.chunk
+                    ]
+                # the next chunk downloads while this one is recorded: the pool never waits on the DB
+                if in_flight is not None:
+                    _finish(in_flight, store, cfg, report)
+                    in_flight = None
+                    _log_progress(shard, total, started, report)
+                if claim is None:
                     break
-                results = list(pool.map(lambda c: _work(client, cfg, c.url), chunk))
-                for candidate, result in zip(chunk, results, strict=True):
-                    _record(session, store, candidate, result, report)
-            processed = report.done + report.failed + report.skipped
-            rate = processed / max(time.monotonic() - started, 1e-6)
-            log.info(
-                "download shard %d: %d/%d processed (%d stored, %d failed, %d skipped), %.1f images/s",
-                shard,
-                processed,
-                total,
-                report.done,
-                report.failed,
-                report.skipped,
-                rate,
-            )
+                in_flight, claim = claim, None
+        finally:
+            for open_claim in (in_flight, claim):  # after an error: release the rows, record nothing
+                if open_claim is not None:
+                    open_claim.stack.close()
     if cfg.quota:
         close_met_labels(cfg, shard)
     log.info("%s", report)
     return report
 
 
-def _record(session, store: Store, candidate: Candidate, result, report: StageReport) -> None:
+@contextmanager
+def _inspection_processes(count: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Decoding and hashing hold the interpreter lock for part of their time; with ``count`` > 0 they
+    run in that many processes (started by a fork server: this process has threads) instead."""
+    if count <= 0:
+        yield None
+        return
+    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver")) as processes:
+        yield processes
+
+
+@dataclass
+class _Claim:
+    stack: ExitStack
+    session: Session
+    chunk: list[Candidate]
+    futures: list[Future] = field(default_factory=list)
+
+
+def _claim(cfg: HarvestConfig, shard: int, after_id: int) -> _Claim | None:
+    """The next chunk of pending candidates, locked (SKIP LOCKED) in a transaction left open."""
+    stack = ExitStack()
+    session = stack.enter_context(session_scope(cfg.database_url))
+    try:
+        query = (
+            select(Candidate)
+            .where(
+                Candidate.run_id == cfg.run_id,
+                Candidate.shard == shard,
+                Candidate.status == Status.PENDING,
+                Candidate.id > after_id,
+            )
+            .order_by(Candidate.id)
+            .limit(min(CHUNK, cfg.download_threads) if cfg.quota else CHUNK)
+            .with_for_update(skip_locked=True)
+        )
+        full = labels_with_quota_met(cfg)
+        if full:  # labels that reached their quota get no more downloads
+            query = query.where(or_(Candidate.label_hint.is_(None), Candidate.label_hint.not_in(full)))
+        chunk = session.scalars(query).all()
+    except BaseException:
+        stack.close()
+        raise
+    if not chunk:
+        stack.close()
+        return None
+    return _Claim(stack, session, list(chunk))
+
+
+def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport) -> None:
+    """Wait for the chunk's work, make its bytes durable, then write its rows and commit."""
+    with claim.stack:
+        results = [future.result() for future in claim.futures]
+        store.sync()  # the chunk's bytes are on disk before any row names them
+        _record_chunk(claim.session, store, cfg, claim.chunk, results, report)
+
+
+def _log_progress(shard: int, total: int, started: float, report: StageReport) -> None:
+    processed = report.done + report.failed + report.skipped
+    rate = processed / max(time.monotonic() - started, 1e-6)
+    log.info(
+        "download shard %d: %d/%d processed (%d stored, %d failed, %d skipped), %.1f images/s",
+        shard,
+        processed,
+        total,
+        report.done,
+        report.failed,
+        report.skipped,
+        rate,
+    )
+
+
+def _record_chunk(
+    session, store: Store, cfg: HarvestConfig, chunk: list[Candidate], results: list, report: StageReport
+) -> None:
+    """Rows for a whole chunk in a few statements: images and their URLs first, then the candidates
+    that point at them (one INSERT per row would cost more than the download itself)."""
+    inspected: dict[str, tuple[Candidate, Inspected]] = {}
+    for candidate, result in zip(chunk, results, strict=True):
+        if isinstance(result, Inspected):
+            inspected.setdefault(result.sha256, (candidate, result))  # first URL in claim order
+    if inspected:
+        known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(list(inspected)))).all())
+        rows = [image_row(store, cfg, c.url, r) for sha, (c, r) in inspected.items() if sha not in known]
+        _insert_many(session, Image, rows, ["sha256"])
+        host = lambda url: (urlsplit(url).hostname or "").lower()  # noqa: E731
+        urls = [
+            {
+                "sha256": r.sha256,
+                "url": c.url,
+                "host": host(c.url),
+                "run_id": cfg.run_id,
+                "created_at": utcnow(),
+            }
+            for c, r in zip(chunk, results, strict=True)
+            if isinstance(r, Inspected)
+        ]
+        _insert_many(session, ImageUrl, urls, ["sha256", "url"])
+    for candidate, result in zip(chunk, results, strict=True):
+        _record(candidate, result, report)
+
+
+def _insert_many(session, model, rows: list[dict], index_elements: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING as one executemany (the statement compiles once)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(model).on_conflict_do_nothing(index_elements=index_elements), rows)
+
+
+def _record(candidate: Candidate, result, report: StageReport) -> None:
     candidate.attempts += 1
     candidate.updated_at = utcnow()
     if isinstance(result, Inspected):
-        if session.get(Image, result.sha256) is None:
-            if not store.exists(result.staging_key):
-                store.put(result.staging_key, result.data, result.mime_type)
-            insert_ignore(
-                session,
-                Image,
-                [
-                    {
-                        "sha256": result.sha256,
-                        "staging": store.location,
-                        "storage_key": result.staging_key,
-                        "format": result.format,
-                        "mime_type": result.mime_type,
-                        "width": result.width,
-                        "height": result.height,
-                        "size_bytes": len(result.data),
-                        "first_url": candidate.url,
-                        "created_at": utcnow(),
-                    }
-                ],
-                ["sha256"],
-            )
-            session.flush()
         candidate.status = Status.DONE
         candidate.sha256 = result.sha256
         candidate.error = None
@@ -228,3 +288,30 @@ def _record(session, store: Store, candidate: Candidate, result, report: StageRe
         candidate.error = str(result)
         report.count("failed", result.reason)
         log.warning("download: %s", result)
+
+
+def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspected) -> dict:
+    """The images row for inspected bytes staged in ``store``."""
+    return {
+        "sha256": result.sha256,
+        "staging": store.location,
+        "storage_key": result.staging_key,
+        "format": result.format,
+        "mime_type": result.mime_type,
+        "width": result.width,
+        "height": result.height,
+        "size_bytes": len(result.data),
+        "first_url": first_url,
+        "created_at": utcnow(),
+        "mode": result.mode,
+        "has_alpha": result.has_alpha,
+        "phash": result.phash,
+        "entropy": result.entropy,
+        "orientation": result.orientation,
+        "exif": result.exif or None,
+        "private_fields": sorted(result.sensitive) or None,
+        "exif_private": encrypt_private(result.sensitive, cfg.metadata_key),
+        "clean_sha256": result.clean_sha256,
+        "clean_key": result.clean_key,
+        "excluded": result.clean_error,
+    }

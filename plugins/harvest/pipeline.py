@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def run_params(cfg: HarvestConfig) -> dict:
     params = asdict(cfg)
-    for private in ("s3", "database_url", "models_dir"):
+    for private in ("s3", "database_url", "models_dir", "metadata_key"):
         params.pop(private, None)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 

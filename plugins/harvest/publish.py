@@ -1,9 +1,11 @@
 """Stage 5, publish: keep the images whose scores name a target label, upload them, write the manifest.
 
 Object keys are content-addressed (``images/{label}/{sha256}.{ext}``) and every upload is recorded,
-so a re-run uploads only what is missing and never replaces an object with different bytes. The
-manifest is rebuilt from the state DB and written last, in one atomic write, so it never names an
-object that is not there.
+so a re-run uploads only what is missing and never replaces an object with different bytes. Before
+uploading, the curation verdict removes placeholders, near-blank images and near duplicates, and
+images carrying private EXIF are published from their stripped copy. The manifest is rebuilt from
+the state DB and written last, in one atomic write, so it never names an object that is not there;
+objects withdrawn by a later verdict are deleted only after it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from harvest import scores
 from harvest.config import HarvestConfig
+from harvest.curate import Verdict, judge
 from harvest.labels import ImageNetClass, Target, resolve_labels
 from harvest.model_registry import resolve_model
 from harvest.report import StageReport
@@ -47,12 +50,21 @@ class Kept:
     staging: str
     staging_key: str
     mime_type: str
+    #: sha256 of the bytes published, when private metadata was removed from the download
+    content_sha256: str | None = None
+
+    @property
+    def published_sha256(self) -> str:
+        return self.content_sha256 or self.sha256
 
     def manifest_row(self) -> dict:
         row = asdict(self)
         row.pop("staging")
         row.pop("staging_key")
         row.pop("mime_type")
+        row.pop("content_sha256")
+        row["source_sha256"] = self.sha256
+        row["sha256"] = self.published_sha256
         return row
 
 
@@ -154,50 +166,82 @@ def manifest_key(run_id: str) -> str:
     return f"manifests/{run_id}.jsonl"
 
 
+def _skip_reason(reason: str) -> str:
+    """Report categories: "placeholder", "near duplicate", "low information", ..."""
+    return reason.split(":")[0].split(" (")[0].split(" of ")[0]
+
+
+def _clean_copies(cfg: HarvestConfig, kept: list[Kept]) -> list[Kept]:
+    """Point images with private metadata at their stripped copy, under its own content address."""
+    with session_scope(cfg.database_url) as session:
+        rows = {
+            sha256: (clean_sha256, clean_key)
+            for sha256, clean_sha256, clean_key in session.execute(
+                select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
+                    Image.sha256.in_([k.sha256 for k in kept]), Image.clean_key.is_not(None)
+                )
+            ).all()
+        }
+    for item in kept:
+        if item.sha256 in rows:
+            clean_sha256, clean_key = rows[item.sha256]
+            ext = item.key.rsplit(".", 1)[-1]
+            item.content_sha256 = clean_sha256
+            item.staging_key = clean_key
+            item.key = f"images/{item.label}/{clean_sha256}.{ext}"
+    return kept
+
+
 def run_publish(cfg: HarvestConfig) -> StageReport:
     report = StageReport("publish")
     spec = resolve_model(cfg.model, cfg.models_dir)
     targets = resolve_labels(cfg.labels, cfg.models_dir, spec.classes)
     key = spec.key
-    kept, scored = select_kept(cfg, targets, key, spec.classes)
+    candidates, scored = select_kept(cfg, targets, key, spec.classes)
+    verdict = judge(cfg, [item.sha256 for item in candidates])
+    kept: list[Kept] = []
+    for item in candidates:
+        reason = verdict.reason(item.sha256)
+        if reason:
+            report.count("skipped", _skip_reason(reason))
+            log.info("publish: not publishing %s: %s", item.url, reason)
+        else:
+            kept.append(item)
+    kept = _clean_copies(cfg, kept)
     log.info("publish: %d of %d scored images kept for %s", len(kept), scored, [t.folder for t in targets])
     destination = open_store(cfg.destination, cfg.s3)
     stores = Stores(cfg.s3)
     with session_scope(cfg.database_url) as session:
-        published = set(
-            session.scalars(select(Publication.key).where(Publication.destination == cfg.destination)).all()
-        )
+        rows = session.execute(
+            select(Publication.key, Publication.withdrawn_at).where(
+                Publication.destination == cfg.destination
+            )
+        ).all()
+    published = {key for key, withdrawn in rows if withdrawn is None}
+    withdrawn_before = {key for key, withdrawn in rows if withdrawn is not None}
     started = time.monotonic()
     for index, item in enumerate(kept, 1):
         if item.key in published:
             report.count("skipped", "already published")
             continue
         _upload(destination, stores(item.staging), item)
-        with session_scope(cfg.database_url) as session:
-            insert_ignore(
-                session,
-                Publication,
-                [
-                    {
-                        "destination": cfg.destination,
-                        "key": item.key,
-                        "sha256": item.sha256,
-                        "run_id": cfg.run_id,
-                        "created_at": utcnow(),
-                    }
-                ],
-                ["destination", "key"],
-            )
+        _record_publication(cfg, item, republished=item.key in withdrawn_before)
         report.count("done")
         if index % 25 == 0:
             log.info(
                 "publish: %d/%d objects (%.1f/s)", index, len(kept), index / (time.monotonic() - started)
             )
+    withdrawn = _withdraw(cfg, verdict)
+    _write_extras(cfg, destination, stores, kept, report)
     body = "".join(json.dumps(item.manifest_row(), sort_keys=True) + "\n" for item in kept)
     destination.put(manifest_key(cfg.manifest_id or cfg.run_id), body.encode("utf-8"), "application/x-ndjson")
+    for key_, reason in withdrawn:
+        destination.delete(key_)
+        log.info("publish: withdrew %s: %s", destination.url(key_), reason)
     report.extra.update(
         kept=len(kept),
         scored=scored,
+        withdrawn=len(withdrawn),
         manifest=destination.url(manifest_key(cfg.manifest_id or cfg.run_id)),
         labels=dict(sorted(Counter(item.label for item in kept).items())),
     )
@@ -205,10 +249,81 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     return report
 
 
+def _record_publication(cfg: HarvestConfig, item: Kept, republished: bool) -> None:
+    with session_scope(cfg.database_url) as session:
+        if republished:
+            session.execute(
+                update(Publication)
+                .where(Publication.destination == cfg.destination, Publication.key == item.key)
+                .values(withdrawn_at=None, withdrawn_reason=None, run_id=cfg.run_id)
+            )
+            return
+        insert_ignore(
+            session,
+            Publication,
+            [
+                {
+                    "destination": cfg.destination,
+                    "key": item.key,
+                    "sha256": item.sha256,
+                    "run_id": cfg.run_id,
+                    "created_at": utcnow(),
+                    "label": item.label,
+                    "score": item.score,
+                    "content_sha256": item.content_sha256,
+                }
+            ],
+            ["destination", "key"],
+        )
+
+
+def _withdraw(cfg: HarvestConfig, verdict: Verdict) -> list[tuple[str, str]]:
+    """Mark published objects the verdict now rejects; they are deleted after the new manifest."""
+    withdrawn: list[tuple[str, str]] = []
+    with session_scope(cfg.database_url) as session:
+        active = session.scalars(
+            select(Publication).where(
+                Publication.destination == cfg.destination, Publication.withdrawn_at.is_(None)
+            )
+        ).all()
+        private = {
+            sha256: clean_sha256
+            for sha256, clean_sha256 in session.execute(
+                select(Image.sha256, Image.clean_sha256).where(
+                    Image.sha256.in_({p.sha256 for p in active}), Image.private_fields.is_not(None)
+                )
+            ).all()
+        }
+        for publication in active:
+            reason = verdict.reason(publication.sha256)
+            leaked = (
+                publication.sha256 in private and publication.content_sha256 != private[publication.sha256]
+            )
+            if reason is None and leaked:
+                reason = "published with private metadata; replaced by the stripped copy"
+            if reason:
+                publication.withdrawn_at = utcnow()
+                publication.withdrawn_reason = reason
+                withdrawn.append((publication.key, reason))
+    return withdrawn
+
+
+def _write_extras(cfg: HarvestConfig, destination: Store, stores: Stores, kept: list[Kept], report) -> None:
+    """Variants and dataset-wide exports, when configured; before the manifest that ends the run."""
+    if cfg.variant_widths or cfg.thumbnail_size:
+        from harvest.variants import publish_variants
+
+        report.extra["variants"] = publish_variants(cfg, destination, stores, kept)
+    if cfg.exports:
+        from harvest.exports import write_exports
+
+        report.extra["exports"] = write_exports(cfg, destination, stores)
+
+
 def _upload(destination: Store, staging: Store, item: Kept) -> None:
     """Upload unless an interrupted earlier attempt already did; refuse to overwrite different bytes."""
     existing = destination.sha256_of(item.key)
-    if existing == item.sha256:
+    if existing == item.published_sha256:
         return
     if existing is not None:
         raise StorageError(

@@ -61,11 +61,29 @@ def run_scope(run_id: str, logical_date) -> str:
     return f"interval__{logical_date.isoformat()}"
 
 
+def metadata_key() -> str | None:
+    """The Fernet key for private EXIF fields: the ``harvest_metadata_key`` connection's password or
+    the Airflow Variable of the same name."""
+    from airflow.sdk import Variable
+
+    conn = connection("harvest_metadata_key")
+    if conn and conn.password:
+        return conn.password
+    try:
+        return Variable.get("harvest_metadata_key", default=None)
+    except Exception:  # noqa: BLE001 - no variable backend reachable: run without encryption
+        return None
+
+
 def settings(context: dict[str, Any]) -> HarvestConfig:
     """The run's HarvestConfig from its Params, its run id and the Airflow connections."""
+    env = dict(os.environ)
+    if not env.get("HARVEST_METADATA_KEY"):
+        env["HARVEST_METADATA_KEY"] = metadata_key() or ""
     return build_config(
         context["params"],
         run_scope(context["run_id"], context.get("logical_date")),
+        env=env,
         database_url=database_url(),
         s3=s3_options(),
         manifest_id=context["run_id"],

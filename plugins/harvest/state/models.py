@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -115,6 +117,44 @@ class Image(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     first_url: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    mode: Mapped[str | None] = mapped_column(String(16))
+    has_alpha: Mapped[bool | None] = mapped_column(Boolean)
+    #: 64-bit perceptual hash (imagehash.phash) as 16 hex digits; near duplicates differ in few bits
+    phash: Mapped[str | None] = mapped_column(String(16), index=True)
+    #: grey-level entropy in bits; near-uniform fills score close to 0
+    entropy: Mapped[float | None] = mapped_column(Float)
+    orientation: Mapped[int | None] = mapped_column(Integer)
+    #: camera, dates, orientation, copyright: the EXIF fields that identify nobody
+    exif: Mapped[dict | None] = mapped_column(JSON)
+    #: names of the private fields found (GPS, owner, serials); their values only in exif_private
+    private_fields: Mapped[list | None] = mapped_column(JSON)
+    #: Fernet token of the private fields as JSON, when a metadata key is configured
+    exif_private: Mapped[str | None] = mapped_column(Text)
+    #: the copy without private metadata that is published instead of the original
+    clean_sha256: Mapped[str | None] = mapped_column(String(64))
+    clean_key: Mapped[str | None] = mapped_column(Text)
+    #: why the image is never published (placeholder, low information, unstrippable metadata)
+    excluded: Mapped[str | None] = mapped_column(Text)
+    #: the better copy this image is a near duplicate of, and how many phash bits they differ in
+    duplicate_of: Mapped[str | None] = mapped_column(String(64))
+    duplicate_distance: Mapped[int | None] = mapped_column(Integer)
+
+
+class ImageUrl(Base):
+    """Every URL that served an image's bytes, so duplicates and placeholders are seen per host."""
+
+    __tablename__ = "image_urls"
+    __table_args__ = (
+        UniqueConstraint("sha256", "url", name="uq_image_urls_sha256_url"),
+        Index("ix_image_urls_host", "host"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("images.sha256"))
+    url: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str] = mapped_column(String(250), ForeignKey("runs.run_id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Prediction(Base):
@@ -142,3 +182,10 @@ class Publication(Base):
     sha256: Mapped[str] = mapped_column(String(64), ForeignKey("images.sha256"))
     run_id: Mapped[str] = mapped_column(String(250), ForeignKey("runs.run_id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    label: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+    #: sha256 of the published bytes when they differ from the download (private metadata removed)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: set when a later publish removed the object (found to be a placeholder or a duplicate)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text)

@@ -1,7 +1,7 @@
 """URL-list sources: the label a list gives each image, for quotas.
 
 Revision ID: 0005_sources
-Revises: 0003_classify
+Revises: 0004_dataset
 Create Date: 2026-11-23
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_sources"
-down_revision = "0003_classify"
+down_revision = "0004_dataset"
 branch_labels = None
 depends_on = None
 

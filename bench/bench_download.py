@@ -1,0 +1,272 @@
+"""Download stage throughput against a bare threaded GET loop over the same 2,000 local images, plus
+the per-image cost of inspection (decode, perceptual hash, entropy, EXIF) and of near-duplicate
+lookups, and the near-duplicate index at 100k synthetic hashes.
+
+    python bench/bench_download.py [--images 2000] [--synthetic 100000] [--database-url URL]
+
+Target: the stage reaches at least 0.7x the bare loop's images/s while doing all of its checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
+from harvest.config import build_config  # noqa: E402
+from harvest.download import run_download  # noqa: E402
+from harvest.imagecheck import HASH_SIDE, inspect_image  # noqa: E402
+from harvest.neardup import HashIndex, parse  # noqa: E402
+from harvest.state.db import insert_ignore, migrate, session_scope  # noqa: E402
+from harvest.state.models import Candidate, Run, utcnow  # noqa: E402
+
+TARGET = 0.7
+
+
+def make_images(root: Path, count: int) -> tuple[list[str], int]:
+    """Distinct photo-like JPEGs of 480x360 to 800x600: crops of sample photos with their own noise."""
+    from skimage import data
+
+    sources = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
+    rng = np.random.default_rng(1)
+    names, total = [], 0
+    for i in range(count):
+        source = sources[i % len(sources)]
+        h, w = source.shape[:2]
+        ch, cw = int(rng.integers(h // 2, h)), int(rng.integers(w // 2, w))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = source[y : y + ch, x : x + cw].astype(np.int16) + rng.integers(-12, 13, (ch, cw, 3))
+        image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8))
+        width = int(rng.integers(480, 801))
+        image = image.resize((width, width * 3 // 4))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        name = f"img/{i:05d}.jpg"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(buffer.getvalue())
+        names.append(name)
+        total += len(buffer.getvalue())
+    return names, total
+
+
+@contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """A static file server in its own process, as a remote site would be: it shares the CPU with
+    the client, but not the client's interpreter lock."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def bare_loop(urls: list[str], threads: int) -> float:
+    local = threading.local()
+
+    def get(url: str) -> int:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        response = session.get(url, timeout=30)
+        response.raise_for_status()
+        return len(response.content)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        sizes = list(pool.map(get, urls))
+    assert all(sizes)
+    return time.perf_counter() - started
+
+
+def stage(
+    urls: list[str], database_url: str, workdir: Path, run_id: str, processes: int = 0
+) -> tuple[float, object]:
+    env = {
+        "HARVEST_INSPECT_PROCESSES": str(processes),
+        **os.environ,
+        "HARVEST_HOME": str(workdir / "home"),
+        "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
+        "HARVEST_SHARDS": "1",
+        "HARVEST_STAGING": str(workdir / f"staging-{run_id}"),
+    }
+    cfg = build_config(
+        {"seeds": ["http://127.0.0.1/"], "labels": ["espresso"]}, run_id, env=env, database_url=database_url
+    )
+    migrate(cfg.database_url)
+    with session_scope(cfg.database_url) as session:
+        insert_ignore(
+            session,
+            Run,
+            [{"run_id": run_id, "params": {}, "started_at": utcnow(), "counters": {}}],
+            ["run_id"],
+        )
+        insert_ignore(
+            session,
+            Candidate,
+            [
+                {
+                    "run_id": run_id,
+                    "url": url,
+                    "page_url": "http://127.0.0.1/",
+                    "source": "img",
+                    "shard": 0,
+                    "status": "pending",
+                    "attempts": 0,
+                }
+                for url in urls
+            ],
+            ["run_id", "url"],
+        )
+    started = time.perf_counter()
+    report = run_download(cfg, 0)
+    return time.perf_counter() - started, report
+
+
+def inspection_cost(root: Path, names: list[str], sample: int = 300) -> tuple[float, float]:
+    """Seconds per image for the full inspection, and for the hash + entropy part alone."""
+    blobs = [(root / name).read_bytes() for name in names[:sample]]
+    started = time.perf_counter()
+    for blob in blobs:
+        inspect_image(blob, 64, 64)
+    full = (time.perf_counter() - started) / len(blobs)
+    started = time.perf_counter()
+    for blob in blobs:
+        with Image.open(io.BytesIO(blob)) as image:
+            image.draft(image.mode, (HASH_SIDE, HASH_SIDE))  # the same decode inspect_image does
+            image.load()
+    decode = (time.perf_counter() - started) / len(blobs)
+    return full, full - decode
+
+
+def index_numbers(count: int, distance: int) -> dict[str, float]:
+    rng = random.Random(3)
+    hashes = [rng.getrandbits(64) for _ in range(count)]
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    index = HashIndex(distance)
+    for i, value in enumerate(hashes):
+        index.add(value, i)
+    build = time.perf_counter() - started
+    traced = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    queries = [hashes[rng.randrange(count)] ^ (1 << rng.randrange(64)) for _ in range(2000)]
+    queries += [rng.getrandbits(64) for _ in range(2000)]
+    started = time.perf_counter()
+    found = sum(1 for q in queries if index.nearest(q) is not None)
+    lookup = (time.perf_counter() - started) / len(queries)
+    return {
+        "build_s": build,
+        "bytes": traced,
+        "lookup_us": lookup * 1e6,
+        "found": found,
+        "queries": len(queries),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--synthetic", type=int, default=100_000)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    args = parser.parse_args()
+    threads = build_config({"seeds": ["http://x/"], "labels": ["espresso"]}, "probe").download_threads
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        root = workdir / "site"
+        started = time.perf_counter()
+        names, total_bytes = make_images(root, args.images)
+        print(
+            f"generated {len(names)} images, {total_bytes / 1e6:.1f} MB in {time.perf_counter() - started:.1f}s"
+        )
+        database_url = args.database_url or f"sqlite:///{workdir / 'state.db'}"
+        with serve(root) as base:
+            urls = [f"{base}/{name}" for name in names]
+            bare_loop(urls[:50], threads)  # warm the server and the page cache
+            bare = bare_loop(urls, threads)
+            stage_s, report = stage(urls, database_url, workdir, f"bench-{int(time.time())}")
+            bare_again = bare_loop(urls, threads)
+            cores = os.cpu_count() or 2
+            procs_s, procs_report = stage(urls, database_url, workdir, f"bench-p-{int(time.time())}", cores)
+            bare_third = bare_loop(urls, threads)
+        full, hashing = inspection_cost(root, names)
+        hashes = [inspect_image((root / n).read_bytes(), 64, 64).phash for n in names[:1000]]
+        index = HashIndex(6)
+        started = time.perf_counter()
+        for i, h in enumerate(hashes):
+            if index.nearest(parse(h)) is None:
+                index.add(parse(h), i)
+        neardup = (time.perf_counter() - started) / len(hashes)
+    synthetic = index_numbers(args.synthetic, 6)
+
+    bare_best = min(bare, bare_again, bare_third)
+    n, mb = len(names), total_bytes / 1e6
+    ratio = bare_best / stage_s
+    rows = [
+        ("bare threaded GET loop", f"{n / bare_best:.0f}", f"{mb / bare_best:.1f}", "1.00"),
+        ("download stage", f"{n / stage_s:.0f}", f"{mb / stage_s:.1f}", f"{ratio:.2f}"),
+        (
+            f"  inspecting in {cores} processes",
+            f"{n / procs_s:.0f}",
+            f"{mb / procs_s:.1f}",
+            f"{bare_best / procs_s:.2f}",
+        ),
+    ]
+    print(f"\n{threads} threads, {n} images, {mb:.1f} MB, stage reports: {report}; {procs_report}")
+    print(f"{'':<26}{'images/s':>10}{'MB/s':>8}{'x bare':>8}")
+    for name, ips, mbs, x in rows:
+        print(f"{name:<26}{ips:>10}{mbs:>8}{x:>8}")
+    print(f"\n{'per image (one thread)':<40}{'ms':>8}")
+    print(f"{'inspection: decode, hash, entropy, EXIF':<40}{full * 1e3:>8.2f}")
+    print(f"{'  of which decoding':<40}{(full - hashing) * 1e3:>8.2f}")
+    print(f"{'  of which hash, entropy, EXIF':<40}{hashing * 1e3:>8.2f}")
+    print(f"{'near-dup lookup + insert (1k index)':<40}{neardup * 1e3:>8.3f}")
+    print(f"\nnear-dup index, {args.synthetic:,} synthetic hashes, distance 6 (4 x 16-bit multi-index)")
+    print(
+        f"  build {synthetic['build_s']:.2f}s, size {synthetic['bytes'] / 1e6:.1f} MB, "
+        f"lookup {synthetic['lookup_us']:.0f} us/query ({synthetic['found']}/{synthetic['queries']} matched)"
+    )
+    best = max(ratio, bare_best / procs_s)
+    verdict = "PASS" if best >= TARGET else "FAIL"
+    print(
+        f"\ntarget: stage >= {TARGET}x bare loop: {ratio:.2f}x in threads, {bare_best / procs_s:.2f}x with processes: {verdict}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

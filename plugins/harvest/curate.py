@@ -1,0 +1,200 @@
+"""Which classified images may be published: no placeholders, no near-blank images, one copy of each
+picture, nothing whose private metadata could not be removed.
+
+Decided at publish time over everything the destination holds plus this run's keepers, so a
+placeholder first recognised mid-run (the fifth URL of a host serving the same "image not
+available" picture) also withdraws the copies that earlier runs published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from harvest.config import HarvestConfig
+from harvest.neardup import Entry, HashIndex, group, parse
+from harvest.state.db import session_scope
+from harvest.state.models import Image, ImageUrl, Publication
+
+log = logging.getLogger(__name__)
+
+#: the images columns that the download stage fills from inspecting the bytes
+DESCRIPTION = (
+    "mode",
+    "has_alpha",
+    "phash",
+    "entropy",
+    "orientation",
+    "exif",
+    "private_fields",
+    "exif_private",
+    "clean_sha256",
+    "clean_key",
+    "excluded",
+)
+
+
+@dataclass
+class Verdict:
+    #: sha256 -> why it is not published (placeholder, low information, private metadata)
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: sha256 -> (sha256 of the better copy, Hamming distance)
+    duplicates: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def reason(self, sha256: str) -> str | None:
+        if sha256 in self.excluded:
+            return self.excluded[sha256]
+        if sha256 in self.duplicates:
+            best, distance = self.duplicates[sha256]
+            return f"near duplicate of {best} (phash distance {distance})"
+        return None
+
+
+def low_information(image: Image, min_entropy: float) -> str | None:
+    if image.entropy is not None and image.entropy < min_entropy:
+        return f"low information (grey-level entropy {image.entropy:.2f} bits < {min_entropy:g})"
+    return None
+
+
+def private_metadata_left(image: Image) -> str | None:
+    if image.private_fields and not image.clean_key:
+        return image.excluded or f"private metadata ({', '.join(image.private_fields)}) could not be stripped"
+    return None
+
+
+def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str]:
+    """Images that many different URLs of one host serve (same or near-same picture)."""
+    hosts = sorted(set(hosts))
+    if not hosts:
+        return {}
+    with session_scope(cfg.database_url) as session:
+        rows = session.execute(
+            select(ImageUrl.host, ImageUrl.sha256, Image.phash, func.count(func.distinct(ImageUrl.url)))
+            .join(Image, Image.sha256 == ImageUrl.sha256)
+            .where(ImageUrl.host.in_(hosts))
+            .group_by(ImageUrl.host, ImageUrl.sha256, Image.phash)
+        ).all()
+    by_host: dict[str, list[tuple[str, str | None, int]]] = defaultdict(list)
+    for host, sha256, phash, urls in rows:
+        by_host[host].append((sha256, phash, int(urls)))
+    flagged: dict[str, str] = {}
+    for host, images in by_host.items():
+        index = HashIndex(cfg.placeholder_distance)
+        clusters: dict[str, list[tuple[str, int]]] = {}
+        for sha256, phash, urls in sorted(images, key=lambda row: (-row[2], row[0])):
+            if phash is None:
+                clusters[sha256] = [(sha256, urls)]
+                continue
+            match = index.nearest(parse(phash))
+            if match is None:
+                index.add(parse(phash), sha256)
+                clusters[sha256] = [(sha256, urls)]
+            else:
+                clusters[str(match[0])].append((sha256, urls))
+        for members in clusters.values():
+            total = sum(urls for _, urls in members)
+            if total >= cfg.placeholder_min_urls:
+                for sha256, _ in members:
+                    flagged[sha256] = f"placeholder: {total} different URLs on {host} serve this picture"
+    return flagged
+
+
+def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
+    """Give images stored before hashes and EXIF were recorded their description (and, when they
+    carry private metadata, their stripped copy), so the verdict and the privacy rule cover them too."""
+    from harvest.download import image_row
+    from harvest.imagecheck import ImageRejected, inspect_image
+    from harvest.storage import Stores
+
+    stores = Stores(cfg.s3)
+    done = 0
+    with session_scope(cfg.database_url) as session:
+        rows = [
+            row
+            for chunk in _chunks(sorted(set(sha256s)), 500)
+            for row in session.scalars(
+                select(Image).where(Image.sha256.in_(chunk), Image.phash.is_(None), Image.excluded.is_(None))
+            ).all()
+        ]
+        for row in rows:
+            store = stores(row.staging)
+            try:
+                inspected = inspect_image(store.get(row.storage_key), 1, 1)
+            except ImageRejected as exc:
+                row.excluded = f"cannot be described again: {exc}"
+                continue
+            if inspected.clean_data is not None:
+                store.put(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+            described = image_row(store, cfg, row.first_url, inspected)
+            for column in DESCRIPTION:
+                setattr(row, column, described[column])
+            done += 1
+    if done:
+        log.info("described %d images stored before perceptual hashes were recorded", done)
+    return done
+
+
+def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
+    """The verdict over this run's keepers and everything currently published at the destination."""
+    wanted = set(kept_sha256s)
+    with session_scope(cfg.database_url) as session:
+        wanted |= set(
+            session.scalars(
+                select(Publication.sha256).where(
+                    Publication.destination == cfg.destination, Publication.withdrawn_at.is_(None)
+                )
+            ).all()
+        )
+    describe_missing(cfg, wanted)
+    with session_scope(cfg.database_url) as session:
+        images = {
+            image.sha256: image
+            for chunk in _chunks(sorted(wanted), 500)
+            for image in session.scalars(select(Image).where(Image.sha256.in_(chunk))).all()
+        }
+        hosts = {
+            host
+            for chunk in _chunks(sorted(wanted), 500)
+            for host in session.scalars(
+                select(ImageUrl.host).where(ImageUrl.sha256.in_(chunk)).distinct()
+            ).all()
+        }
+    verdict = Verdict()
+    placeholders = find_placeholders(cfg, hosts)
+    for sha256, image in images.items():
+        reason = (
+            private_metadata_left(image)
+            or placeholders.get(sha256)
+            or low_information(image, cfg.min_entropy)
+        )
+        if reason:
+            verdict.excluded[sha256] = reason
+    entries = [
+        Entry(image.sha256, parse(image.phash), image.width, image.height, image.size_bytes)
+        for image in images.values()
+        if image.phash and image.sha256 not in verdict.excluded
+    ]
+    verdict.duplicates = group(entries, cfg.near_dup_distance)
+    _record(cfg, images, verdict)
+    return verdict
+
+
+def _record(cfg: HarvestConfig, images: dict[str, Image], verdict: Verdict) -> None:
+    """Keep the state DB's view in step with the verdict, so it can be queried after the run."""
+    with session_scope(cfg.database_url) as session:
+        for sha256 in images:
+            row = session.get(Image, sha256)
+            excluded = verdict.excluded.get(sha256)
+            duplicate = verdict.duplicates.get(sha256)
+            row.excluded = excluded
+            row.duplicate_of = duplicate[0] if duplicate else None
+            row.duplicate_distance = duplicate[1] if duplicate else None
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,218 @@
+"""Decide whether downloaded bytes are an image we keep, and describe it in one decoding pass.
+
+Servers lie about types (HTML error pages served as ``image/jpeg``, SVG with scripts, empty 200s),
+so the format comes from the magic bytes, never from Content-Type or the URL. Pillow then decodes
+every pixel under a pixel budget: ``verify()`` alone accepts truncated files, and the budget stops
+decompression bombs before they allocate gigabytes. The same pass yields what later stages need
+without opening the file again: perceptual hash, entropy, EXIF and a copy without private fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import imagehash
+from PIL import Image as PILImage
+
+from harvest.exif import read_exif, strip_sensitive
+from harvest.preprocess import to_rgb
+
+MAX_PIXELS = 64_000_000
+FORMATS = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+    "GIF": ("gif", "image/gif"),
+    "WEBP": ("webp", "image/webp"),
+    "BMP": ("bmp", "image/bmp"),
+    "TIFF": ("tif", "image/tiff"),
+}
+#: Raster formats Pillow can decode but that we do not keep; found by their magic bytes.
+UNSUPPORTED = {"ICO": b"\x00\x00\x01\x00", "PSD": b"8BPS", "JPEG2000": b"\x00\x00\x00\x0cjP  "}
+_TRANSPOSE = {
+    2: PILImage.Transpose.FLIP_LEFT_RIGHT,
+    3: PILImage.Transpose.ROTATE_180,
+    4: PILImage.Transpose.FLIP_TOP_BOTTOM,
+    5: PILImage.Transpose.TRANSPOSE,
+    6: PILImage.Transpose.ROTATE_270,
+    7: PILImage.Transpose.TRANSVERSE,
+    8: PILImage.Transpose.ROTATE_90,
+}
+STRIPPABLE = {"JPEG", "PNG", "WEBP"}
+#: The side, in pixels, the describing pass needs: the perceptual hash looks at 32x32 and the
+#: grey-level histogram is stable from a few thousand pixels on.
+HASH_SIDE = 64
+
+
+class ImageRejected(Exception):
+    """The bytes are not an image we keep; the message is the recorded reason."""
+
+
+@dataclass
+class Inspected:
+    sha256: str
+    format: str
+    width: int
+    height: int
+    data: bytes
+    mode: str = "RGB"
+    has_alpha: bool = False
+    phash: str | None = None
+    entropy: float | None = None
+    orientation: int | None = None
+    exif: dict = field(default_factory=dict)
+    sensitive: dict = field(default_factory=dict)
+    #: the file without private metadata, when it had any; None when nothing had to be removed
+    clean_data: bytes | None = None
+    #: why private metadata could not be removed (the image is then never published)
+    clean_error: str | None = None
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.format][0]
+
+    @property
+    def mime_type(self) -> str:
+        return FORMATS[self.format][1]
+
+    @property
+    def staging_key(self) -> str:
+        return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
+
+    @property
+    def clean_sha256(self) -> str | None:
+        return hashlib.sha256(self.clean_data).hexdigest() if self.clean_data is not None else None
+
+    @property
+    def clean_key(self) -> str | None:
+        digest = self.clean_sha256
+        return f"clean/{digest[:2]}/{digest}.{self.extension}" if digest else None
+
+
+def sniff(data: bytes) -> str:
+    """The format named by the first bytes, or ImageRejected with what the bytes are instead."""
+    if not data:
+        raise ImageRejected("empty body")
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    for name, magic in UNSUPPORTED.items():
+        if data.startswith(magic):
+            raise ImageRejected(f"unsupported image format {name}")
+    if data[4:8] == b"ftyp":
+        brand = data[8:12].decode("ascii", "replace").strip()
+        raise ImageRejected(f"unsupported image format {brand.upper() or 'ISO-BMFF'} (AVIF/HEIC)")
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in head):
+        raise ImageRejected("SVG is not kept: vector markup that can carry scripts")
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        raise ImageRejected("not an image: an HTML page served in its place")
+    if head[:1] in (b"{", b"["):
+        raise ImageRejected("not an image: JSON served in its place")
+    raise ImageRejected(f"not a decodable image: unknown format (starts with {data[:8].hex()})")
+
+
+def entropy_bits(grey: PILImage.Image) -> float:
+    """Shannon entropy of the grey-level histogram: ~0 for flat fills, 7+ for photos."""
+    histogram = grey.histogram()
+    total = float(sum(histogram)) or 1.0
+    return -sum((n / total) * math.log2(n / total) for n in histogram if n)
+
+
+def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
+    """Prove ``data`` is a still raster image of a sane size and describe it (hash, EXIF, entropy)."""
+    fmt = sniff(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data), formats=[fmt]) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageRejected(f"too many pixels ({width}x{height})")
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    raise ImageRejected(f"animated {fmt} ({frames} frames): only still images are kept")
+                if width < min_width or height < min_height:
+                    raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
+                if fmt == "JPEG":
+                    # every block of the stream is still entropy-decoded (so truncation and
+                    # corruption fail here), only the inverse DCT runs at reduced scale
+                    image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
+                image.load()
+                return _describe(image, data, fmt, width, height)
+    except ImageRejected:
+        raise
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"decompression bomb: {exc}") from exc
+    except Exception as exc:
+        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+
+
+def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
+    public, sensitive, orientation = read_exif(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    small = to_rgb(_shrink(image))
+    if orientation in _TRANSPOSE:
+        small = small.transpose(_TRANSPOSE[orientation])
+    grey = small.convert("L")
+    inspected = Inspected(
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=fmt,
+        width=width,
+        height=height,
+        data=data,
+        mode=image.mode,
+        has_alpha=has_alpha,
+        phash=str(imagehash.phash(grey)),
+        entropy=round(entropy_bits(grey), 3),
+        orientation=orientation,
+        exif=public,
+        sensitive=sensitive,
+    )
+    if sensitive:
+        _strip(inspected, image)
+    return inspected
+
+
+def _shrink(image: PILImage.Image) -> PILImage.Image:
+    """A copy of roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than
+    a resampling filter, and the hash only looks at 32x32 anyway."""
+    factor = max(1, min(image.size) // HASH_SIDE)
+    if factor > 1 and image.mode not in ("P", "PA", "1"):
+        try:
+            return image.reduce(factor)
+        except ValueError:  # a mode reduce() does not handle
+            pass
+    small = image.copy()
+    small.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), PILImage.Resampling.BILINEAR)
+    return small
+
+
+def _strip(inspected: Inspected, image: PILImage.Image) -> None:
+    """Make the copy without private fields and prove it: it decodes and has none left."""
+    if inspected.format not in STRIPPABLE:
+        inspected.clean_error = f"private metadata in a {inspected.format} file cannot be stripped"
+        return
+    try:
+        clean = strip_sensitive(inspected.data, image, inspected.format)
+        with PILImage.open(io.BytesIO(clean), formats=[inspected.format]) as check:
+            check.load()
+            left = read_exif(check)[1]
+            if check.size != (inspected.width, inspected.height) or left:
+                raise ValueError(f"fields left after stripping: {sorted(left)}")
+    except Exception as exc:  # noqa: BLE001 - the image stays unpublished with the reason
+        inspected.clean_error = f"private metadata could not be stripped ({type(exc).__name__}: {exc})"
+        return
+    inspected.clean_data = clean

@@ -1,0 +1,98 @@
+"""The published dataset loads as is: Keras reads the ImageFolder, pyarrow the Parquet manifest,
+tarfile the WebDataset shards; the card and its plots describe it. Demo site, real classifier."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import EXPECTED_KEPT
+from PIL import Image
+
+from harvest.config import build_config
+from harvest.demo_site import DEMO_LABELS
+from harvest.pipeline import run_all
+from harvest.publish import run_publish
+
+
+@pytest.fixture
+def exported(site, classifier, monkeypatch, tmp_path):
+    monkeypatch.setenv("HARVEST_EXPORTS", "all")
+    monkeypatch.setenv("HARVEST_WEBDATASET_SHARD_SIZE", "3")
+    monkeypatch.setenv("HARVEST_VARIANT_WIDTHS", "128,256")
+    monkeypatch.setenv("HARVEST_THUMBNAIL_SIZE", "64")
+    cfg = build_config({"seeds": [f"{site}/index.html"], "labels": list(DEMO_LABELS)}, "manual__exports")
+    reports = run_all(cfg, classifier)
+    return cfg, Path(cfg.destination), reports[-1]
+
+
+def test_keras_reads_the_image_folder(exported):
+    import tensorflow as tf
+
+    _, destination, _ = exported
+    dataset = tf.keras.utils.image_dataset_from_directory(
+        destination / "images", image_size=(64, 64), batch_size=8, shuffle=False
+    )
+    assert dataset.class_names == sorted(set(EXPECTED_KEPT.values()))
+    images = sum(int(batch.shape[0]) for batch, _ in dataset)
+    assert images == len(EXPECTED_KEPT)
+
+
+def test_parquet_manifest_lists_the_whole_dataset(exported):
+    import pyarrow.parquet as pq
+
+    cfg, destination, report = exported
+    table = pq.read_table(destination / "manifests" / "dataset.parquet")
+    assert table.num_rows == len(EXPECTED_KEPT) == report.extra["exports"]["rows"]
+    rows = table.to_pylist()
+    assert sorted(row["label"] for row in rows) == sorted(EXPECTED_KEPT.values())
+    for row in rows:
+        assert (destination / row["key"]).is_file()
+        assert row["key"] == f"images/{row['label']}/{row['sha256']}.jpg"
+        assert row["score"] >= cfg.threshold and row["width"] >= 64 and row["url"].startswith("http")
+    assert not any("gps" in name or "artist" in name for name in table.column_names)
+
+
+def test_webdataset_shards_use_img2dataset_keys(exported):
+    _, destination, report = exported
+    shards = sorted((destination / "webdataset").glob("*.tar"))
+    assert [s.name for s in shards] == ["00000.tar", "00001.tar"] and report.extra["exports"][
+        "webdataset_shards"
+    ] == 2
+    samples: dict[str, set[str]] = {}
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                key, ext = member.name.split(".", 1)
+                samples.setdefault(key, set()).add(ext)
+                if ext == "json":
+                    meta = json.load(tar.extractfile(member))
+                    assert meta["key"] == key and meta["status"] == "success"
+    assert sorted(samples) == ["000000000", "000000001", "000000002", "000010000"]
+    assert all(exts == {"jpg", "txt", "cls", "json"} for exts in samples.values())
+
+
+def test_dataset_card_counts_and_plots(exported):
+    _, destination, _ = exported
+    card = (destination / "README.md").read_text()
+    for label in set(EXPECTED_KEPT.values()):
+        assert f"| {label} | 1 |" in card
+    assert "| 127.0.0.1 | 4 |" in card
+    assert "Filters applied" in card and "Licences and attribution" in card
+    for plot in ("card/sizes.png", "card/aspect_ratios.png"):
+        with Image.open(destination / plot) as image:
+            assert image.format == "PNG" and image.width > 100
+
+
+def test_variants_are_made_once(exported):
+    cfg, destination, report = exported
+    assert report.extra["variants"] == 4 * 3  # two widths below every photo's width, one thumbnail
+    for path in (destination / "thumbnails" / "s64").rglob("*.jpg"):
+        with Image.open(path) as image:
+            assert image.size == (64, 64)
+    widths = {Image.open(p).width for p in (destination / "variants" / "w128").rglob("*.jpg")}
+    assert widths == {128}
+    again = run_publish(cfg)
+    assert again.extra["variants"] == 0 and again.done == 0
