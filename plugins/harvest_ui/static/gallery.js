@@ -96,6 +96,13 @@ async function more() {
   updateThreshold();
 }
 
+// The target label; for an image no target matched, the model's best guess, set apart in italics.
+function labelOf(item) {
+  if (item.label) return el("span", { class: "label", text: item.label });
+  if (item.top.length) return el("span", { class: "label guess", text: item.top[0].name, title: "best class, not a target" });
+  return el("span", { class: "label", text: "—" });
+}
+
 function card(item) {
   const image = item.sha256 && item.status !== "failed"
     ? el("img", { class: "thumb", src: new URL(`thumbnails/${item.sha256}.jpg`, BASE).href, alt: item.alt || "", loading: "lazy" })
@@ -104,7 +111,7 @@ function card(item) {
   const node = el("div", { class: `card ${item.status}`, tabindex: "0", "data-id": item.id, "data-status": item.status,
     "data-score": item.score === null ? "" : item.score, title: item.url },
     image,
-    el("div", { class: "meta" }, el("span", { text: item.label || "—" }), el("span", { text: score }),
+    el("div", { class: "meta" }, labelOf(item), el("span", { text: score }),
       el("span", { class: `badge ${item.status}`, text: item.status })));
   node.addEventListener("click", () => openPanel(item.id));
   node.addEventListener("keydown", (event) => { if (event.key === "Enter") openPanel(item.id); });
@@ -113,7 +120,7 @@ function card(item) {
 
 function renderGrid() {
   $("grid").replaceChildren(...state.items.map(card));
-  $("summary").textContent = `${state.total} images` + (state.items.length < state.total ? ` (showing ${state.items.length})` : "");
+  $("summary").textContent = `${state.total} image${state.total === 1 ? "" : "s"}` + (state.items.length < state.total ? ` (showing ${state.items.length})` : "");
   $("more").hidden = state.items.length >= state.total;
 }
 
