@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from harvest.classify import model_key
 from harvest.config import DEFAULT_THRESHOLD
 from harvest.labels import Target, resolve_labels
 from harvest.publish import decide
-from harvest.state.db import session_scope
+from harvest.state.db import get_engine, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Run, Status
 
 STATUSES = ("kept", "rejected", "duplicate", "skipped", "failed", "unclassified", "pending")
@@ -107,7 +107,14 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[start : start + _CHUNK]
 
 
+def schema_ready(database_url: str) -> bool:
+    """False until the first harvest has created the tables; the gallery is then simply empty."""
+    return inspect(get_engine(database_url)).has_table(Run.__tablename__)
+
+
 def list_runs(database_url: str) -> list[dict[str, Any]]:
+    if not schema_ready(database_url):
+        return []
     with session_scope(database_url) as session:
         runs = session.scalars(select(Run).order_by(Run.started_at.desc())).all()
         return [
@@ -125,6 +132,8 @@ def list_runs(database_url: str) -> list[dict[str, Any]]:
 
 def load_items(database_url: str, models_dir: Path, run_id: str | None = None) -> list[Item]:
     """Every candidate (of one run, or of all runs) with its derived status, label and score."""
+    if not schema_ready(database_url):
+        return []
     with session_scope(database_url) as session:
         runs = {run.run_id: run for run in session.scalars(select(Run))}
         query = select(Candidate, Image).outerjoin(Image, Image.sha256 == Candidate.sha256)

@@ -286,3 +286,16 @@ def test_gallery_page_and_static_files(client):
     assert page.status_code == 200 and 'src="static/gallery.js"' in page.text
     assert client.get("/static/gallery.js").status_code == 200
     assert client.get("/static/gallery.css").status_code == 200
+
+
+def test_an_empty_state_db_shows_an_empty_gallery(tmp_path):
+    """Before the first harvest the tables do not exist yet; the gallery shows nothing instead of failing."""
+    from harvest_ui.settings import load_settings
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    settings = load_settings({"HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(tmp_path)}, use_airflow=False)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/runs").json()["runs"] == []
+        assert client.get("/api/items").json()["total"] == 0
+        assert client.get("/api/stats").json()["domains"] == []
+        assert client.get("/api/scores").json()["scores"] == []

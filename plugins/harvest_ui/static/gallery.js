@@ -189,12 +189,23 @@ function renderStats(domains) {
   }));
 }
 
-async function rethreshold() {
-  const out = $("rethreshold-result");
+// Asked inline, not with confirm(): Airflow shows the gallery in a sandboxed iframe without modals.
+function askRethreshold() {
   const f = filters();
   const threshold = Number($("threshold").value);
   const target = f.run ? `run ${f.run}` : "all runs";
-  if (!confirm(`Start ${$("rethreshold").dataset.dag} at threshold ${threshold.toFixed(2)} for ${target}?`)) return;
+  const labels = f.label ? `, label ${f.label}` : "";
+  $("rethreshold-question").textContent =
+    `Start ${$("rethreshold").dataset.dag} at threshold ${threshold.toFixed(2)} for ${target}${labels}?`;
+  $("rethreshold-confirm").hidden = false;
+  $("rethreshold-result").textContent = "";
+}
+
+async function rethreshold() {
+  $("rethreshold-confirm").hidden = true;
+  const out = $("rethreshold-result");
+  const f = filters();
+  const threshold = Number($("threshold").value);
   out.className = "";
   out.textContent = "starting…";
   const response = await fetch(new URL("api/rethreshold", BASE), {
@@ -206,7 +217,7 @@ async function rethreshold() {
     out.textContent = `started ${data.dag_id} run ${data.dag_run_id}`;
   } else {
     out.className = "error";
-    out.textContent = data.detail || `HTTP ${response.status}`;
+    out.textContent = data.detail ? String(data.detail) : `HTTP ${response.status}`;
   }
 }
 
@@ -222,7 +233,9 @@ function main() {
   $("filters").addEventListener("change", (event) => { if (event.target.id !== "size") refresh().catch(showError); });
   $("more").addEventListener("click", () => more().catch(showError));
   $("panel-close").addEventListener("click", () => { $("panel").hidden = true; });
-  $("rethreshold").addEventListener("click", () => rethreshold().catch((e) => { $("rethreshold-result").textContent = String(e); }));
+  $("rethreshold").addEventListener("click", askRethreshold);
+  $("rethreshold-cancel").addEventListener("click", () => { $("rethreshold-confirm").hidden = true; });
+  $("rethreshold-go").addEventListener("click", () => rethreshold().catch((e) => { $("rethreshold-result").textContent = String(e); }));
   loadRuns().then(() => {
     if (params.get("run")) $("run").value = params.get("run");
     return refresh();
