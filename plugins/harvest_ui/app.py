@@ -23,6 +23,7 @@ from harvest_ui.gallery import (
     domain_stats,
     filter_items,
     list_runs,
+    load_item,
     load_items,
     status_counts,
 )
@@ -123,10 +124,10 @@ def create_app(
 
     @app.get("/api/items/{item_id}")
     def item(cfg: Settings, item_id: int) -> dict:
-        for candidate in items_for(cfg, None):
-            if candidate.id == item_id:
-                return candidate.as_dict()
-        raise HTTPException(404, f"no candidate with id {item_id}")
+        found = load_item(cfg.database_url, cfg.models_dir, item_id)
+        if found is None:
+            raise HTTPException(404, f"no candidate with id {item_id}")
+        return found.as_dict()
 
     @app.get("/api/stats")
     def stats(cfg: Settings, run: str | None = None, label: str | None = None) -> dict:
@@ -147,7 +148,7 @@ def create_app(
     @app.post("/api/rethreshold")
     def rethreshold(cfg: Settings, body: RethresholdBody, request: Request) -> dict:
         token = _bearer(request) or request.cookies.get(AIRFLOW_TOKEN_COOKIE)
-        api_url = cfg.airflow_api_url or f"{request.url.scheme}://{request.url.netloc}"
+        api_url = cfg.airflow_api_url or _own_server(request)
         wanted = RethresholdRequest(body.threshold, body.run_id or None, tuple(body.labels))
         try:
             return trigger_dag_run(api_url, cfg.rethreshold_dag, wanted, token)
@@ -156,6 +157,15 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _own_server(request: Request) -> str:
+    """The API server this app is mounted in, from the socket it listens on (never the Host header,
+    which the client chooses)."""
+    host, port = request.scope.get("server") or ("127.0.0.1", 8080)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"{request.url.scheme}://{host}:{port}"
 
 
 def _bearer(request: Request) -> str | None:

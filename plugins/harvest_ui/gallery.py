@@ -186,6 +186,17 @@ def load_items(database_url: str, models_dir: Path, run_id: str | None = None) -
         return items
 
 
+def load_item(database_url: str, models_dir: Path, item_id: int) -> Item | None:
+    """One candidate; its run is loaded whole because duplicates are decided by order within the run."""
+    if not schema_ready(database_url):
+        return None
+    with session_scope(database_url) as session:
+        run_id = session.scalar(select(Candidate.run_id).where(Candidate.id == item_id))
+    if run_id is None:
+        return None
+    return next((item for item in load_items(database_url, models_dir, run_id) if item.id == item_id), None)
+
+
 def _classify_item(
     item: Item,
     rule: RunRule | None,
