@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -20,17 +20,19 @@ from harvest_ui.gallery import (
     SCORED,
     STATUSES,
     Item,
+    ItemCache,
     domain_stats,
     filter_items,
     list_runs,
     load_item,
-    load_items,
     status_counts,
 )
 from harvest_ui.rethreshold import RethresholdRequest, TriggerError, trigger_dag_run
 from harvest_ui.settings import THUMBNAIL_SIZE, GallerySettings, load_settings
 from harvest_ui.thumbnails import ThumbnailError, ensure_thumbnail
 
+# The list endpoints return JSONResponse directly: FastAPI's generic encoder takes seconds for the tens of
+# thousands of plain dicts a large run produces, json.dumps milliseconds.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Airflow's session cookie; forwarded as a bearer token when the gallery triggers a DAG run.
 AIRFLOW_TOKEN_COOKIE = "_token"
@@ -76,8 +78,10 @@ def create_app(
     )
     app.state.gallery_settings = settings
 
+    cache = ItemCache()
+
     def items_for(cfg: GallerySettings, run: str | None) -> list[Item]:
-        return load_items(cfg.database_url, cfg.models_dir, run or None)
+        return cache.get(cfg.database_url, cfg.models_dir, run)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -96,31 +100,37 @@ def create_app(
         status: str | None = None,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
-    ) -> dict:
+    ) -> JSONResponse:
         wanted = _statuses(status)
         everything = items_for(cfg, run)
         scoped = filter_items(everything, label=label, domain=domain)
         selected = filter_items(scoped, statuses=wanted)
-        return {
-            "total": len(selected),
-            "offset": offset,
-            "counts": status_counts(scoped),
-            "labels": sorted({i.label for i in everything if i.label}),
-            "domains": sorted({i.domain for i in everything}),
-            "items": [i.as_dict() for i in selected[offset : offset + limit]],
-        }
+        return JSONResponse(
+            {
+                "total": len(selected),
+                "offset": offset,
+                "counts": status_counts(scoped),
+                "labels": sorted({i.label for i in everything if i.label}),
+                "domains": sorted({i.domain for i in everything}),
+                "items": [i.as_dict() for i in selected[offset : offset + limit]],
+            }
+        )
 
     @app.get("/api/scores")
     def scores(
         cfg: Settings, run: str | None = None, label: str | None = None, domain: str | None = None
-    ) -> dict:
+    ) -> JSONResponse:
         """Scores of every decided image in the selection, for the threshold slider to count over."""
         scoped = filter_items(items_for(cfg, run), label=label, domain=domain, statuses=SCORED)
         thresholds = sorted({i.threshold for i in scoped if i.threshold is not None})
-        return {
-            "thresholds": thresholds,
-            "scores": [{"id": i.id, "score": i.score, "label": i.label, "status": i.status} for i in scoped],
-        }
+        return JSONResponse(
+            {
+                "thresholds": thresholds,
+                "scores": [
+                    {"id": i.id, "score": i.score, "label": i.label, "status": i.status} for i in scoped
+                ],
+            }
+        )
 
     @app.get("/api/items/{item_id}")
     def item(cfg: Settings, item_id: int) -> dict:
@@ -130,8 +140,8 @@ def create_app(
         return found.as_dict()
 
     @app.get("/api/stats")
-    def stats(cfg: Settings, run: str | None = None, label: str | None = None) -> dict:
-        return {"domains": domain_stats(filter_items(items_for(cfg, run), label=label))}
+    def stats(cfg: Settings, run: str | None = None, label: str | None = None) -> JSONResponse:
+        return JSONResponse({"domains": domain_stats(filter_items(items_for(cfg, run), label=label))})
 
     @app.get("/thumbnails/{sha256}.jpg", include_in_schema=False)
     async def thumbnail(cfg: Settings, sha256: str) -> FileResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import threading
 import time
@@ -58,14 +60,26 @@ def serve_app(app, port: int) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def screenshot(target, name: str) -> Path:
-    """A page or element screenshot for the README, reduced to a 256-colour PNG to keep the repository small."""
-    import io
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/screenshots when HARVEST_UPDATE_SCREENSHOTS is set (``make screenshots``), else a temporary
+    folder, so an ordinary test run leaves the committed images alone."""
+    return SCREENSHOTS if os.environ.get("HARVEST_UPDATE_SCREENSHOTS") else tmp_path
 
+
+def screenshot(target, folder: Path, name: str) -> Path:
+    """A page or element screenshot, reduced to a 256-colour PNG to keep the repository small."""
     from PIL import Image
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     with Image.open(io.BytesIO(target.screenshot())) as image:
         image.convert("RGB").quantize(colors=256).save(path, optimize=True)
     return path
+
+
+def looks_like_a_photo(png: bytes) -> bool:
+    """A rendered photo has varied pixels; a missing or undecoded image is one flat colour."""
+    from PIL import Image, ImageStat
+
+    with Image.open(io.BytesIO(png)) as image:
+        return max(ImageStat.Stat(image.convert("RGB")).stddev) > 20

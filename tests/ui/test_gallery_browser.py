@@ -8,7 +8,7 @@ from conftest import free_port
 
 from harvest_ui.app import create_app
 
-from .browser import chromium, screenshot, serve_app
+from .browser import chromium, looks_like_a_photo, screenshot, screenshot_dir, serve_app
 from .conftest import RUN_ALL_LABELS
 
 ALL_THUMBNAILS_DRAWN = """() => {
@@ -30,7 +30,8 @@ def _wait_for_grid_change(page, before: str) -> None:
     )
 
 
-def test_gallery_in_headless_chromium(harvested):
+def test_gallery_in_headless_chromium(harvested, tmp_path):
+    shots = screenshot_dir(tmp_path)
     with serve_app(create_app(harvested.settings()), free_port()) as base, chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         errors: list[str] = []
@@ -49,7 +50,11 @@ def test_gallery_in_headless_chromium(harvested):
         with_bytes = [i for i in run_items["items"] if i["sha256"] and i["status"] != "failed"]
         widths = page.eval_on_selector_all("#grid img.thumb", "imgs => imgs.map(i => i.naturalWidth)")
         assert len(widths) == len(with_bytes) and min(widths) > 0
-        screenshot(page, "gallery.png")
+        # and the browser really drew them: every kept card's pixels are a photo, not a blank box
+        for thumb in page.locator("#grid .card.kept img.thumb").all():
+            assert looks_like_a_photo(thumb.screenshot())
+        assert not looks_like_a_photo(page.locator("#grid .card.failed .nothumb").first.screenshot())
+        assert screenshot(page, shots, "gallery.png").stat().st_size > 10_000
 
         # the thumbnail size slider scales the grid
         small = page.eval_on_selector("#grid .card", "c => c.getBoundingClientRect().width")
@@ -75,7 +80,7 @@ def test_gallery_in_headless_chromium(harvested):
         dropped = page.eval_on_selector_all("#grid .card.would-drop", "cs => cs.length")
         assert dropped == at_run_threshold - expected(0.5)
         assert "at 0.50" in page.text_content("#threshold-summary")
-        screenshot(page, "threshold.png")
+        screenshot(page, shots, "threshold.png")
         page.fill("#threshold", "0.2")
 
         # the label filter narrows the grid and the counts
@@ -96,7 +101,7 @@ def test_gallery_in_headless_chromium(harvested):
             and "espresso (n07920052)" in panel
         )
         page.wait_for_function("() => document.querySelector('#panel img').naturalWidth > 0")
-        screenshot(page, "metadata-panel.png")
+        screenshot(page, shots, "metadata-panel.png")
 
         # per-domain statistics for the selection
         page.select_option("#label", "")

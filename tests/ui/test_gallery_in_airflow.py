@@ -17,7 +17,7 @@ import pytest
 import requests
 from conftest import free_port
 
-from .browser import chromium, screenshot
+from .browser import chromium, screenshot, screenshot_dir
 from .conftest import RUN_ALL_LABELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,8 @@ def test_a_viewer_sees_the_gallery_but_cannot_start_runs(airflow_server):
     assert response.status_code == 403 and "not allowed" in response.json()["detail"]
 
 
-def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_server):
+def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_server, tmp_path):
+    shots = screenshot_dir(tmp_path)
     base = airflow_server.url
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -138,7 +139,7 @@ def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_se
         page.goto(f"{base}/")
         page.get_by_role("button", name="Browse").click()
         page.get_by_role("menuitem", name="Harvest gallery").wait_for()
-        screenshot(page, "airflow-navigation.png")
+        screenshot(page, shots, "airflow-navigation.png")
         page.get_by_role("menuitem", name="Harvest gallery").click()
         page.wait_for_url("**/plugin/harvest-gallery")
 
@@ -161,7 +162,7 @@ def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_se
         )
         result = frame.text_content("#rethreshold-result")
         assert result.startswith(f"started {TRIGGERED_DAG} run "), result
-        screenshot(page, "airflow-gallery.png")
+        screenshot(page, shots, "airflow-gallery.png")
 
     run_id = result.rsplit(" ", 1)[-1]
     headers = {"Authorization": f"Bearer {_token(airflow_server)}"}

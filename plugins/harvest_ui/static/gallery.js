@@ -166,7 +166,7 @@ async function openPanel(id) {
     ["Published", item.published.length ? item.published.join("\n") : "—"],
   ];
   const dl = el("dl");
-  for (const [name, value] of rows) dl.append(el("dt", { text: name }), el("dd", {}, value instanceof Node ? value : String(value)));
+  for (const [name, value] of rows.filter(([, value]) => value !== "")) dl.append(el("dt", { text: name }), el("dd", {}, value instanceof Node ? value : String(value)));
   const top = el("table", { class: "top" }, el("tr", {}, el("th", { text: "Top predictions" }), el("th", { text: "Score" })));
   for (const p of item.top) top.append(el("tr", {}, el("td", { text: `${p.name} (${p.wnid})` }), el("td", { class: "num", text: p.score.toFixed(4) })));
   const body = [el("h2", { text: item.label || item.status }), dl];
