@@ -299,3 +299,73 @@ def test_an_empty_state_db_shows_an_empty_gallery(tmp_path):
         assert client.get("/api/items").json()["total"] == 0
         assert client.get("/api/stats").json()["domains"] == []
         assert client.get("/api/scores").json()["scores"] == []
+
+
+def test_settings_follow_the_dags_precedence(tmp_path, postgres_url):
+    from harvest_ui.settings import DEFAULT_RETHRESHOLD_DAG, load_settings
+
+    home = tmp_path / "home"
+    default = load_settings({"HARVEST_HOME": str(home)}, use_airflow=False)
+    assert default.database_url == f"sqlite:///{home / 'state.db'}"
+    assert default.thumbnails_dir == home / "thumbnails"
+    assert default.rethreshold_dag == DEFAULT_RETHRESHOLD_DAG and default.airflow_api_url == ""
+    explicit = load_settings(
+        {
+            "HARVEST_HOME": str(home),
+            "HARVEST_DATABASE_URL": postgres_url.replace("postgresql+psycopg2://", "postgres://"),
+            "HARVEST_RETHRESHOLD_DAG": "my_rethreshold",
+            "HARVEST_AIRFLOW_API_URL": "http://airflow.internal:8080/",
+        },
+        use_airflow=False,
+    )
+    assert explicit.database_url == postgres_url
+    assert explicit.rethreshold_dag == "my_rethreshold"
+    assert explicit.airflow_api_url == "http://airflow.internal:8080"
+
+
+def test_thumbnail_from_an_s3_staging_area(tmp_path, s3, bucket, site_root):
+    """Workers on several machines stage bytes in S3; the gallery reads them from there."""
+    import hashlib
+
+    from harvest.state.db import dispose_engines, migrate, session_scope
+    from harvest.state.models import Image as ImageRow
+    from harvest.storage import open_store
+    from harvest_ui.settings import GallerySettings
+    from harvest_ui.thumbnails import ensure_thumbnail
+
+    data = (site_root / "photos" / "china.jpg").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    staging = f"s3://{bucket}/_staging"
+    open_store(staging, s3).put(f"images/{sha}.jpg", data, "image/jpeg")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    migrate(url)
+    with session_scope(url) as session:
+        session.add(
+            ImageRow(
+                sha256=sha,
+                staging=staging,
+                storage_key=f"images/{sha}.jpg",
+                format="JPEG",
+                mime_type="image/jpeg",
+                width=640,
+                height=427,
+                size_bytes=len(data),
+                first_url="http://example.org/china.jpg",
+            )
+        )
+    settings = GallerySettings(
+        database_url=url, s3=s3, thumbnails_dir=tmp_path / "thumbs", models_dir=tmp_path
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            response = client.get(f"/thumbnails/{sha}.jpg")
+        assert response.status_code == 200, response.text
+        with Image.open(io.BytesIO(response.content)) as thumb:
+            assert thumb.size == (THUMBNAIL_SIZE, round(THUMBNAIL_SIZE * 427 / 640))
+        # the cached file is what a second call returns, without S3
+        assert (
+            ensure_thumbnail(url, settings.thumbnails_dir, sha, THUMBNAIL_SIZE, None).read_bytes()
+            == response.content
+        )
+    finally:
+        dispose_engines()

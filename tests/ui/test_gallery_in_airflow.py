@@ -46,7 +46,8 @@ def _env(harvested, home: Path) -> dict[str, str]:
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
         AIRFLOW__API_AUTH__JWT_SECRET="gallery-test-" + "x" * 64,
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), env.get("PYTHONPATH")])),
-        HARVEST_DATABASE_URL=harvested.database_url,
+        # the gallery finds the state DB through the same Airflow connection the DAG uses
+        AIRFLOW_CONN_HARVEST_DB=harvested.database_url.replace("postgresql+psycopg2://", "postgresql://"),
         HARVEST_HOME=str(harvested.home),
         HARVEST_RETHRESHOLD_DAG=TRIGGERED_DAG,
     )
