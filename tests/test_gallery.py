@@ -19,10 +19,12 @@ from airflow import plugins_manager
 plugins, errors = plugins_manager._get_plugins()
 apps, _ = plugins_manager.get_fastapi_plugins()
 views, _ = plugins_manager._get_ui_plugins()
+gallery_loaded_with_plugins = "harvest_ui.app" in sys.modules
 print(json.dumps({
+    "gallery_loaded_with_plugins": gallery_loaded_with_plugins,
     "plugins": [[p.name, str(p.source)] for p in plugins],
     "errors": errors,
-    "apps": [{"prefix": a["url_prefix"], "name": a["name"], "routes": sorted(r.path for r in a["app"].routes)}
+    "apps": [{"prefix": a["url_prefix"], "name": a["name"], "routes": sorted(r.path for r in a["app"].app.routes)}
              for a in apps],
     "views": views,
     "from_plugins_folder": sorted(
@@ -47,6 +49,8 @@ def test_airflow_loads_exactly_the_gallery_plugin(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["errors"] == {}
+    # the scheduler and every task load plugins too: they must not pay for importing the gallery
+    assert info["gallery_loaded_with_plugins"] is False
     assert info["plugins"] == [["harvest_gallery", "$PLUGINS_FOLDER/harvest_ui_plugin.py"]]
     [app] = info["apps"]
     assert app["prefix"] == "/harvest"
