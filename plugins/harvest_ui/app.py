@@ -31,8 +31,6 @@ from harvest_ui.rethreshold import RethresholdRequest, TriggerError, trigger_dag
 from harvest_ui.settings import THUMBNAIL_SIZE, GallerySettings, load_settings
 from harvest_ui.thumbnails import ThumbnailError, ensure_thumbnail
 
-# The list endpoints return JSONResponse directly: FastAPI's generic encoder takes seconds for the tens of
-# thousands of plain dicts a large run produces, json.dumps milliseconds.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Airflow's session cookie; forwarded as a bearer token when the gallery triggers a DAG run.
 AIRFLOW_TOKEN_COOKIE = "_token"
@@ -74,6 +72,7 @@ def create_app(
         title="Harvest gallery",
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served outside the route dependencies, so it would skip the login
         dependencies=[Depends(d) for d in dependencies],
     )
     app.state.gallery_settings = settings
@@ -91,6 +90,8 @@ def create_app(
     def runs(cfg: Settings) -> dict:
         return {"runs": list_runs(cfg.database_url), "rethreshold_dag": cfg.rethreshold_dag}
 
+    # The list endpoints return JSONResponse directly: FastAPI's generic encoder takes seconds for the
+    # tens of thousands of plain dicts a large run produces, json.dumps milliseconds.
     @app.get("/api/items")
     def items(
         cfg: Settings,
@@ -165,6 +166,7 @@ def create_app(
         except TriggerError as exc:
             raise HTTPException(exc.status, str(exc)) from exc
 
+    # the page's own script and style sheet; mounted, so served without the login (they hold no data)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -105,6 +105,7 @@ def _token(server: AirflowServer, user: str = "admin") -> str:
 def test_gallery_routes_need_an_airflow_login(airflow_server):
     for path in ("/harvest/", "/harvest/api/items", f"/harvest/thumbnails/{'0' * 64}.jpg"):
         assert requests.get(f"{airflow_server.url}{path}", timeout=10).status_code == 401
+    assert requests.get(f"{airflow_server.url}/harvest/openapi.json", timeout=10).status_code == 404
     anonymous = requests.post(
         f"{airflow_server.url}/harvest/api/rethreshold", json={"threshold": 0.3}, timeout=10
     )
