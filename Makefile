@@ -6,7 +6,7 @@ MODEL := include/models/efficientnet_lite0.keras
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
-.PHONY: setup harvest test lint format airflow model bench clean train-filter hierarchy
+.PHONY: setup harvest test lint format airflow model bench clean train-filter hierarchy screenshots
 
 setup: $(VENV)/.installed $(MODEL)
 
@@ -32,6 +32,10 @@ endif
 
 test: setup lint
 	$(PY) -m pytest
+
+# Re-take the README's screenshots of the gallery (docs/screenshots/) with the browser tests.
+screenshots: setup
+	HARVEST_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/ui/test_gallery_browser.py tests/ui/test_gallery_in_airflow.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dags plugins include scripts tests

@@ -20,45 +20,47 @@ PARAMS = {
         type="string",
         minLength=1,
         title="Harvest run id",
-        description="The run_id of the image_harvest run whose images are decided again.",
+        description="The image_harvest run whose images are decided again: its Airflow run id "
+        "(e.g. scheduled__2026-11-01T00:00:00+00:00) or the gallery's run id.",
     ),
-    "labels": Param([], type="array", items={"type": "string"}, title="Labels"),
+    "labels": Param(
+        [],
+        type="array",
+        items={"type": "string"},
+        title="Labels",
+        description="Labels to keep; empty keeps the labels the harvest run asked for.",
+    ),
     "top_k": Param(5, type="integer", minimum=1, maximum=1000, title="Top k"),
     "threshold": Param(0.2, type="number", minimum=0, maximum=1, title="Threshold"),
     "model": Param(os.environ.get("HARVEST_MODEL", "efficientnet_lite0"), type="string", title="Model"),
-    "destination": Param("", type="string", title="Destination"),
+    "destination": Param(
+        "",
+        type="string",
+        title="Destination",
+        description="Where to publish; empty publishes where the harvest run did.",
+    ),
 }
 
 
 def _settings():
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    """The re-decision's config: the harvest run's state scope, and its manifest named as before."""
+    from harvest.config import build_config
+    from harvest_airflow import database_url, original_params, resolved_database_url, s3_options, state_run_id
 
-    from harvest.config import S3Options, build_config
-
-    def connection(conn_id: str):
-        try:
-            return BaseHook.get_connection(conn_id)
-        except AirflowNotFoundException:
-            return None
-
-    params = get_current_context()["params"]
-    database_url = os.environ.get("HARVEST_DATABASE_URL")
-    if not database_url:
-        conn = connection("harvest_db")
-        database_url = conn.get_uri() if conn else None
-    s3 = None
-    aws = connection("aws_default")
-    if aws:
-        extra = aws.extra_dejson
-        s3 = S3Options(
-            endpoint_url=extra.get("endpoint_url") or aws.host or None,
-            aws_access_key_id=aws.login or extra.get("aws_access_key_id"),
-            aws_secret_access_key=aws.password or extra.get("aws_secret_access_key"),
-            region_name=extra.get("region_name"),
-        )
+    params = dict(get_current_context()["params"])
+    given = params["harvest_run_id"]
+    scope = state_run_id(resolved_database_url(), given)
+    original = original_params(resolved_database_url(), scope)
+    for name in ("labels", "destination"):  # left empty: the harvest run's own
+        if not params.get(name):
+            params[name] = original.get(name) or params.get(name)
     return build_config(
-        params, params["harvest_run_id"], database_url=database_url, s3=s3, require_seeds=False
+        params,
+        scope,
+        database_url=database_url(),
+        s3=s3_options(),
+        require_seeds=False,
+        manifest_id=given if scope != given else "",
     )
 
 

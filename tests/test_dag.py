@@ -161,6 +161,23 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
     assert "download shard" in result.stdout + result.stderr
     assert summary["counters"]["domains"][0]["domain"] == "127.0.0.1"
 
+    # the re-threshold DAG decides again from the stored scores, given the harvest's Airflow run id and no
+    # labels (so the run's own), and rewrites that run's manifest
+    probe = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('rt', {str(REPO / 'dags/image_rethreshold.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"run = module.rethreshold_dag.test(run_conf={{'harvest_run_id': {summary['run_id']!r}, 'threshold': 0.9}})\n"
+        "print('STATE', run.state)\n"
+    )
+    rethreshold = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "STATE success" in rethreshold.stdout, rethreshold.stdout[-6000:] + rethreshold.stderr[-6000:]
+    after = manifest_rows(bucket_objects(s3, bucket, "nightly")[manifest_key])
+    assert [row["label"] for row in after] == ["espresso"]
+    assert "tensorflow" not in rethreshold.stdout + rethreshold.stderr.replace("TF_ENABLE", "")
+
     # publishing announced the new images as asset events, per label and for the whole destination
     with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
         events = db.execute(

@@ -90,5 +90,35 @@ def settings(context: dict[str, Any]) -> HarvestConfig:
     )
 
 
+def state_run_id(database_url_: str, run_id: str) -> str:
+    """The state DB scope of an Airflow run id: runs with a logical date are stored per interval."""
+    from sqlalchemy import select
+
+    from harvest.state.db import session_scope
+    from harvest.state.models import Run
+
+    with session_scope(database_url_) as session:
+        if session.get(Run, run_id) is not None:
+            return run_id
+        for scope, params in session.execute(
+            select(Run.run_id, Run.params)
+            .where(Run.run_id.like("interval__%"))
+            .order_by(Run.started_at.desc())
+        ):
+            if (params or {}).get("manifest_id") == run_id:
+                return scope
+    return run_id
+
+
+def original_params(database_url_: str, scope: str) -> dict:
+    """The settings a harvest run was started with (empty when the run is unknown)."""
+    from harvest.state.db import session_scope
+    from harvest.state.models import Run
+
+    with session_scope(database_url_) as session:
+        run = session.get(Run, scope)
+        return dict(run.params or {}) if run else {}
+
+
 def resolved_database_url() -> str:
     return normalize_database_url(database_url() or default_database_url(os.environ))
