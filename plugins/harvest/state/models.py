@@ -86,6 +86,10 @@ class Candidate(Base):
     source: Mapped[str] = mapped_column(String(32))
     #: the label a URL list gave this image; quotas count downloads per label hint
     label_hint: Mapped[str | None] = mapped_column(Text)
+    #: higher downloads first (the text pre-filter promotes candidates whose text names a target)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: how long the download took, for per-domain statistics
+    elapsed_ms: Mapped[int | None] = mapped_column(Integer)
     alt: Mapped[str | None] = mapped_column(Text)
     title: Mapped[str | None] = mapped_column(Text)
     #: the other URLs of the same image (srcset entries, <picture> sources, the linked thumbnail):
