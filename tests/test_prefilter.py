@@ -92,3 +92,25 @@ def test_demo_site_fewer_downloads_same_dataset(site, classifier):
         kept[cfg.run_id] = {row["url"].removeprefix(site + "/"): row["label"] for row in rows}
     assert kept["manual__plain"] == kept["manual__screened"] == EXPECTED_KEPT
     assert sum(r.skipped for r in reports if r.stage == "download") >= 1
+
+
+def test_promoted_candidates_are_downloaded_first(site):
+    from harvest.crawl import run_crawl
+    from harvest.download import _claim
+    from harvest.pipeline import collect_candidates, prepare_run
+    from harvest.prefilter import apply_prefilter
+
+    cfg = build_config(
+        {"seeds": [f"{site}/index.html"], "labels": ["espresso"], "text_prefilter": True}, "manual__promote"
+    ).with_(num_shards=1)
+    prepare_run(cfg)
+    run_crawl(cfg)
+    collect_candidates(cfg)
+    report = apply_prefilter(cfg, 0)
+    assert report.extra["promoted"] == 1
+    claim = _claim(cfg, 0, set())
+    try:
+        assert claim.chunk[0].url == f"{site}/photos/coffee-large.jpg"  # alt "An espresso on a saucer"
+        assert claim.chunk[0].priority == 1 and all(c.priority == 0 for c in claim.chunk[1:])
+    finally:
+        claim.stack.close()

@@ -26,6 +26,7 @@ def test_domain_stats_and_index_after_a_run(site, classifier):
     assert (stats.attempted, stats.downloaded, stats.failed, stats.rejected) == (11, 9, 1, 1)
     assert stats.errors["HTTP 404"] == 1
     assert stats.success_rate == round(9 / 11, 3)
+    assert stats.mean_ms is not None and stats.mean_ms >= 0 and "mean ms" in format_table([stats])
     assert "127.0.0.1" in format_table([stats])
     with session_scope(cfg.database_url) as session:
         stored = session.scalars(select(Run.counters).where(Run.run_id == cfg.run_id)).one()["domains"]

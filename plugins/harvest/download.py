@@ -78,6 +78,13 @@ def _work(
     return inspected
 
 
+def _timed(work, *args) -> tuple[object, int]:
+    """The work's result and how long it took in milliseconds (per-domain statistics report it)."""
+    started = time.monotonic()
+    result = work(*args)
+    return result, round((time.monotonic() - started) * 1000)
+
+
 def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
     """On a re-run, failures that may pass (timeouts, 5xx) get another attempt, up to max_attempts."""
     with session_scope(cfg.database_url) as session:
@@ -127,18 +134,16 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     ):
         in_flight: _Claim | None = None
         claim: _Claim | None = None
-        last_id = 0
         try:
             while True:
                 if cfg.quota and in_flight is not None:  # quotas count finished downloads: no claiming ahead
                     _finish(in_flight, store, cfg, report)
                     in_flight = None
                     _log_progress(shard, total, started, report)
-                claim = _claim(cfg, shard, last_id)
+                claim = _claim(cfg, shard, {c.id for c in in_flight.chunk} if in_flight else set())
                 if claim is not None:
-                    last_id = claim.chunk[-1].id
                     claim.futures = [
-                        pool.submit(_work, client, store, cfg, c.url, processes) for c in claim.chunk
+                        pool.submit(_timed, _work, client, store, cfg, c.url, processes) for c in claim.chunk
                     ]
                 # the next chunk downloads while this one is recorded: the pool never waits on the DB
                 if in_flight is not None:
@@ -177,8 +182,9 @@ class _Claim:
     futures: list[Future] = field(default_factory=list)
 
 
-def _claim(cfg: HarvestConfig, shard: int, after_id: int) -> _Claim | None:
-    """The next chunk of pending candidates, locked (SKIP LOCKED) in a transaction left open."""
+def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None:
+    """The next chunk of pending candidates, promoted ones first, locked (SKIP LOCKED) in a transaction
+    left open; ``in_flight`` are the ids of the chunk still being downloaded (SQLite has no row locks)."""
     stack = ExitStack()
     session = stack.enter_context(session_scope(cfg.database_url))
     try:
@@ -188,9 +194,9 @@ def _claim(cfg: HarvestConfig, shard: int, after_id: int) -> _Claim | None:
                 Candidate.run_id == cfg.run_id,
                 Candidate.shard == shard,
                 Candidate.status == Status.PENDING,
-                Candidate.id > after_id,
+                Candidate.id.not_in(in_flight),
             )
-            .order_by(Candidate.id)
+            .order_by(Candidate.priority.desc(), Candidate.id)
             .limit(min(CHUNK, cfg.download_threads) if cfg.quota else CHUNK)
             .with_for_update(skip_locked=True)
         )
@@ -218,8 +224,9 @@ def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport
 def _log_progress(shard: int, total: int, started: float, report: StageReport) -> None:
     processed = report.done + report.failed + report.skipped
     rate = processed / max(time.monotonic() - started, 1e-6)
+    reasons = "; ".join(f"{reason}: {count}" for reason, count in report.reasons.most_common(3))
     log.info(
-        "download shard %d: %d/%d processed (%d stored, %d failed, %d skipped), %.1f images/s",
+        "download shard %d: %d/%d processed (%d stored, %d failed, %d skipped), %.1f images/s%s",
         shard,
         processed,
         total,
@@ -227,6 +234,7 @@ def _log_progress(shard: int, total: int, started: float, report: StageReport) -
         report.failed,
         report.skipped,
         rate,
+        f" [{reasons}]" if reasons else "",
     )
 
 
@@ -235,6 +243,8 @@ def _record_chunk(
 ) -> None:
     """Rows for a whole chunk in a few statements: images and their URLs first, then the candidates
     that point at them (one INSERT per row would cost more than the download itself)."""
+    timings = results
+    results = [result for result, _ in timings]
     inspected: dict[str, tuple[Candidate, Inspected]] = {}
     for candidate, result in zip(chunk, results, strict=True):
         if isinstance(result, Inspected):
@@ -256,7 +266,8 @@ def _record_chunk(
             if isinstance(r, Inspected)
         ]
         _insert_many(session, ImageUrl, urls, ["sha256", "url"])
-    for candidate, result in zip(chunk, results, strict=True):
+    for candidate, (result, elapsed_ms) in zip(chunk, timings, strict=True):
+        candidate.elapsed_ms = elapsed_ms
         _record(candidate, result, report)
 
 

@@ -182,7 +182,11 @@ def judge(parts: list[list[Word]], targets: list[Target], vocab: dict[str, froze
 
 
 def apply_prefilter(cfg: HarvestConfig, shard: int) -> StageReport:
-    """Mark the shard's pending candidates whose text names only other things as skipped."""
+    """Skip the shard's pending candidates whose text names only other things; promote those naming a target.
+
+    Promoted candidates are claimed first by the download stage, so with a quota the images most likely to
+    be kept fill it; nothing is ever skipped for empty or generic text.
+    """
     report = StageReport("prefilter")
     report.extra["shard"] = shard
     if not cfg.text_prefilter:
@@ -209,6 +213,7 @@ def apply_prefilter(cfg: HarvestConfig, shard: int) -> StageReport:
                 candidate.updated_at = utcnow()
                 report.count("skipped", "text names another subject")
             elif verdict.action == "promote":
+                candidate.priority = 1  # downloaded before the shard's other candidates
                 report.done += 1
     report.extra["promoted"] = report.done
     log.info(

@@ -25,6 +25,12 @@ class DomainStats:
     failed: int = 0
     rejected: int = 0
     errors: Counter = field(default_factory=Counter)
+    success_ms: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def mean_ms(self) -> int | None:
+        """Mean time of a successful download, in milliseconds."""
+        return round(sum(self.success_ms) / len(self.success_ms)) if self.success_ms else None
 
     @property
     def success_rate(self) -> float:
@@ -32,7 +38,9 @@ class DomainStats:
 
     def as_dict(self) -> dict:
         row = asdict(self)
+        row.pop("success_ms")
         row["success_rate"] = self.success_rate
+        row["mean_ms"] = self.mean_ms
         row["errors"] = dict(self.errors.most_common(3))
         return row
 
@@ -41,12 +49,12 @@ def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
     """Candidates that reached the network, grouped by host, busiest first."""
     with session_scope(database_url) as session:
         rows = session.execute(
-            select(Candidate.url, Candidate.status, Candidate.error, Candidate.attempts).where(
-                Candidate.run_id == run_id
-            )
+            select(
+                Candidate.url, Candidate.status, Candidate.error, Candidate.attempts, Candidate.elapsed_ms
+            ).where(Candidate.run_id == run_id)
         ).all()
     by_host: dict[str, DomainStats] = defaultdict(lambda: DomainStats(""))
-    for url, status, error, attempts in rows:
+    for url, status, error, attempts, elapsed_ms in rows:
         if not attempts:  # skipped before download (declared size, SVG, ...): not the site's doing
             continue
         host = host_of(url)
@@ -55,6 +63,8 @@ def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
         stats.attempted += 1
         if status == Status.DONE:
             stats.downloaded += 1
+            if elapsed_ms is not None:
+                stats.success_ms.append(elapsed_ms)
         elif status == Status.FAILED:
             stats.failed += 1
             stats.errors[short_reason(error or "unknown")] += 1
@@ -65,10 +75,11 @@ def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
 
 
 def format_table(stats: list[DomainStats], limit: int = 20) -> str:
-    lines = [f"{'domain':<40} {'tried':>6} {'ok':>6} {'rate':>6}  top errors"]
+    lines = [f"{'domain':<40} {'tried':>6} {'ok':>6} {'rate':>6} {'mean ms':>8}  top errors"]
     for item in stats[:limit]:
         errors = ", ".join(f"{reason} x{count}" for reason, count in item.errors.most_common(2))
         lines.append(
-            f"{item.domain[:40]:<40} {item.attempted:>6} {item.downloaded:>6} {item.success_rate:>6.0%}  {errors}"
+            f"{item.domain[:40]:<40} {item.attempted:>6} {item.downloaded:>6} {item.success_rate:>6.0%} "
+            f"{item.mean_ms if item.mean_ms is not None else '-':>8}  {errors}"
         )
     return "\n".join(lines)
