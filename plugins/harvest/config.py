@@ -488,3 +488,16 @@ def s3_options_from_env(env: Mapping[str, str]) -> S3Options | None:
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
         region_name=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
     )
+
+
+def s3_options_from_connection(conn: Any) -> S3Options:
+    """An Airflow ``aws`` connection (login/password, extra endpoint_url and region_name) as S3Options.
+
+    Takes any object with those attributes, so this package needs no Airflow import."""
+    extra = conn.extra_dejson
+    return S3Options(
+        endpoint_url=extra.get("endpoint_url") or conn.host or None,
+        aws_access_key_id=conn.login or extra.get("aws_access_key_id"),
+        aws_secret_access_key=conn.password or extra.get("aws_secret_access_key"),
+        region_name=extra.get("region_name"),
+    )

@@ -14,6 +14,7 @@ from harvest.config import (
     build_config,
     default_database_url,
     normalize_database_url,
+    s3_options_from_connection,
 )
 
 
@@ -39,15 +40,7 @@ def database_url() -> str | None:
 def s3_options() -> S3Options | None:
     """Credentials and endpoint of the ``aws_default`` connection, for any S3-compatible server."""
     aws = connection("aws_default")
-    if not aws:
-        return None
-    extra = aws.extra_dejson
-    return S3Options(
-        endpoint_url=extra.get("endpoint_url") or aws.host or None,
-        aws_access_key_id=aws.login or extra.get("aws_access_key_id"),
-        aws_secret_access_key=aws.password or extra.get("aws_secret_access_key"),
-        region_name=extra.get("region_name"),
-    )
+    return s3_options_from_connection(aws) if aws else None
 
 
 def run_scope(run_id: str, logical_date) -> str:

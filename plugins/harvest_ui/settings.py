@@ -18,6 +18,7 @@ from harvest.config import (
     default_database_url,
     harvest_home,
     normalize_database_url,
+    s3_options_from_connection,
     s3_options_from_env,
 )
 
@@ -50,16 +51,6 @@ def _airflow_connection(conn_id: str) -> Any | None:
         return None
 
 
-def _s3_from_connection(conn: Any) -> S3Options:
-    extra = conn.extra_dejson
-    return S3Options(
-        endpoint_url=extra.get("endpoint_url") or conn.host or None,
-        aws_access_key_id=conn.login or extra.get("aws_access_key_id"),
-        aws_secret_access_key=conn.password or extra.get("aws_secret_access_key"),
-        region_name=extra.get("region_name"),
-    )
-
-
 def load_settings(env: Mapping[str, str] | None = None, *, use_airflow: bool = True) -> GallerySettings:
     env = os.environ if env is None else env
     database_url = env.get("HARVEST_DATABASE_URL")
@@ -69,7 +60,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, use_airflow: bool = T
             conn = _airflow_connection("harvest_db")
             database_url = conn.get_uri() if conn else None
         aws = _airflow_connection("aws_default")
-        s3 = _s3_from_connection(aws) if aws else None
+        s3 = s3_options_from_connection(aws) if aws else None
     return GallerySettings(
         database_url=normalize_database_url(database_url or default_database_url(env)),
         s3=s3 or s3_options_from_env(env),
