@@ -281,7 +281,8 @@ def image_harvest():
 
 
 #: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README
-#: "Crawling"); read when the tasks are defined, by the call below.
-NETWORK_POOL = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
+#: "Crawling"); read when the tasks are defined, by the call below. Airflow's own default_pool unless a
+#: deployment names a pool it created (a scheduler leaves tasks of a missing pool queued for ever).
+NETWORK_POOL = os.environ.get("HARVEST_NETWORK_POOL") or "default_pool"
 
 harvest_dag = image_harvest()

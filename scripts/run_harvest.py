@@ -60,7 +60,7 @@ def _ensure_network_pool() -> None:
     """The DAG's network tasks run in this pool; a scheduler leaves tasks of a missing pool queued."""
     from airflow.models.pool import Pool
 
-    name = os.environ.get("HARVEST_NETWORK_POOL", "harvest_network")
+    name = os.environ.get("HARVEST_NETWORK_POOL") or "default_pool"
     if Pool.get_pool(name) is None:
         Pool.create_or_update_pool(
             name, slots=4, description="harvest tasks that fetch from the network", include_deferred=False
