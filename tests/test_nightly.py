@@ -21,7 +21,7 @@ from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS, build_site
 from harvest.pipeline import run_all
 from harvest.state.db import session_scope
-from harvest.state.models import Candidate, ImageUrl, Page, Run
+from harvest.state.models import Candidate, Image, ImageUrl, Page, Run
 
 FIRST = "interval__2026-11-22T00:00:00+00:00"
 SECOND = "interval__2026-11-23T00:00:00+00:00"
@@ -86,6 +86,16 @@ def _stored_paths(database_url: str, site: str) -> set[str]:
         return {url.removeprefix(site) for url in session.scalars(select(ImageUrl.url)).all()}
 
 
+def _staged_path(database_url: str, url: str) -> Path:
+    with session_scope(database_url) as session:
+        staging, key = session.execute(
+            select(Image.staging, Image.storage_key)
+            .join(ImageUrl, ImageUrl.sha256 == Image.sha256)
+            .where(ImageUrl.url == url)
+        ).one()
+    return Path(staging) / key
+
+
 def _touch_later(path: Path) -> None:
     """Move the modification time past any earlier fetch (HTTP dates have whole seconds)."""
     later = time.time() + 5
@@ -144,11 +154,19 @@ def test_nightly_runs_fetch_only_what_changed(database_url, tmp_path, classifier
         )
         changed_image.write_bytes(buffer.getvalue())
         _touch_later(changed_image)
+        lost = _staged_path(database_url, f"{site}/photos/coffee-large.jpg")
+        lost.unlink()  # staged bytes gone: nothing to stand in for a 304, so fetched in full
         seen.clear()
 
         _, third_rows = _run(site, THIRD, database_url, tmp_path, classifier)
     full = {path for path, status, _ in seen if status == 200 and not path.endswith("robots.txt")}
-    assert full - fetched_again == {"/blog/coffee.html", "/index.html", "/photos/flower.jpg"}
+    assert full - fetched_again == {
+        "/blog/coffee.html",
+        "/index.html",
+        "/photos/flower.jpg",
+        "/photos/coffee-large.jpg",
+    }
+    assert lost.is_file()
     pages = _revalidated(database_url, THIRD, Page)
     assert pages[f"{site}/blog/coffee.html"] is None
     assert pages[f"{site}/index.html"] == "unchanged"
@@ -157,6 +175,7 @@ def test_nightly_runs_fetch_only_what_changed(database_url, tmp_path, classifier
     )
     candidates = _revalidated(database_url, THIRD, Candidate)
     assert candidates[f"{site}/photos/flower.jpg"] is None
+    assert candidates[f"{site}/photos/coffee-large.jpg"] is None
     assert candidates[f"{site}/photos/chelsea.jpg"] == "not_modified"
 
     before = {row["url"]: row for row in first_rows}
