@@ -19,6 +19,7 @@ SLOW_SECONDS = 0.5
 DRIP_BYTES = 8
 DRIP_PAUSE = 0.08
 REDIRECT_CHAIN = 10
+ETAG = '"v1"'
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -76,6 +77,20 @@ class Handler(BaseHTTPRequestHandler):
             self.redirect("ftp://files.example/a.jpg")
         elif path == "/to-metadata":
             self.redirect("http://169.254.169.254/latest/meta-data/")
+        elif path == "/versioned":
+            if self.headers.get("If-None-Match") == ETAG:
+                self.send_response(304)
+                self.send_header("ETag", ETAG)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self.send_body(PAGE)
+        elif path == "/always-304":
+            self.send_response(304)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/to-versioned":
+            self.redirect("/versioned")
         elif path == "/missing":
             self.send_body(b"not here", status=404)
         elif path == "/unavailable":
@@ -166,6 +181,24 @@ def test_get_returns_body_status_and_lower_cased_headers(base):
     assert result.body == PAGE
     assert result.headers["content-length"] == str(len(PAGE))
     assert result.content_type == "text/html"
+
+
+def test_conditional_get_returns_304_without_body(base, server):
+    result = client().get(f"{base}/to-versioned", max_bytes=10_000, headers={"If-None-Match": ETAG})
+    assert (result.status, result.body, result.url) == (304, b"", f"{base}/versioned")
+    assert result.headers["etag"] == ETAG
+    assert server.requests == ["/to-versioned", "/versioned"]
+
+
+def test_conditional_get_with_stale_validator_returns_the_body(base):
+    result = client().get(f"{base}/versioned", max_bytes=10_000, headers={"If-None-Match": '"v0"'})
+    assert (result.status, result.body) == (200, PAGE)
+
+
+def test_304_to_an_unconditional_get_is_an_error(base):
+    with pytest.raises(FetchError) as info:
+        client().get(f"{base}/always-304", max_bytes=10_000, headers={"X-Trace": "1"})
+    assert (info.value.status, info.value.reason) == (304, "HTTP 304")
 
 
 def test_user_agent_and_accept_headers_are_sent(base):

@@ -16,10 +16,12 @@ import lxml.html
 from sqlalchemy import func, or_, select, update
 
 from harvest.config import HarvestConfig
+from harvest.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.http import FetchError, FetchResult, HopRefused, HttpClient
 from harvest.politeness import HostGate
 from harvest.render import Renderer
 from harvest.report import StageReport
+from harvest.revalidate import NOT_MODIFIED, UNCHANGED, Known, known_pages
 from harvest.robots import RobotsCache
 from harvest.scope import Scope
 from harvest.site_profiles import SiteProfile, followed_links, load_site_profiles, site_profile_for
@@ -120,10 +122,16 @@ class RobotsDisallowed(Exception):
 
 
 def _fetch(
-    client: HttpClient, robots: RobotsCache, cfg: HarvestConfig, url: str, renderer: Renderer | None = None
+    client: HttpClient,
+    robots: RobotsCache,
+    cfg: HarvestConfig,
+    url: str,
+    renderer: Renderer | None = None,
+    headers: dict[str, str] | None = None,
 ) -> FetchResult | FetchError | RobotsDisallowed:
     """robots.txt is asked for the page and for every redirect target before it is requested; a
-    page whose site profile asks for rendering is handed to the browser afterwards."""
+    page whose site profile asks for rendering is handed to the browser afterwards. With conditional
+    ``headers`` the result may be a 304 without a body."""
 
     def robots_check(hop: str) -> str | None:
         reason = robots.skip_reason(hop)
@@ -137,7 +145,10 @@ def _fetch(
             cfg.max_page_bytes,
             accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
             hop_check=robots_check,
+            headers=headers,
         )
+        if result.status == HTTP_NOT_MODIFIED:
+            return result
         if renderer is not None and result.content_type in HTML_TYPES | {""}:
             try:
                 result.body = renderer.render(result.url, result.body, result.content_type or "text/html")
@@ -165,11 +176,17 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     profiles = load_site_profiles(cfg.site_profiles_dir)
     renderer = Renderer(client, robots) if any(p.render for p in profiles) else None
 
-    def fetch(page: Page) -> FetchResult | FetchError | RobotsDisallowed:
-        profile = site_profile_for(profiles, host_of(page.url))
-        return _fetch(client, robots, cfg, page.url, renderer if profile and profile.render else None)
-
     store = open_store(cfg.staging, cfg.s3)
+
+    def fetch(job: tuple[Page, Known | None]) -> FetchResult | FetchError | RobotsDisallowed:
+        page, known = job
+        profile = site_profile_for(profiles, host_of(page.url))
+        # a conditional GET only when the earlier HTML is still there to stand in for the body
+        headers = known.headers() if known is not None and store.exists(known.content_key) else None
+        return _fetch(
+            client, robots, cfg, page.url, renderer if profile and profile.render else None, headers
+        )
+
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
@@ -183,12 +200,16 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
                     ).all()
                 if not batch:
                     break
-                results = list(pool.map(fetch, batch))
+                known = known_pages(cfg.database_url, cfg.run_id, [page.url for page in batch])
+                results = list(pool.map(fetch, [(page, known.get(page.url)) for page in batch]))
                 for page, result in zip(batch, results, strict=True):
-                    _record(cfg, store, scope, profiles, page, result, report)
+                    _record(cfg, store, scope, profiles, page, result, report, known.get(page.url))
                 log.info(
-                    "crawl: %d pages fetched, %d failed, %d skipped (%.1f pages/s)",
+                    "crawl: %d pages fetched (%d not modified, %d unchanged), %d failed, %d skipped "
+                    "(%.1f pages/s)",
                     report.done,
+                    report.extra.get(NOT_MODIFIED, 0),
+                    report.extra.get(UNCHANGED, 0),
                     report.failed,
                     report.skipped,
                     report.done / max(time.monotonic() - started, 1e-6),
@@ -217,8 +238,9 @@ def _record(
     page: Page,
     result: FetchResult | FetchError | RobotsDisallowed,
     report: StageReport,
+    known: Known | None = None,
 ) -> None:
-    values: dict = {"attempts": page.attempts + 1, "fetched_at": utcnow()}
+    values: dict = {"attempts": page.attempts + 1, "fetched_at": utcnow(), "revalidation": None}
     children: list[str] = []
     if isinstance(result, RobotsDisallowed):
         values.update(status=Status.SKIPPED, error=f"{page.url}: {result}")
@@ -227,7 +249,7 @@ def _record(
         values.update(status=Status.FAILED, http_status=result.status, error=str(result))
         report.count("failed", result.reason)
         log.warning("crawl: %s", result)
-    elif result.content_type and result.content_type not in HTML_TYPES:
+    elif result.status != HTTP_NOT_MODIFIED and result.content_type and result.content_type not in HTML_TYPES:
         values.update(
             status=Status.SKIPPED,
             http_status=result.status,
@@ -236,17 +258,28 @@ def _record(
         )
         report.count("skipped", values["error"])
     else:
-        key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
-        if not store.exists(key):
-            store.put(key, result.body, "text/html")
+        if result.status == HTTP_NOT_MODIFIED and known is not None:
+            key = known.content_key
+            result.body = store.get(key)  # the earlier run's HTML: extraction and links as before
+            revalidation = NOT_MODIFIED
+        else:
+            key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
+            if not store.exists(key):
+                store.put(key, result.body, "text/html")
+            revalidation = UNCHANGED if known is not None and known.content_key == key else None
         values.update(
             status=Status.DONE,
             http_status=result.status,
             final_url=result.url,
             content_key=key,
             error=None,
+            etag=result.headers.get("etag") or (known.etag if known else None),
+            last_modified=result.headers.get("last-modified") or (known.last_modified if known else None),
+            revalidation=revalidation,
         )
         report.count("done")
+        if revalidation:
+            report.extra[revalidation] = report.extra.get(revalidation, 0) + 1
         if page.depth < cfg.max_depth:
             profile = site_profile_for(profiles, host_of(result.url))
             if profile is not None and profile.follow:

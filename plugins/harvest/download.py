@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
+from harvest.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.http import FetchError, HttpClient
 from harvest.imagecheck import FORMATS, MAX_PIXELS, ImageRejected, Inspected, inspect_image, sniff
 from harvest.prefilter import apply_prefilter
 from harvest.privacy import encrypt_private
 from harvest.quota import close_met_labels, labels_with_quota_met
 from harvest.report import StageReport
+from harvest.revalidate import NOT_MODIFIED, Known, known_images
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.storage import Store, open_store
@@ -53,18 +55,35 @@ def _inspect(data: bytes, cfg: HarvestConfig, processes: ProcessPoolExecutor | N
     return inspected
 
 
+@dataclass(frozen=True)
+class NotModified:
+    """An earlier run's download of the URL, confirmed by a 304: its staged bytes stand."""
+
+    sha256: str
+
+
 def _work(
     client: HttpClient,
     store: Store,
     cfg: HarvestConfig,
     url: str,
     processes: ProcessPoolExecutor | None = None,
-) -> Inspected | FetchError | ImageRejected:
-    """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards."""
+    known: Known | None = None,
+) -> Inspected | NotModified | FetchError | ImageRejected:
+    """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards. A URL
+    an earlier run downloaded is asked for conditionally, if its staged bytes are still there."""
+    conditional = known is not None and known.sha256 is not None and store.exists(known.content_key)
     try:
-        result = client.get(url, cfg.max_image_bytes, accept="image/*,*/*;q=0.5")
+        result = client.get(
+            url,
+            cfg.max_image_bytes,
+            accept="image/*,*/*;q=0.5",
+            headers=known.headers() if conditional else None,
+        )
     except FetchError as exc:
         return exc
+    if result.status == HTTP_NOT_MODIFIED and conditional:
+        return NotModified(known.sha256)
     try:
         inspected = _inspect(result.body, cfg, processes)
     except ImageRejected as exc:
@@ -142,8 +161,12 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                     _log_progress(shard, total, started, report)
                 claim = _claim(cfg, shard, {c.id for c in in_flight.chunk} if in_flight else set())
                 if claim is not None:
+                    known = known_images(
+                        cfg.database_url, cfg.run_id, store.location, [c.url for c in claim.chunk]
+                    )
                     claim.futures = [
-                        pool.submit(_timed, _work, client, store, cfg, c.url, processes) for c in claim.chunk
+                        pool.submit(_timed, _work, client, store, cfg, c.url, processes, known.get(c.url))
+                        for c in claim.chunk
                     ]
                 # the next chunk downloads while this one is recorded: the pool never waits on the DB
                 if in_flight is not None:
@@ -159,6 +182,12 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                     open_claim.stack.close()
     if cfg.quota:
         close_met_labels(cfg, shard)
+    if report.extra.get(NOT_MODIFIED):
+        log.info(
+            "download shard %d: %d images not modified since an earlier run",
+            shard,
+            report.extra[NOT_MODIFIED],
+        )
     log.info("%s", report)
     return report
 
@@ -285,7 +314,15 @@ def _insert_many(session, model, rows: list[dict], index_elements: list[str]) ->
 def _record(candidate: Candidate, result, report: StageReport) -> None:
     candidate.attempts += 1
     candidate.updated_at = utcnow()
-    if isinstance(result, Inspected):
+    candidate.revalidation = None
+    if isinstance(result, NotModified):
+        candidate.status = Status.DONE
+        candidate.sha256 = result.sha256
+        candidate.error = None
+        candidate.revalidation = NOT_MODIFIED
+        report.count("done")
+        report.extra[NOT_MODIFIED] = report.extra.get(NOT_MODIFIED, 0) + 1
+    elif isinstance(result, Inspected):
         candidate.status = Status.DONE
         candidate.sha256 = result.sha256
         candidate.error = None

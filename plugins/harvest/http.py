@@ -26,6 +26,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from harvest.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
 
 REDIRECT_CODES = {301, 302, 303, 307, 308}
+NOT_MODIFIED = 304
+CONDITIONAL_HEADERS = {"if-none-match", "if-modified-since"}
 RETRY_STATUSES = {429, 503}
 
 
@@ -213,16 +215,19 @@ class HttpClient:
         accept: str = "*/*",
         hop_check: Callable[[str], str | None] | None = None,
         first_contact: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> FetchResult:
         """GET with redirects; 429/503 are retried after Retry-After or an exponential, jittered back-off.
 
         ``hop_check`` sees every URL before it is requested (the first and each redirect target); a
         reason it returns stops the fetch with :class:`HopRefused` (robots.txt of a redirect target).
-        ``first_contact=False`` skips the first-contact hook (the hook's own robots.txt request)."""
+        ``first_contact=False`` skips the first-contact hook (the hook's own robots.txt request).
+        ``headers`` are sent with every hop; when they make the request conditional (If-None-Match,
+        If-Modified-Since), a 304 is a result with status 304 and no body, not an error."""
         attempt = 0
         while True:
             try:
-                return self._get_once(url, max_bytes, accept, hop_check, first_contact)
+                return self._get_once(url, max_bytes, accept, hop_check, first_contact, headers)
             except FetchError as exc:
                 if exc.status not in RETRY_STATUSES or attempt >= self.retry_attempts:
                     raise
@@ -248,6 +253,7 @@ class HttpClient:
         accept: str,
         hop_check: Callable[[str], str | None] | None,
         first_contact: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> FetchResult:
         deadline = time.monotonic() + self.total_timeout
         seen: set[str] = set()
@@ -265,7 +271,7 @@ class HttpClient:
             host = (urlsplit(current).hostname or "").lower()
             try:
                 with self.gate.slot(host):
-                    result = self._hop(current, host, max_bytes, accept, deadline)
+                    result = self._hop(current, host, max_bytes, accept, deadline, headers)
             except HostPaused as exc:
                 raise FetchError(current, exc.reason) from exc
             if isinstance(result, FetchResult):
@@ -292,9 +298,16 @@ class HttpClient:
             done.set()
 
     def _hop(
-        self, current: str, host: str, max_bytes: int, accept: str, deadline: float
+        self,
+        current: str,
+        host: str,
+        max_bytes: int,
+        accept: str,
+        deadline: float,
+        headers: dict[str, str] | None = None,
     ) -> FetchResult | str:
         """One request; returns the result, or the Location to follow. Feeds the host's failure count."""
+        conditional = any(name.lower() in CONDITIONAL_HEADERS for name in headers or {})
         try:
             try:
                 response = self._session().get(
@@ -302,7 +315,7 @@ class HttpClient:
                     timeout=self.timeout,
                     allow_redirects=False,
                     stream=True,
-                    headers={"Accept": accept},
+                    headers={**(headers or {}), "Accept": accept},
                 )
             except AddressRefused as exc:
                 raise FetchError(current, str(exc)) from exc
@@ -317,7 +330,7 @@ class HttpClient:
             watchdog.daemon = True
             watchdog.start()
             try:
-                result = self._read(response, current, max_bytes, deadline)
+                result = self._read(response, current, max_bytes, deadline, conditional)
             except _Redirect as redirect:
                 self.gate.succeeded(host)
                 return redirect.location
@@ -331,10 +344,18 @@ class HttpClient:
         return result
 
     def _read(
-        self, response: requests.Response, current: str, max_bytes: int, deadline: float
+        self,
+        response: requests.Response,
+        current: str,
+        max_bytes: int,
+        deadline: float,
+        conditional: bool = False,
     ) -> FetchResult:
         """Read one response; a watchdog closes it at the deadline, so a dripping server cannot hold us."""
         with response:
+            if conditional and response.status_code == NOT_MODIFIED:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return FetchResult(url=current, status=NOT_MODIFIED, body=b"", headers=headers)
             if response.status_code in REDIRECT_CODES:
                 location = response.headers.get("Location")
                 if not location:

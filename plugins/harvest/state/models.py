@@ -70,6 +70,11 @@ class Page(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: the validators the server sent, for a conditional GET by a later run
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    #: "not_modified" (304 to a conditional GET) or "unchanged" (200 with the earlier content hash)
+    revalidation: Mapped[str | None] = mapped_column(String(16))
 
 
 class Candidate(Base):
@@ -105,6 +110,8 @@ class Candidate(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=utcnow)
+    #: "not_modified" when an earlier run's download of the URL was confirmed by a 304
+    revalidation: Mapped[str | None] = mapped_column(String(16))
 
 
 class Image(Base):
