@@ -25,18 +25,23 @@ def make_config(database_url: str, run_id: str, destination: str, s3=None, **env
     )
 
 
+def record_run(session, cfg: HarvestConfig) -> None:
+    """A bare run row, as prepare_run would leave it, for set-ups that skip the earlier stages."""
+    insert_ignore(
+        session,
+        Run,
+        [{"run_id": cfg.run_id, "params": {}, "started_at": utcnow(), "counters": {}}],
+        ["run_id"],
+    )
+
+
 def seed_candidates(
     cfg: HarvestConfig, urls: list[str], page_url: str = "http://127.0.0.1/page.html"
 ) -> None:
     """The state the extract stage leaves behind: one pending candidate per URL, all in shard 0."""
     migrate(cfg.database_url)
     with session_scope(cfg.database_url) as session:
-        insert_ignore(
-            session,
-            Run,
-            [{"run_id": cfg.run_id, "params": {}, "started_at": utcnow(), "counters": {}}],
-            ["run_id"],
-        )
+        record_run(session, cfg)
         insert_ignore(
             session,
             Candidate,

@@ -7,10 +7,11 @@ import io
 from pathlib import Path
 
 from PIL import Image
+from stage_setup import record_run
 
 from harvest.config import HarvestConfig, build_config
 from harvest.state.db import insert_ignore, migrate, session_scope
-from harvest.state.models import Candidate, Run, Status, utcnow
+from harvest.state.models import Candidate, Status, utcnow
 from harvest.state.models import Image as ImageRow
 from harvest.storage import open_store
 
@@ -61,12 +62,7 @@ def stage(cfg: HarvestConfig, files: dict[str, bytes]) -> dict[str, str]:
     store = open_store(cfg.staging, cfg.s3)
     shas: dict[str, str] = {}
     with session_scope(cfg.database_url) as session:
-        insert_ignore(
-            session,
-            Run,
-            [{"run_id": cfg.run_id, "params": {}, "started_at": utcnow(), "counters": {}}],
-            ["run_id"],
-        )
+        record_run(session, cfg)
     for index, (name, data) in enumerate(files.items()):
         sha = hashlib.sha256(data).hexdigest()
         shas[name] = sha

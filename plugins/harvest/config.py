@@ -205,36 +205,32 @@ def _int(params: Mapping[str, Any], name: str, minimum: int, problems: list[str]
     return value
 
 
-def _env_int(
-    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int, problems: list[str]
-) -> int:
+def _env_number(env: Mapping[str, str], name: str, default, minimum, maximum, problems: list[str], cast):
+    """An environment setting parsed with ``cast`` and bounded; a bad value is a problem, not a crash."""
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        problems.append(f"{name} must be an integer between {minimum} and {maximum}, got {raw!r}")
+        kind = "an integer" if cast is int else "a number"
+        problems.append(f"{name} must be {kind} between {minimum} and {maximum}, got {raw!r}")
         return default
     if not minimum <= value <= maximum:
         problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+def _env_int(
+    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int, problems: list[str]
+) -> int:
+    return _env_number(env, name, default, minimum, maximum, problems, int)
 
 
 def _env_float(
     env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float, problems: list[str]
 ) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        problems.append(f"{name} must be a number between {minimum} and {maximum}, got {raw!r}")
-        return default
-    if not minimum <= value <= maximum:
-        problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
+    return _env_number(env, name, default, minimum, maximum, problems, float)
 
 
 def _patterns(value: Any, name: str, problems: list[str]) -> tuple[str, ...]:
