@@ -6,7 +6,7 @@ MODEL := include/models/efficientnet_lite0.keras
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
-.PHONY: setup harvest test lint format airflow model bench clean train-filter hierarchy screenshots
+.PHONY: setup harvest test test-resilience lint format airflow model bench clean train-filter hierarchy screenshots
 
 setup: $(VENV)/.installed $(MODEL)
 
@@ -32,6 +32,10 @@ endif
 
 test: setup lint
 	$(PY) -m pytest
+
+# The resilience suite alone (crashes, outages, races, hostile sites, soak); `make test` runs it too.
+test-resilience: setup
+	$(PY) -m pytest tests/resilience
 
 # Re-take the README's screenshots of the gallery (docs/screenshots/) with the browser tests.
 screenshots: setup
