@@ -32,7 +32,7 @@ from harvest.preprocess import prepare_rgb
 from harvest.report import StageReport
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Status, utcnow
-from harvest.storage import Stores
+from harvest.storage import StorageError, Stores
 
 log = logging.getLogger(__name__)
 
@@ -225,14 +225,19 @@ def _pending(cfg: HarvestConfig, key: str, page: int) -> Iterator[tuple[str, str
 
 
 def ahead(items: Iterable, work: Callable, pool: ThreadPoolExecutor, window: int) -> Iterator:
-    """``map(work, items)`` in order, with up to ``window`` items being worked on in the pool ahead."""
+    """``map(work, items)`` in order, with up to ``window`` items being worked on in the pool ahead.
+    After an error, the work queued behind is cancelled (with the store down it would only fail too)."""
     queue: deque[Future] = deque()
-    for item in items:
-        queue.append(pool.submit(work, item))
-        if len(queue) >= window:
+    try:
+        for item in items:
+            queue.append(pool.submit(work, item))
+            if len(queue) >= window:
+                yield queue.popleft().result()
+        while queue:
             yield queue.popleft().result()
-    while queue:
-        yield queue.popleft().result()
+    finally:
+        for future in queue:
+            future.cancel()
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
@@ -259,6 +264,8 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
         try:
             return sha, decode_for_model(stores(location).get(key), preprocess)
         except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, the rest go on
+            if isinstance(exc, StorageError) and exc.transient:
+                raise  # the store failed, not the image: the stage fails and a re-run reads it again
             return sha, exc
 
     started = time.monotonic()
