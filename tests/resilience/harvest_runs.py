@@ -27,7 +27,7 @@ from harvest.demo_site import DEMO_LABELS
 from harvest.publish import manifest_key
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Page, Prediction, Publication, Run
-from harvest.storage import open_store
+from harvest.storage import make_s3_client, open_store
 
 ADMIN_URL = os.environ.get("HARVEST_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -51,6 +51,17 @@ def scratch_database() -> Iterator[str]:
         admin.dispose()
 
 
+def new_bucket(s3: S3Options) -> str:
+    name = f"harvest-{uuid.uuid4().hex[:10]}"
+    make_s3_client(s3).create_bucket(Bucket=name)
+    return name
+
+
+def via(endpoint: str, s3: S3Options) -> S3Options:
+    """The same credentials, through a proxy at ``endpoint``."""
+    return S3Options(endpoint, s3.aws_access_key_id, s3.aws_secret_access_key, s3.region_name)
+
+
 class Stall:
     """Makes the demo site answer late (``delay`` seconds) for the paths ``matches`` accepts."""
 
@@ -69,6 +80,10 @@ class Stall:
     def delay_for(self, path: str) -> float:
         with self._lock:
             return self.delay if self.matches(path) else 0.0
+
+
+def is_image(path: str) -> bool:
+    return path.lower().endswith((".jpg", ".png", ".gif"))
 
 
 @dataclass
@@ -121,6 +136,16 @@ def harvest_env(home: Path, **overrides: str) -> dict[str, str]:
     }
 
 
+def demo_params(base_url: str, destination: str, seeds: tuple[str, ...] = ("index.html",), **params) -> dict:
+    """The run parameters for crawling the demo site from ``seeds`` (paths on it) for the demo labels."""
+    return {
+        "seeds": [f"{base_url}/{seed}" for seed in seeds],
+        "labels": list(DEMO_LABELS),
+        "destination": destination,
+        **params,
+    }
+
+
 def demo_config(
     base_url: str,
     run_id: str,
@@ -133,17 +158,29 @@ def demo_config(
     **params,
 ) -> HarvestConfig:
     return build_config(
-        {
-            "seeds": [f"{base_url}/{seed}" for seed in seeds],
-            "labels": list(DEMO_LABELS),
-            "destination": destination,
-            **params,
-        },
+        demo_params(base_url, destination, seeds, **params),
         run_id,
         env=harvest_env(home, **(env or {})),
         database_url=database_url,
         s3=s3,
     )
+
+
+def stage_runners(cfg: HarvestConfig, classifier) -> dict[str, Callable[[], object]]:
+    """The stages after prepare_run, in order, each a call (download: every shard)."""
+    from harvest.classify import run_classify
+    from harvest.crawl import run_crawl
+    from harvest.download import run_download
+    from harvest.pipeline import collect_candidates
+    from harvest.publish import run_publish
+
+    return {
+        "crawl": lambda: run_crawl(cfg),
+        "extract": lambda: collect_candidates(cfg),
+        "download": lambda: [run_download(cfg, shard) for shard in range(cfg.num_shards)],
+        "classify": lambda: run_classify(cfg, classifier),
+        "publish": lambda: run_publish(cfg),
+    }
 
 
 @dataclass(frozen=True)

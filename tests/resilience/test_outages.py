@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 import traceback
-import uuid
 from contextlib import contextmanager
 
 import pytest
@@ -25,9 +24,13 @@ from harvest_runs import (
     demo_site,
     differences,
     end_state,
+    is_image,
     manifest_of,
+    new_bucket,
     page_states,
     scratch_database,
+    stage_runners,
+    via,
 )
 from sqlalchemy.exc import OperationalError
 
@@ -37,7 +40,7 @@ from harvest.crawl import run_crawl
 from harvest.download import run_download
 from harvest.pipeline import collect_candidates, prepare_run, run_all
 from harvest.publish import run_publish
-from harvest.storage import StorageError, make_s3_client
+from harvest.storage import StorageError
 
 RUN_ID = "manual__outage"
 
@@ -51,12 +54,6 @@ def demo(site_root):
 @pytest.fixture(scope="module")
 def s3_direct(s3_endpoint) -> S3Options:
     return S3Options(s3_endpoint, "test-access-key", "test-secret-key", "us-east-1")
-
-
-def new_bucket(s3: S3Options) -> str:
-    name = f"harvest-{uuid.uuid4().hex[:10]}"
-    make_s3_client(s3).create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +73,6 @@ def clean(demo, s3_direct, classifier, tmp_path_factory) -> EndState:
         return end_state(cfg)
 
 
-def via(endpoint: str, s3: S3Options) -> S3Options:
-    return S3Options(endpoint, s3.aws_access_key_id, s3.aws_secret_access_key, s3.region_name)
-
-
 @pytest.mark.parametrize("fault", ["internal", "slowdown", "drop", "drop_mid_body"])
 def test_short_s3_blips_are_ridden_out(fault, demo, clean, postgres_url, s3_direct, classifier, tmp_path):
     """Two failed requests at the start of every stage: the client's retries absorb them."""
@@ -89,13 +82,7 @@ def test_short_s3_blips_are_ridden_out(fault, demo, clean, postgres_url, s3_dire
             demo.base, RUN_ID, postgres_url, f"s3://{bucket}/dataset", via(endpoint, s3_direct), tmp_path
         )
         prepare_run(cfg)
-        stages = {
-            "crawl": lambda: run_crawl(cfg),
-            "extract": lambda: collect_candidates(cfg),
-            "download": lambda: [run_download(cfg, shard) for shard in range(cfg.num_shards)],
-            "classify": lambda: run_classify(cfg, classifier),
-            "publish": lambda: run_publish(cfg),
-        }
+        stages = stage_runners(cfg, classifier)
         for name, stage in stages.items():
             outage.start(fault, requests=2)
             stage()
@@ -126,7 +113,7 @@ def test_long_s3_outage_fails_publish_clearly_then_rerun_completes(
         with pytest.raises(StorageError) as failure:
             run_publish(cfg)
         assert failure.value.location.startswith(f"s3://{bucket}/dataset/images/")
-        assert "SlowDown" in failure.value.reason
+        assert "SlowDown" in failure.value.reason and failure.value.transient
         assert manifest_of(cfg, s3_direct) is None
 
         outage.heal()
@@ -165,28 +152,18 @@ def test_s3_outage_while_reading_staged_bytes_fails_the_stage_then_rerun_complet
             demo.base, RUN_ID, postgres_url, f"s3://{bucket}/dataset", via(endpoint, s3_direct), tmp_path
         )
         prepare_run(cfg)
-        stages = {
-            "crawl": lambda: run_crawl(cfg),
-            "extract": lambda: collect_candidates(cfg),
-            "download": lambda: [run_download(cfg, shard) for shard in range(cfg.num_shards)],
-            "classify": lambda: run_classify(cfg, classifier),
-            "publish": lambda: run_publish(cfg),
-        }
+        stages = stage_runners(cfg, classifier)
         for name, run in stages.items():
             if name == stage:
-                outage.start("internal", methods={"GET"})  # every read fails, however often retried
+                outage.start("internal", methods={"GET"}, seconds=600)  # outlasts every retry
                 with pytest.raises(StorageError) as failure:
                     run()
                 assert failure.value.location.startswith(f"s3://{bucket}/dataset/_staging/{staged}")
-                assert "InternalError" in failure.value.reason
-                outage.heal()
+                assert "InternalError" in failure.value.reason and failure.value.transient
+                outage.heal()  # S3 is back
             run()
 
     assert differences(end_state(cfg, s3_direct), clean) == []
-
-
-def is_image(path: str) -> bool:
-    return path.lower().endswith((".jpg", ".png", ".gif"))
 
 
 def test_site_timing_out_is_recorded_and_a_rerun_completes(
@@ -261,7 +238,16 @@ def test_postgres_restart_mid_download_then_rerun_completes(
     if version is None:
         pytest.skip("restarting Postgres needs root, pg_ctlcluster and the local cluster")
     bucket = new_bucket(s3_direct)
-    cfg = demo_config(demo.base, RUN_ID, postgres_url, f"s3://{bucket}/dataset", s3_direct, tmp_path)
+    agent = "harvester-restart/1.0"
+    cfg = demo_config(
+        demo.base,
+        RUN_ID,
+        postgres_url,
+        f"s3://{bucket}/dataset",
+        s3_direct,
+        tmp_path,
+        env={"HARVEST_USER_AGENT": agent},
+    )
     prepare_run(cfg)
     run_crawl(cfg)
     collect_candidates(cfg)
@@ -281,7 +267,7 @@ def test_postgres_restart_mid_download_then_rerun_completes(
         with postgres_restarting(version) as restart:
             worker.start()
             deadline = time.monotonic() + 30
-            while not any(is_image(path) for path in demo.fetches()) and time.monotonic() < deadline:
+            while not any(is_image(path) for path in demo.fetches(agent)) and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert worker.is_alive(), "the download ended before Postgres could be restarted"
             restart()
