@@ -264,8 +264,7 @@ def _record(
             revalidation = NOT_MODIFIED
         else:
             key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
-            if not store.exists(key):
-                store.put(key, result.body, "text/html")
+            store.put_new(key, result.body, "text/html")
             revalidation = UNCHANGED if known is not None and known.content_key == key else None
         values.update(
             status=Status.DONE,

@@ -90,10 +90,9 @@ def _work(
         if str(exc).startswith(("not an image", "SVG")) and result.content_type:
             return ImageRejected(f"{exc} (Content-Type {result.content_type})")
         return exc
-    if not store.exists(inspected.staging_key):
-        store.put(inspected.staging_key, inspected.data, inspected.mime_type)
-    if inspected.clean_data is not None and not store.exists(inspected.clean_key):
-        store.put(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+    store.put_new(inspected.staging_key, inspected.data, inspected.mime_type)
+    if inspected.clean_data is not None:
+        store.put_new(inspected.clean_key, inspected.clean_data, inspected.mime_type)
     return inspected
 
 

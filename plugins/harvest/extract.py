@@ -29,7 +29,7 @@ from harvest.site_profiles import (
 )
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Page, Status
-from harvest.storage import open_store
+from harvest.storage import StorageError, open_store
 from harvest.urls import canonicalize, host_of, looks_like_image
 
 log = logging.getLogger(__name__)
@@ -660,6 +660,8 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
             parsed.append((page, found.items))
             data_uris += found.data_uris
         except Exception as exc:  # one broken page must not stop the others
+            if isinstance(exc, StorageError) and exc.transient:
+                raise  # the store failed, not the page: the stage fails and a re-run reads the page again
             log.warning("extract: %s: %s", page.url, exc)
             with session_scope(cfg.database_url) as session:
                 session.execute(

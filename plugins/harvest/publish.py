@@ -321,12 +321,13 @@ def _write_extras(cfg: HarvestConfig, destination: Store, stores: Stores, kept: 
 
 
 def _upload(destination: Store, staging: Store, item: Kept) -> None:
-    """Upload unless an interrupted earlier attempt already did; refuse to overwrite different bytes."""
+    """Upload unless an interrupted earlier attempt or another run already did; never overwrite:
+    an object holding different bytes is an error."""
     existing = destination.sha256_of(item.key)
-    if existing == item.published_sha256:
+    if existing is None and destination.put_new(item.key, staging.get(item.staging_key), item.mime_type):
         return
-    if existing is not None:
+    existing = existing or destination.sha256_of(item.key)  # another run wrote it meanwhile
+    if existing != item.published_sha256:
         raise StorageError(
             destination.url(item.key), f"holds different bytes (sha256 {existing}); refusing to overwrite"
         )
-    destination.put(item.key, staging.get(item.staging_key), item.mime_type)

@@ -22,9 +22,13 @@ from harvest.config import S3Options, is_s3
 
 
 class StorageError(Exception):
-    def __init__(self, location: str, reason: str):
+    """A store operation failed; ``transient`` when the store itself failed for a passing reason (an
+    S3 server error or no answer), which says nothing about the object and is worth a re-run."""
+
+    def __init__(self, location: str, reason: str, transient: bool = False):
         self.location = location
         self.reason = reason
+        self.transient = transient
         super().__init__(f"{location}: {reason}")
 
 
@@ -34,6 +38,8 @@ class Store(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool: ...
 
     def deferred_sync(self) -> AbstractContextManager[None]: ...
 
@@ -50,6 +56,8 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+#: Attempts at each S3 request (the client retries) and at each read of a body cut off halfway.
+S3_ATTEMPTS = 3
 #: Objects at least this large go up in parts, each part with its own checksum.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
@@ -104,6 +112,14 @@ class LocalStore:
                 raise
         except OSError as exc:
             raise StorageError(str(path), f"cannot write: {exc.strerror or exc}") from exc
+
+    def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write a content-addressed key unless it is there; True if this call wrote it. (Two writers
+        racing here both rename identical bytes into place, which no reader can tell apart.)"""
+        if self.exists(key):
+            return False
+        self.put(key, data, content_type)
+        return True
 
     def sync(self) -> None:
         """Make every non-durable write so far durable: one syncfs() for the whole batch where the
@@ -163,12 +179,15 @@ class S3Store:
         self.prefix = parts.path.strip("/")
         self.location = location.rstrip("/")
         self.client = client or make_s3_client(options)
+        self._key_locks = [threading.Lock() for _ in range(64)]
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _error(self, key: str, exc: Exception) -> StorageError:
-        return StorageError(f"s3://{self.bucket}/{self._key(key)}", f"{type(exc).__name__}: {exc}")
+        return StorageError(
+            f"s3://{self.bucket}/{self._key(key)}", f"{type(exc).__name__}: {exc}", transient=_passing(exc)
+        )
 
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
@@ -186,10 +205,25 @@ class S3Store:
             raise self._error(key, exc) from exc
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._write(key, data, content_type, only_new=False)
+
+    def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write a content-addressed key unless it is there; True if this call wrote it.
+
+        Of two writers racing for one key, only one uploads it: the threads of a task take turns
+        per key, and the write is conditional (If-None-Match: *), so the S3 server refuses the
+        second of two tasks' uploads and the object stays the one first written."""
+        with self._key_locks[hash(key) % len(self._key_locks)]:
+            if self.exists(key):
+                return False
+            return self._write(key, data, content_type, only_new=True)
+
+    def _write(self, key: str, data: bytes, content_type: str, only_new: bool) -> bool:
+        """Upload; with ``only_new``, False when the server refused because the key exists."""
         digest = hashlib.sha256(data).digest()
+        condition = {"IfNoneMatch": "*"} if only_new else {}
         if len(data) >= MULTIPART_THRESHOLD:
-            self._put_multipart(key, data, content_type, digest)
-            return
+            return self._put_multipart(key, data, content_type, digest, condition)
         try:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -198,9 +232,13 @@ class S3Store:
                 ContentType=content_type,
                 ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
                 Metadata={"sha256": digest.hex()},
+                **condition,
             )
         except Exception as exc:
+            if only_new and _exists_already(exc):
+                return False
             raise self._error(key, exc) from exc
+        return True
 
     @contextmanager
     def deferred_sync(self) -> Iterator[None]:
@@ -209,7 +247,9 @@ class S3Store:
     def sync(self) -> None:
         """S3 writes are durable once the PUT returns."""
 
-    def _put_multipart(self, key: str, data: bytes, content_type: str, digest: bytes) -> None:
+    def _put_multipart(
+        self, key: str, data: bytes, content_type: str, digest: bytes, condition: dict[str, str]
+    ) -> bool:
         """Large objects in parts; the server checks every part's SHA-256, and an aborted upload
         leaves no object behind (the key appears only on completion)."""
         upload = None
@@ -240,6 +280,7 @@ class S3Store:
                 Key=self._key(key),
                 UploadId=upload["UploadId"],
                 MultipartUpload={"Parts": parts},
+                **condition,
             )
         except Exception as exc:
             if upload is not None:
@@ -249,7 +290,10 @@ class S3Store:
                     )
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     pass
+            if condition and _exists_already(exc):
+                return False
             raise self._error(key, exc) from exc
+        return True
 
     def delete(self, key: str) -> None:
         try:
@@ -258,10 +302,24 @@ class S3Store:
             raise self._error(key, exc) from exc
 
     def get(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except Exception as exc:
-            raise self._error(key, exc) from exc
+        """The client retries a request that fails, but not a body cut off after the answer began:
+        such a read is retried here, as often as the client retries requests."""
+        from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        attempt = 1
+        while True:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            except Exception as exc:
+                raise self._error(key, exc) from exc
+            try:
+                return body.read()
+            except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError) as exc:
+                if attempt >= S3_ATTEMPTS:
+                    raise self._error(key, exc) from exc
+                attempt += 1
+            except Exception as exc:
+                raise self._error(key, exc) from exc
 
     def sha256_of(self, key: str) -> str | None:
         head = self._head(key)
@@ -282,6 +340,33 @@ class S3Store:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+#: S3 error codes that mean "try again later" whatever the HTTP status says
+PASSING_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling"}
+
+
+def _passing(exc: Exception) -> bool:
+    """Whether an S3 failure is the server's or the network's (5xx, throttling, no or a cut-off answer)."""
+    from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+    from botocore.exceptions import ConnectionError as S3ConnectionError
+
+    if isinstance(exc, (HTTPClientError, S3ConnectionError, IncompleteReadError)):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or status == 429 or exc.response.get("Error", {}).get("Code") in PASSING_CODES
+    return False
+
+
+def _exists_already(exc: Exception) -> bool:
+    """A conditional upload (If-None-Match: *) refused because the key was written meanwhile."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"
 
 
 def _syncfs(root: Path) -> bool:
@@ -311,7 +396,9 @@ def make_s3_client(options: S3Options | None):
         aws_access_key_id=options.aws_access_key_id,
         aws_secret_access_key=options.aws_secret_access_key,
         region_name=options.region_name or "us-east-1",
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+        config=Config(
+            retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60
+        ),
     )
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -57,11 +58,22 @@ def session_scope(url: str) -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except BaseException:
+    except BaseException as exc:
+        _name_the_database(exc, url)
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def _name_the_database(exc: BaseException, url: str) -> None:
+    """The driver says "server closed the connection unexpectedly" or "connection refused" without
+    saying which server: the error is noted with the state DB (password hidden) it came from."""
+    if isinstance(exc, OperationalError) and not any(
+        "state DB" in note for note in getattr(exc, "__notes__", [])
+    ):
+        where = make_url(url).render_as_string(hide_password=True)
+        exc.add_note(f"while using the state DB {where}")
 
 
 def alembic_config(url: str):
