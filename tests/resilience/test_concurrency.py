@@ -14,7 +14,16 @@ from dataclasses import replace
 
 import pytest
 from flaky_proxy import flaky_s3_proxy
-from harvest_runs import (
+from sqlalchemy import func, select
+
+from harvest.config import S3Options
+from harvest.crawl import run_crawl
+from harvest.pipeline import collect_candidates, prepare_run, run_all
+from harvest.publish import run_publish
+from harvest.state.db import session_scope
+from harvest.state.models import Candidate, Image, Prediction
+
+from .harvest_runs import (
     EndState,
     demo_config,
     demo_params,
@@ -30,15 +39,7 @@ from harvest_runs import (
     state_counts,
     via,
 )
-from racing import Job, racers
-from sqlalchemy import func, select
-
-from harvest.config import S3Options
-from harvest.crawl import run_crawl
-from harvest.pipeline import collect_candidates, prepare_run, run_all
-from harvest.publish import run_publish
-from harvest.state.db import session_scope
-from harvest.state.models import Candidate, Image, Prediction
+from .racing import Job, racers
 
 SEEDS = ("index.html",)
 #: two runs whose pages overlap (the gallery) but are not the same: each crawls only its seeds

@@ -16,7 +16,17 @@ from contextlib import contextmanager
 
 import pytest
 from flaky_proxy import flaky_s3_proxy
-from harvest_runs import (
+from sqlalchemy.exc import OperationalError
+
+from harvest.classify import run_classify
+from harvest.config import S3Options
+from harvest.crawl import run_crawl
+from harvest.download import run_download
+from harvest.pipeline import collect_candidates, prepare_run, run_all
+from harvest.publish import run_publish
+from harvest.storage import StorageError
+
+from .harvest_runs import (
     ADMIN_URL,
     EndState,
     candidate_states,
@@ -32,15 +42,6 @@ from harvest_runs import (
     stage_runners,
     via,
 )
-from sqlalchemy.exc import OperationalError
-
-from harvest.classify import run_classify
-from harvest.config import S3Options
-from harvest.crawl import run_crawl
-from harvest.download import run_download
-from harvest.pipeline import collect_candidates, prepare_run, run_all
-from harvest.publish import run_publish
-from harvest.storage import StorageError
 
 RUN_ID = "manual__outage"
 
