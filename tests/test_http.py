@@ -112,6 +112,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(DRIP_PAUSE)
+        elif path == "/drip-headers":  # slowloris: the status line and headers a byte at a time
+            for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"p" * DRIP_BYTES * 4:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(DRIP_PAUSE)
+            self.close_connection = True
         else:
             self.send_body(b"no route", status=404)
 
@@ -308,6 +314,15 @@ def test_total_deadline_cuts_off_a_dripping_server(base):
     with pytest.raises(FetchError):
         client(total_timeout=0.1, read_timeout=1.0).get(f"{base}/drip", max_bytes=1_000)
     assert time.monotonic() - started < (DRIP_BYTES - 1) * DRIP_PAUSE / 2
+
+
+def test_total_deadline_cuts_off_a_server_dripping_its_headers(base):
+    """Each byte comes well within the read timeout, so only the total deadline can end the wait."""
+    started = time.monotonic()
+    error = fetch_error(f"{base}/drip-headers", total_timeout=0.3, read_timeout=1.0)
+    assert error.reason == "exceeded total deadline of 0.3s"
+    assert error.transient is True
+    assert time.monotonic() - started < DRIP_BYTES * 4 * DRIP_PAUSE / 2
 
 
 def test_connection_refused_is_transient():
