@@ -449,6 +449,8 @@ def extract_page(html: bytes | str, page_url: str, profile: SiteProfile | None =
     items = collect.merged()
     if profile is not None:
         _apply_profile(soup, items, profile)
+    for item in items:  # a tag holds its whole page: kept, every page of a run would stay in memory
+        item.elements = []
     return PageImages(items, collect.data_uris)
 
 
