@@ -18,6 +18,7 @@ from bs4 import BeautifulSoup, Tag
 from sqlalchemy import select, update
 
 from harvest.config import HarvestConfig
+from harvest.htmltext import html_text
 from harvest.report import StageReport
 from harvest.robots import RobotsCache, robots_skip_reason
 from harvest.site_profiles import (
@@ -439,7 +440,7 @@ def find_images(html: bytes | str, page_url: str) -> list[Found]:
 def extract_page(html: bytes | str, page_url: str, profile: SiteProfile | None = None) -> PageImages:
     """The page's images; a site profile narrows them to its ``images`` selectors (the others are
     kept as junk so the skip is recorded) and attaches its ``fields`` to each."""
-    soup = BeautifulSoup(html, "lxml")
+    soup = BeautifulSoup(html_text(html), "lxml")
     base = page_url
     base_tag = soup.find("base", href=True)
     if base_tag:
