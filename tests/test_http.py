@@ -112,6 +112,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(DRIP_PAUSE)
+        elif path == "/drip-close":  # no length, and the connection closes with the body
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            for _ in range(DRIP_BYTES * 4):
+                self.wfile.write(b"z")
+                self.wfile.flush()
+                time.sleep(DRIP_PAUSE)
         elif path == "/drip-headers":  # slowloris: the status line and headers a byte at a time
             for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"p" * DRIP_BYTES * 4:
                 self.wfile.write(bytes([byte]))
@@ -322,6 +331,15 @@ def test_total_deadline_cuts_off_a_server_dripping_its_headers(base):
     error = fetch_error(f"{base}/drip-headers", total_timeout=0.3, read_timeout=1.0)
     assert error.reason == "exceeded total deadline of 0.3s"
     assert error.transient is True
+    assert time.monotonic() - started < DRIP_BYTES * 4 * DRIP_PAUSE / 2
+
+
+def test_total_deadline_cuts_off_a_dripping_body_on_a_closing_connection(base):
+    """With ``Connection: close`` the connection object lets go of its socket once the headers are
+    in; the deadline still has to reach the socket under the body."""
+    started = time.monotonic()
+    error = fetch_error(f"{base}/drip-close", total_timeout=0.3, read_timeout=1.0)
+    assert error.reason == "exceeded total deadline of 0.3s"
     assert time.monotonic() - started < DRIP_BYTES * 4 * DRIP_PAUSE / 2
 
 

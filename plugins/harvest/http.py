@@ -103,30 +103,28 @@ def _checked(conn: HTTPConnection, sock: socket.socket, policy: AddressPolicy) -
 class _Watch:
     """The total deadline of one hop: when it passes, the hop's socket is shut down, whether the
     server is dripping its headers or its body (a read timeout alone never fires on a server that
-    sends a byte now and then)."""
+    sends a byte now and then). The socket itself is kept: once a response says ``Connection:
+    close`` the connection object lets go of it, and closing the response from this thread would
+    wait for the very read it is meant to end."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.fired = False
-        self.conn: HTTPConnection | None = None
-        self.response: requests.Response | None = None
+        self.sock: socket.socket | None = None
 
-    def attach(self, conn: HTTPConnection) -> None:
-        """The connection that is about to wait for the response; shut at once if time is up."""
+    def attach(self, sock: socket.socket | None) -> None:
+        """The socket that is about to wait for the response; shut at once if time is up."""
         with self.lock:
-            self.conn = conn
+            self.sock = sock
             fired = self.fired
         if fired:
-            _shutdown(getattr(conn, "sock", None))
+            _shutdown(sock)
 
     def abort(self) -> None:
         with self.lock:
             self.fired = True
-            conn, response = self.conn, self.response
-        if conn is not None:
-            _shutdown(getattr(conn, "sock", None))
-        if response is not None:
-            _abort(response)
+            sock = self.sock
+        _shutdown(sock)
 
 
 #: the watch of the hop the current thread is making (sessions, and so connections, are per thread)
@@ -136,7 +134,7 @@ _watching = threading.local()
 def _watched_getresponse(conn: HTTPConnection, getresponse: Callable, *args, **kwargs):
     watch: _Watch | None = getattr(_watching, "current", None)
     if watch is not None:
-        watch.attach(conn)
+        watch.attach(getattr(conn, "sock", None))
     return getresponse(*args, **kwargs)
 
 
@@ -382,16 +380,13 @@ class HttpClient:
                         current, f"exceeded total deadline of {self.total_timeout}s", transient=True
                     ) from exc
                 raise FetchError(current, f"connection failed: {type(exc).__name__}", transient=True) from exc
-            with watch.lock:
-                watch.response = response
-                fired = watch.fired
-            if fired:
-                _abort(response)
             try:
                 result = self._read(response, current, max_bytes, deadline, conditional)
             except _Redirect as redirect:
                 self.gate.succeeded(host)
                 return redirect.location
+            if watch.fired:  # shut under a body without a length: the cut looked like its end
+                raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s", transient=True)
         except FetchError as exc:
             if exc.transient:
                 self.gate.failed(host, exc.reason)
@@ -462,11 +457,6 @@ def _shutdown(sock: socket.socket | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-
-def _abort(response: requests.Response) -> None:
-    _shutdown(getattr(getattr(response.raw, "connection", None), "sock", None))
-    response.close()
 
 
 class _Redirect(Exception):
