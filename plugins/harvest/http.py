@@ -300,7 +300,9 @@ class HttpClient:
         first_contact: bool = True,
         headers: dict[str, str] | None = None,
     ) -> FetchResult:
-        deadline = time.monotonic() + self.total_timeout
+        # the deadline counts time spent on the servers only: a hop queued behind other requests to
+        # its host (politeness slots, Crawl-delay) would otherwise time out before sending a byte
+        remaining = self.total_timeout
         seen: set[str] = set()
         current = url
         for _ in range(self.max_redirects + 1):
@@ -316,7 +318,11 @@ class HttpClient:
             host = (urlsplit(current).hostname or "").lower()
             try:
                 with self.gate.slot(host):
-                    result = self._hop(current, host, max_bytes, accept, deadline, headers)
+                    started = time.monotonic()
+                    try:
+                        result = self._hop(current, host, max_bytes, accept, started + remaining, headers)
+                    finally:
+                        remaining -= time.monotonic() - started
             except HostPaused as exc:
                 raise FetchError(current, exc.reason) from exc
             if isinstance(result, FetchResult):
