@@ -189,6 +189,11 @@ def test_secrets_stay_in_their_connections_and_private_exif_is_never_published(
         **{f"object {key}": data for key, data in objects.items()},
     }
     assert any(name.startswith("file airflow/airflow.db") for name in places)
+    print(
+        f"secrets: searched {records.count(chr(10))} log records, {len(result.stdout) + len(result.stderr)} "
+        f"bytes of output, files {sorted(n[5:] for n in places if n.startswith('file '))}, {state.count(chr(10)) + 1} "
+        f"state DB rows and {len(objects)} objects"
+    )
     for label, secret in secrets.items():
         for place, content in places.items():
             assert not leaked(secret, content), f"the {label} appears in {place}: {leaked(secret, content)}"
