@@ -239,6 +239,11 @@ def test_explicit_s3_options_beat_the_environment(env):
     assert build(env={**env, "AWS_ACCESS_KEY_ID": "AKIA"}, s3=options).s3 is options
 
 
+def test_config_repr_hides_the_state_db_password(env):
+    cfg = build(env=env, database_url="postgresql://harvest:db-secret-value@db:5432/harvest")
+    assert "db-secret-value" not in repr(cfg) and "db-secret-value" in cfg.database_url
+
+
 def test_s3_options_repr_hides_the_secret():
     options = S3Options("http://minio:9000", "AKIAEXAMPLE", "very-secret-value", "us-east-1")
     assert "very-secret-value" not in repr(options)

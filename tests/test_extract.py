@@ -156,6 +156,26 @@ def test_sloppy_html_is_still_read():
     assert urls(html) == ["http://example.com/gallery/a.jpg", "http://example.com/gallery/b.jpg"]
 
 
+def test_found_images_do_not_keep_their_page_in_memory():
+    """The extract stage holds every page's findings until the run's last page is read; a parsed
+    page kept alive by them would make its memory grow with the whole crawl."""
+    import gc
+
+    from bs4 import Tag
+
+    def live_tags() -> int:
+        gc.collect()
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, Tag))
+
+    html = "".join(
+        f'<figure><img src="{n}.jpg" alt="a"><figcaption>c</figcaption></figure>' for n in range(50)
+    )
+    before = live_tags()
+    items = find_images(html, PAGE)
+    assert len(items) == 50 and items[0].caption == "c"
+    assert live_tags() <= before
+
+
 @pytest.mark.parametrize(
     ("srcset", "expected"),
     [

@@ -112,6 +112,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(DRIP_PAUSE)
+        elif path == "/drip-close":  # no length, and the connection closes with the body
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            for _ in range(DRIP_BYTES * 4):
+                self.wfile.write(b"z")
+                self.wfile.flush()
+                time.sleep(DRIP_PAUSE)
+        elif path == "/drip-headers":  # slowloris: the status line and headers a byte at a time
+            for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"p" * DRIP_BYTES * 4:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(DRIP_PAUSE)
+            self.close_connection = True
         else:
             self.send_body(b"no route", status=404)
 
@@ -308,6 +323,36 @@ def test_total_deadline_cuts_off_a_dripping_server(base):
     with pytest.raises(FetchError):
         client(total_timeout=0.1, read_timeout=1.0).get(f"{base}/drip", max_bytes=1_000)
     assert time.monotonic() - started < (DRIP_BYTES - 1) * DRIP_PAUSE / 2
+
+
+def test_total_deadline_cuts_off_a_server_dripping_its_headers(base):
+    """Each byte comes well within the read timeout, so only the total deadline can end the wait."""
+    started = time.monotonic()
+    error = fetch_error(f"{base}/drip-headers", total_timeout=0.3, read_timeout=1.0)
+    assert error.reason == "exceeded total deadline of 0.3s"
+    assert error.transient is True
+    assert time.monotonic() - started < DRIP_BYTES * 4 * DRIP_PAUSE / 2
+
+
+def test_total_deadline_cuts_off_a_dripping_body_on_a_closing_connection(base):
+    """With ``Connection: close`` the connection object lets go of its socket once the headers are
+    in; the deadline still has to reach the socket under the body."""
+    started = time.monotonic()
+    error = fetch_error(f"{base}/drip-close", total_timeout=0.3, read_timeout=1.0)
+    assert error.reason == "exceeded total deadline of 0.3s"
+    assert time.monotonic() - started < DRIP_BYTES * 4 * DRIP_PAUSE / 2
+
+
+def test_time_queued_behind_the_hosts_other_requests_is_not_counted(base):
+    """One slot per host: the second request waits for the first, then gets its own full deadline."""
+    from harvest.politeness import HostGate
+
+    shared = client(total_timeout=1.0, gate=HostGate(concurrency=1, delay=0.0, failure_limit=100))
+    first = threading.Thread(target=shared.get, args=(f"{base}/drip", 1_000))
+    first.start()
+    time.sleep(0.05)
+    assert shared.get(f"{base}/drip", 1_000).body == b"z" * DRIP_BYTES  # queued ~0.6s, read ~0.6s
+    first.join()
 
 
 def test_connection_refused_is_transient():

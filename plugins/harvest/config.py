@@ -56,7 +56,8 @@ class HarvestConfig:
     labels: tuple[str, ...]
     destination: str
     staging: str
-    database_url: str
+    #: may carry a password: left out of repr(), like the S3 secret and the metadata key
+    database_url: str = field(repr=False)
     max_depth: int = 2
     max_pages: int = 1000
     same_domain: bool = True

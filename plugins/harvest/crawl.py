@@ -16,6 +16,7 @@ import lxml.html
 from sqlalchemy import func, or_, select, update
 
 from harvest.config import HarvestConfig
+from harvest.htmltext import html_text
 from harvest.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.http import FetchError, FetchResult, HopRefused, HttpClient
 from harvest.politeness import HostGate
@@ -58,7 +59,8 @@ def make_client(cfg: HarvestConfig) -> HttpClient:
 def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> list[str]:
     """Canonical URLs of the pages a page links to (not images, not other schemes)."""
     try:
-        doc = lxml.html.fromstring(html)
+        parser = lxml.html.HTMLParser(encoding="utf-8")
+        doc = lxml.html.fromstring(html_text(html).encode("utf-8"), parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return []
     base = page_url
@@ -80,7 +82,7 @@ def profile_links(html: bytes, page_url: str, profile: SiteProfile) -> list[str]
     """Only the links a site profile's ``follow`` selectors name (e.g. the "Next" of a pagination)."""
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(html, "lxml")
+    soup = BeautifulSoup(html_text(html), "lxml")
     base = page_url
     base_tag = soup.find("base", href=True)
     if base_tag:

@@ -18,6 +18,7 @@ from bs4 import BeautifulSoup, Tag
 from sqlalchemy import select, update
 
 from harvest.config import HarvestConfig
+from harvest.htmltext import html_text
 from harvest.report import StageReport
 from harvest.robots import RobotsCache, robots_skip_reason
 from harvest.site_profiles import (
@@ -439,7 +440,7 @@ def find_images(html: bytes | str, page_url: str) -> list[Found]:
 def extract_page(html: bytes | str, page_url: str, profile: SiteProfile | None = None) -> PageImages:
     """The page's images; a site profile narrows them to its ``images`` selectors (the others are
     kept as junk so the skip is recorded) and attaches its ``fields`` to each."""
-    soup = BeautifulSoup(html, "lxml")
+    soup = BeautifulSoup(html_text(html), "lxml")
     base = page_url
     base_tag = soup.find("base", href=True)
     if base_tag:
@@ -449,6 +450,8 @@ def extract_page(html: bytes | str, page_url: str, profile: SiteProfile | None =
     items = collect.merged()
     if profile is not None:
         _apply_profile(soup, items, profile)
+    for item in items:  # a tag holds its whole page: kept, every page of a run would stay in memory
+        item.elements = []
     return PageImages(items, collect.data_uris)
 
 

@@ -100,16 +100,61 @@ def _checked(conn: HTTPConnection, sock: socket.socket, policy: AddressPolicy) -
     return sock
 
 
+class _Watch:
+    """The total deadline of one hop: when it passes, the hop's socket is shut down, whether the
+    server is dripping its headers or its body (a read timeout alone never fires on a server that
+    sends a byte now and then). The socket itself is kept: once a response says ``Connection:
+    close`` the connection object lets go of it, and closing the response from this thread would
+    wait for the very read it is meant to end."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fired = False
+        self.sock: socket.socket | None = None
+
+    def attach(self, sock: socket.socket | None) -> None:
+        """The socket that is about to wait for the response; shut at once if time is up."""
+        with self.lock:
+            self.sock = sock
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def abort(self) -> None:
+        with self.lock:
+            self.fired = True
+            sock = self.sock
+        _shutdown(sock)
+
+
+#: the watch of the hop the current thread is making (sessions, and so connections, are per thread)
+_watching = threading.local()
+
+
+def _watched_getresponse(conn: HTTPConnection, getresponse: Callable, *args, **kwargs):
+    watch: _Watch | None = getattr(_watching, "current", None)
+    if watch is not None:
+        watch.attach(getattr(conn, "sock", None))
+    return getresponse(*args, **kwargs)
+
+
 def _guarded_adapter(policy: AddressPolicy) -> HTTPAdapter:
-    """An adapter whose new connections check their peer address before any byte is sent."""
+    """An adapter whose new connections check their peer address before any byte is sent, and
+    whose wait for a response ends at the hop's total deadline."""
 
     class GuardedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
             return _checked(self, super()._new_conn(), policy)
 
+        def getresponse(self, *args, **kwargs):
+            return _watched_getresponse(self, super().getresponse, *args, **kwargs)
+
     class GuardedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
             return _checked(self, super()._new_conn(), policy)
+
+        def getresponse(self, *args, **kwargs):
+            return _watched_getresponse(self, super().getresponse, *args, **kwargs)
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection
@@ -255,7 +300,9 @@ class HttpClient:
         first_contact: bool = True,
         headers: dict[str, str] | None = None,
     ) -> FetchResult:
-        deadline = time.monotonic() + self.total_timeout
+        # the deadline counts time spent on the servers only: a hop queued behind other requests to
+        # its host (politeness slots, Crawl-delay) would otherwise time out before sending a byte
+        remaining = self.total_timeout
         seen: set[str] = set()
         current = url
         for _ in range(self.max_redirects + 1):
@@ -271,7 +318,11 @@ class HttpClient:
             host = (urlsplit(current).hostname or "").lower()
             try:
                 with self.gate.slot(host):
-                    result = self._hop(current, host, max_bytes, accept, deadline, headers)
+                    started = time.monotonic()
+                    try:
+                        result = self._hop(current, host, max_bytes, accept, started + remaining, headers)
+                    finally:
+                        remaining -= time.monotonic() - started
             except HostPaused as exc:
                 raise FetchError(current, exc.reason) from exc
             if isinstance(result, FetchResult):
@@ -308,6 +359,11 @@ class HttpClient:
     ) -> FetchResult | str:
         """One request; returns the result, or the Location to follow. Feeds the host's failure count."""
         conditional = any(name.lower() in CONDITIONAL_HEADERS for name in headers or {})
+        watch = _Watch()
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), watch.abort)
+        watchdog.daemon = True
+        _watching.current = watch
+        watchdog.start()
         try:
             try:
                 response = self._session().get(
@@ -325,21 +381,25 @@ class HttpClient:
                 refused = _find_refusal(exc)
                 if refused is not None:
                     raise FetchError(current, str(refused)) from exc
+                if watch.fired:
+                    raise FetchError(
+                        current, f"exceeded total deadline of {self.total_timeout}s", transient=True
+                    ) from exc
                 raise FetchError(current, f"connection failed: {type(exc).__name__}", transient=True) from exc
-            watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _abort, args=(response,))
-            watchdog.daemon = True
-            watchdog.start()
             try:
                 result = self._read(response, current, max_bytes, deadline, conditional)
             except _Redirect as redirect:
                 self.gate.succeeded(host)
                 return redirect.location
-            finally:
-                watchdog.cancel()
+            if watch.fired:  # shut under a body without a length: the cut looked like its end
+                raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s", transient=True)
         except FetchError as exc:
             if exc.transient:
                 self.gate.failed(host, exc.reason)
             raise
+        finally:
+            watchdog.cancel()
+            _watching.current = None
         self.gate.succeeded(host)
         return result
 
@@ -396,15 +456,13 @@ class HttpClient:
             return FetchResult(url=current, status=200, body=b"".join(chunks), headers=headers)
 
 
-def _abort(response: requests.Response) -> None:
+def _shutdown(sock: socket.socket | None) -> None:
     """Shut the socket down: closing alone does not wake a thread blocked in recv()."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-    response.close()
 
 
 class _Redirect(Exception):
