@@ -103,8 +103,9 @@ def settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> 
     )
 
 
-def run_stage(cfg: HarvestConfig, stage: str, shard: int | None = None) -> list[StageReport]:
-    """One stage with the calls and bookkeeping of its DAG task (see dags/image_harvest.py)."""
+def run_stage(cfg: HarvestConfig, stage: str, shard: int | None = None, classifier=None) -> list[StageReport]:
+    """One stage with the calls and bookkeeping of its DAG task (see dags/image_harvest.py); a loaded
+    ``classifier`` spares the classify stage loading the model again."""
     from harvest import pipeline
 
     if stage == "prepare":
@@ -124,7 +125,7 @@ def run_stage(cfg: HarvestConfig, stage: str, shard: int | None = None) -> list[
     elif stage == "classify":
         from harvest.classify import run_classify
 
-        reports = [run_classify(cfg)]
+        reports = [run_classify(cfg, classifier)]
     else:
         from harvest.publish import run_publish
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for report in reports:
         print(json.dumps(report.as_dict(), sort_keys=True, default=str), flush=True)
-    log.info("%s of run %s finished in %.1f s", name, cfg.run_id, time.monotonic() - started)
+    log.info("%s of run %s finished in %.2f s", name, cfg.run_id, time.monotonic() - started)
     return 0
 
 
