@@ -19,12 +19,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from crash_site import KillSwitch
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from harvest.state.db import migrate, session_scope
 from harvest.state.models import Base, Page, Prediction, Publication, Status
+
+from .crash_site import KillSwitch
 
 #: per table, the columns that differ between two equivalent runs: row ids, clocks, the destination
 #: (each run publishes to its own bucket) and the per-attempt report counters

@@ -24,24 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import sqlalchemy
-from crash_harness import (
-    StageProcess,
-    comparable,
-    differences,
-    restore,
-    snapshot,
-    staged_files,
-)
-from crash_site import crash_site
+from conftest import _create_database, _drop_database
 from helpers import bucket_objects, manifest_rows
 
 from harvest.cli import run_stage
 from harvest.config import S3Options, build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.publish import manifest_key
-from harvest.state.db import dispose_engines
+from harvest.state.db import session_scope
 from harvest.storage import make_s3_client
+
+from .crash_harness import COMMITTED, StageProcess, comparable, differences, restore, snapshot, staged_files
+from .crash_site import crash_site
 
 RUN_ID = "manual__crash-anywhere"
 STAGES = ("prepare", "crawl", "extract", "download", "classify", "publish")
@@ -49,9 +43,6 @@ SHARDS = 2
 BATCH = 8
 KILLS = 3
 SEED = int(os.environ.get("HARVEST_CRASH_SEED") or random.SystemRandom().randrange(1_000_000))
-POSTGRES_ADMIN_URL = os.environ.get(
-    "HARVEST_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-)
 
 
 @dataclass
@@ -270,10 +261,6 @@ def _requests(world: World, cfg, stage: str, shard: int | None = None, classifie
 
 
 def _committed(database_url: str, stage: str) -> int:
-    from crash_harness import COMMITTED
-
-    from harvest.state.db import session_scope
-
     if stage not in COMMITTED:
         return 0
     with session_scope(database_url) as session:
@@ -291,21 +278,3 @@ def _report(capsys, line: str) -> None:
     """Shown in the pytest output even when the test passes (the seed and kill points matter then too)."""
     with capsys.disabled():
         print(f"\n{line}", flush=True)
-
-
-def _create_database(name: str) -> str:
-    """A database of the clean run's own, named like the postgres_url fixture's (this one lives for
-    the module, the fixture's for one test)."""
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _drop_database(name: str) -> None:
-    dispose_engines()
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
