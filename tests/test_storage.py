@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 
-from harvest.storage import LocalStore, StorageError, open_store
+from harvest.storage import WRITING, LocalStore, StorageError, open_store
 
 
 @pytest.fixture
@@ -66,6 +71,28 @@ def test_keys_do_not_list_temporary_files_of_unfinished_writes(store):
     store.put("d/done.bin", b"x")
     (store.root / "d" / ".tmp-abc123").write_bytes(b"half written")
     assert list(store.keys()) == ["d/done.bin"]
+
+
+def test_temp_file_of_a_writer_killed_mid_write_is_removed_by_the_next_store(tmp_path):
+    """SIGKILL between writing the bytes and renaming them into place; a store opened afterwards
+    deletes that partial file but not the temp file of a writer that is still running (this one)."""
+    root = tmp_path / "store"
+    killed_before_rename = (
+        "import os, signal, sys\n"
+        "from harvest.storage import LocalStore\n"
+        "os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "LocalStore(sys.argv[1]).put('images/ab/abc.jpg', b'half of an image')\n"
+    )
+    writer = subprocess.run([sys.executable, "-c", killed_before_rename, str(root)])
+    assert writer.returncode == -signal.SIGKILL
+    [partial] = (root / WRITING).iterdir()
+    assert partial.read_bytes() == b"half of an image"
+    running = root / WRITING / f".tmp-{socket.gethostname()}.{os.getpid()}-inflight"
+    running.write_bytes(b"still being written")
+
+    store = LocalStore(root)
+    assert sorted(p.name for p in (root / WRITING).iterdir()) == [running.name]
+    assert list(store.keys()) == []
 
 
 def test_failed_write_leaves_no_temporary_file(store):

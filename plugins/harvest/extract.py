@@ -637,9 +637,27 @@ def _robots_reason(robots: RobotsCache | None, url: str) -> str | None:
     return reason
 
 
+def _earlier_pages(store, profiles: list[SiteProfile], pages: list[Page]) -> list[tuple[str, list[Found]]]:
+    """The images of pages an earlier attempt extracted, for judging site chrome; nothing is written."""
+    found = []
+    for page in pages:
+        page_url = page.final_url or page.url
+        try:
+            items = extract_page(
+                store.get(page.content_key), page_url, site_profile_for(profiles, host_of(page_url))
+            )
+        except Exception as exc:  # noqa: BLE001 - it was extracted once; without it the judgement has less
+            log.warning("extract: %s: cannot read it again to judge site chrome: %s", page.url, exc)
+            continue
+        found.append((page_url, items.items))
+    return found
+
+
 def run_extract(cfg: HarvestConfig) -> StageReport:
     """Pages are read first and written second: whether an image is site chrome (the same logo in
-    the header of most pages) is only known once every page of the run has been seen."""
+    the header of most pages) is only known once every page of the run has been seen. A re-run after
+    an interrupted attempt reads the pages that attempt already extracted too, for that judgement
+    only: from the remaining pages alone, a banner on a third of the site could pass for chrome."""
     report = StageReport("extract")
     store = open_store(cfg.staging, cfg.s3)
     with session_scope(cfg.database_url) as session:
@@ -648,10 +666,12 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
             .where(
                 Page.run_id == cfg.run_id,
                 Page.status == Status.DONE,
-                Page.extract_status == Status.PENDING,
+                Page.extract_status.in_([Status.PENDING, Status.DONE]),
             )
             .order_by(Page.id)
         ).all()
+    extracted = [page for page in pages if page.extract_status == Status.DONE]
+    pages = [page for page in pages if page.extract_status == Status.PENDING]
     parsed: list[tuple[Page, list[Found]]] = []
     data_uris = 0
     profiles = load_site_profiles(cfg.site_profiles_dir)
@@ -673,7 +693,10 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
                     .values(extract_status=Status.FAILED, error=f"extraction failed: {exc}")
                 )
             report.count("failed", f"extraction failed: {type(exc).__name__}")
-    chrome = chrome_images([(page.final_url or page.url, items) for page, items in parsed])
+    chrome = chrome_images(
+        [(page.final_url or page.url, items) for page, items in parsed]
+        + (_earlier_pages(store, profiles, extracted) if pages else [])
+    )
     robots = _robots(cfg)
     new_candidates = 0
     for index, (page, items) in enumerate(parsed, 1):

@@ -2,7 +2,8 @@
 
 Keys are relative paths ("images/goldfish/<sha256>.jpg"). Writes are atomic in both backends (a
 local temp file renamed into place; a single S3 PUT), so a reader never sees half an object and a
-retried stage can simply write again.
+retried stage can simply write again. A local writer killed mid-write leaves its temp file in one
+folder, where the next store opened on that machine finds and removes it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -63,6 +66,12 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
 
 
+#: the folder of unfinished local writes (renamed into place when complete)
+WRITING = ".writing"
+#: a temp file this old belongs to a dead writer even if its process id was reused or is on another host
+ABANDONED_AFTER = 24 * 3600
+
+
 class LocalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
@@ -70,6 +79,25 @@ class LocalStore:
         self._unsynced: list[Path] = []
         self._lock = threading.Lock()
         self._deferred = False
+        self._remove_abandoned()
+
+    def _remove_abandoned(self) -> None:
+        """Delete the temp files of writers that died mid-write (a SIGKILLed or OOM-killed task): no
+        one will rename them. Names carry host and process id; a live writer's files are left alone."""
+        try:
+            entries = list(os.scandir(self.root / WRITING))
+        except OSError:
+            return
+        host, now = socket.gethostname(), time.time()
+        for entry in entries:
+            writer = entry.name.removeprefix(".tmp-").rsplit("-", 1)[0]
+            name, _, pid = writer.rpartition(".")
+            try:
+                dead = name == host and pid.isdigit() and not _alive(int(pid))
+                if dead or now - entry.stat().st_mtime > ABANDONED_AFTER:
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # removed by another store meanwhile
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -96,7 +124,9 @@ class LocalStore:
         durable = not self._deferred
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            writing = self.root / WRITING
+            writing.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{socket.gethostname()}.{os.getpid()}-", dir=writing)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
@@ -157,7 +187,7 @@ class LocalStore:
         if not base.exists():
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
+            if path.is_file() and not path.name.startswith(".tmp-") and WRITING not in path.parts:
                 yield path.relative_to(self.root).as_posix()
 
     def url(self, key: str) -> str:
@@ -367,6 +397,16 @@ def _exists_already(exc: Exception) -> bool:
         return False
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _syncfs(root: Path) -> bool:
