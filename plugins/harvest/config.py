@@ -110,8 +110,9 @@ class HarvestConfig:
     webdataset_shard_size: int = 1000
     variant_widths: tuple[int, ...] = ()
     thumbnail_size: int = 0
-    #: processes that decode and hash downloaded images; 0 keeps them in the download threads
-    inspect_processes: int = 0
+    #: processes that decode and hash downloaded images; 0 keeps them in the download threads, None
+    #: ("auto") decides per shard from the cores and the shard's size (harvest.download)
+    inspect_processes: int | None = None
     #: Fernet key that encrypts private EXIF fields in the state DB; without it they are not stored
     metadata_key: str | None = field(default=None, repr=False)
 
@@ -435,8 +436,14 @@ def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, 
         "placeholder_distance": _env_int(env, "HARVEST_PLACEHOLDER_DISTANCE", 4, 0, 24, problems),
         "webdataset_shard_size": _env_int(env, "HARVEST_WEBDATASET_SHARD_SIZE", 1000, 1, 1_000_000, problems),
         "thumbnail_size": _env_int(env, "HARVEST_THUMBNAIL_SIZE", 0, 0, 4096, problems),
-        "inspect_processes": _env_int(env, "HARVEST_INSPECT_PROCESSES", 0, 0, 64, problems),
     }
+    raw = (env.get("HARVEST_INSPECT_PROCESSES") or "").strip().lower()
+    settings["inspect_processes"] = None  # "auto": decided per shard (harvest.download)
+    if raw not in ("", "auto"):
+        if raw.isdigit() and int(raw) <= 64:
+            settings["inspect_processes"] = int(raw)
+        else:
+            problems.append(f"HARVEST_INSPECT_PROCESSES must be 'auto' or a number from 0 to 64, got {raw!r}")
     raw = env.get("HARVEST_MIN_ENTROPY")
     settings["min_entropy"] = 2.0
     if raw is not None and raw.strip():
