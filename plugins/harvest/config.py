@@ -106,7 +106,7 @@ class HarvestConfig:
     placeholder_min_urls: int = 10
     placeholder_distance: int = 4
     min_entropy: float = 2.0
-    exports: tuple[str, ...] = ()
+    exports: tuple[str, ...] = ("parquet", "card")
     webdataset_shard_size: int = 1000
     variant_widths: tuple[int, ...] = ()
     thumbnail_size: int = 0
@@ -426,6 +426,9 @@ def build_config(
 
 
 EXPORTS = ("parquet", "card", "webdataset")
+#: the whole-dataset Parquet manifest and the dataset card are cheap and wanted by every user; the
+#: WebDataset shards copy every image once more, so they are asked for by name
+DEFAULT_EXPORTS = ("parquet", "card")
 
 
 def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
@@ -454,11 +457,15 @@ def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, 
         except ValueError:
             problems.append(f"HARVEST_MIN_ENTROPY must be a number of bits between 0 and 8, got {raw!r}")
     exports = _as_list((env.get("HARVEST_EXPORTS") or "").lower())
-    if exports == ["all"]:
+    if not exports:
+        exports = list(DEFAULT_EXPORTS)
+    elif exports == ["all"]:
         exports = list(EXPORTS)
+    elif exports == ["none"]:
+        exports = []
     unknown = [e for e in exports if e not in EXPORTS]
     if unknown:
-        problems.append(f"HARVEST_EXPORTS: unknown {unknown}; choose from {list(EXPORTS)} or 'all'")
+        problems.append(f"HARVEST_EXPORTS: unknown {unknown}; choose from {list(EXPORTS)}, 'all' or 'none'")
     settings["exports"] = tuple(e for e in EXPORTS if e in exports)
     widths: list[int] = []
     for part in _as_list(env.get("HARVEST_VARIANT_WIDTHS")):
