@@ -60,11 +60,9 @@ def candidate_states(database_url: str, run_id: str, base_url: str) -> dict[str,
 
 
 def comparable_across_runs(objects: dict[str, bytes]) -> dict[str, object]:
-    """``objects`` with the dataset-wide exports reduced to what two runs over the same content must
-    agree on: the Parquet rows without the run id that published them, the card without the run
-    id it names; the plots as they are."""
+    """``objects`` with the Parquet manifest reduced to what two runs over the same content must agree
+    on: its rows without the run id that published each object. (The card names no run.)"""
     import io
-    import re
 
     import pyarrow.parquet as pq
 
@@ -72,6 +70,4 @@ def comparable_across_runs(objects: dict[str, bytes]) -> dict[str, object]:
     if "manifests/dataset.parquet" in out:
         rows = pq.read_table(io.BytesIO(objects["manifests/dataset.parquet"])).to_pylist()
         out["manifests/dataset.parquet"] = [{k: v for k, v in row.items() if k != "run_id"} for row in rows]
-    if "README.md" in out:
-        out["README.md"] = re.sub(r"latest run `[^`]*`", "latest run", objects["README.md"].decode("utf-8"))
     return out

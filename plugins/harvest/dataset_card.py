@@ -125,7 +125,7 @@ def render_card(cfg: HarvestConfig, rows: list[dict], filtered: Counter) -> str:
     return f"""# Image dataset
 
 {len(rows)} images in {len(labels)} classes, {total_bytes / 1e6:.1f} MB, harvested by the image
-harvester (latest run `{cfg.run_id}`).
+harvester. Which run published each image is in the manifests.
 
 ## Layout
 
