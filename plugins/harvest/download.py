@@ -85,6 +85,8 @@ class _Inspectors:
         process = subprocess.Popen(
             self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env
         )
+        for stream in (process.stdin, process.stdout):
+            _widen(stream)
         with self._lock:
             self._processes.append(process)
         return process
@@ -128,6 +130,21 @@ class _Inspectors:
             processes, self._processes = self._processes, []
         for process in processes:
             _stop(process)
+
+
+#: a pipe this large takes a whole typical image in one write, without waiting for the reader
+PIPE_BYTES = 1024 * 1024
+
+
+def _widen(stream) -> None:
+    """Grow a pipe's buffer where the platform allows it (Linux); the default 64 KiB would make the
+    writer of a larger image wait for the reader part of the way."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass
 
 
 def _stop(process: subprocess.Popen) -> None:
