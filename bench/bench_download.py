@@ -2,7 +2,8 @@
 the per-image cost of inspection (decode, perceptual hash, entropy, EXIF) and of near-duplicate
 lookups, and the near-duplicate index at 100k synthetic hashes.
 
-    python bench/bench_download.py [--images 2000] [--synthetic 100000] [--database-url URL]
+    python bench/bench_download.py [--images 2000] [--rounds 3] [--synthetic 100000]
+        [--database-url URL] [--workdir DIR]
 
 Target: the stage reaches at least 0.7x the bare loop's images/s while doing all of its checks.
 """
@@ -14,6 +15,7 @@ import io
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from harvest.config import build_config  # noqa: E402
-from harvest.download import run_download  # noqa: E402
+from harvest.download import inspection_processes, run_download  # noqa: E402
 from harvest.imagecheck import HASH_SIDE, inspect_image  # noqa: E402
 from harvest.neardup import HashIndex, parse  # noqa: E402
 from harvest.state.db import insert_ignore, migrate, session_scope  # noqa: E402
@@ -73,8 +75,15 @@ def serve(root: Path) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # `python -m http.server` as is, but listening with a backlog of 128 instead of socketserver's 5:
+    # with 5, a burst of connects while the server waits for the CPU overflows the queue and the
+    # kernel drops SYNs, which costs the client a 1 s retransmit each (no real site listens with 5)
+    launch = (
+        "import runpy, socketserver, sys; socketserver.TCPServer.request_queue_size = 128; "
+        "sys.argv[0] = 'http.server'; runpy.run_module('http.server', run_name='__main__', alter_sys=True)"
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        [sys.executable, "-c", launch, str(port), "--bind", "127.0.0.1", "--directory", str(root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -111,15 +120,21 @@ def bare_loop(urls: list[str], threads: int) -> float:
 
 
 def stage(
-    urls: list[str], database_url: str, workdir: Path, run_id: str, processes: int = 0
+    urls: list[str], database_url: str, workdir: Path, run_id: str, threads: int, processes: int | None = None
 ) -> tuple[float, object]:
+    """The download stage over ``urls``; ``processes`` None keeps the default (HARVEST_INSPECT_PROCESSES
+    unset: worker processes on a multi-core machine), 0 inspects in the download threads."""
     env = {
-        "HARVEST_INSPECT_PROCESSES": str(processes),
+        **({"HARVEST_INSPECT_PROCESSES": str(processes)} if processes is not None else {}),
         **os.environ,
         "HARVEST_HOME": str(workdir / "home"),
         "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
         "HARVEST_SHARDS": "1",
         "HARVEST_STAGING": str(workdir / f"staging-{run_id}"),
+        # the bare loop has no politeness: neither does the stage here (one loopback host would
+        # otherwise get 2 concurrent requests and a 0.5 s delay between them, i.e. 2 images/s)
+        "HARVEST_HOST_DELAY": "0",
+        "HARVEST_HOST_CONCURRENCY": str(threads),
     }
     cfg = build_config(
         {"seeds": ["http://127.0.0.1/"], "labels": ["espresso"]}, run_id, env=env, database_url=database_url
@@ -201,11 +216,21 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--synthetic", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="bare loop and stage runs; medians count")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--workdir",
+        default=os.environ.get("HARVEST_HOME") or str(Path(__file__).resolve().parents[1] / ".harvest"),
+        help="where the site, the staging area and the state DB go, in a fresh folder (default: HARVEST_HOME)",
+    )
     args = parser.parse_args()
     threads = build_config({"seeds": ["http://x/"], "labels": ["espresso"]}, "probe").download_threads
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # under HARVEST_HOME, where a real run stages its downloads, rather than in /tmp: creating a file
+    # costs the stage from 0.02 to 0.8 ms of CPU on the shared development machine, depending on what
+    # else is creating files on that file system at the time, and /tmp is where test suites do
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-download-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         root = workdir / "site"
         started = time.perf_counter()
@@ -214,15 +239,29 @@ def main() -> int:
             f"generated {len(names)} images, {total_bytes / 1e6:.1f} MB in {time.perf_counter() - started:.1f}s"
         )
         database_url = args.database_url or f"sqlite:///{workdir / 'state.db'}"
+        rounds: list[dict[str, float]] = []
+        reports = []
         with serve(root) as base:
             urls = [f"{base}/{name}" for name in names]
             bare_loop(urls[:50], threads)  # warm the server and the page cache
-            bare = bare_loop(urls, threads)
-            stage_s, report = stage(urls, database_url, workdir, f"bench-{int(time.time())}")
-            bare_again = bare_loop(urls, threads)
-            cores = os.cpu_count() or 2
-            procs_s, procs_report = stage(urls, database_url, workdir, f"bench-p-{int(time.time())}", cores)
-            bare_third = bare_loop(urls, threads)
+            stamp = int(time.time())
+            for round_ in range(args.rounds):
+                # the bare loop before and after the stage runs, the faster one counts: the machine
+                # may be shared, and a slow bare run must not flatter the stage
+                bare = bare_loop(urls, threads)
+                stage_s, report = stage(urls, database_url, workdir, f"bench-{stamp}-{round_}", threads)
+                threads_s, threads_report = stage(
+                    urls, database_url, workdir, f"bench-{stamp}-t{round_}", threads, 0
+                )
+                bare = min(bare, bare_loop(urls, threads))
+                rounds.append({"bare": bare, "stage": stage_s, "threads": threads_s})
+                reports = [report, threads_report]
+                print(
+                    f"round {round_ + 1}: bare {len(urls) / bare:.0f}, stage {len(urls) / stage_s:.0f} "
+                    f"({bare / stage_s:.2f}x), inspecting in the threads {len(urls) / threads_s:.0f} "
+                    f"({bare / threads_s:.2f}x) images/s; load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
         full, hashing = inspection_cost(root, names)
         hashes = [inspect_image((root / n).read_bytes(), 64, 64).phash for n in names[:1000]]
         index = HashIndex(6)
@@ -233,23 +272,21 @@ def main() -> int:
         neardup = (time.perf_counter() - started) / len(hashes)
     synthetic = index_numbers(args.synthetic, 6)
 
-    bare_best = min(bare, bare_again, bare_third)
     n, mb = len(names), total_bytes / 1e6
-    ratio = bare_best / stage_s
+    median = {key: statistics.median(r[key] for r in rounds) for key in ("bare", "stage", "threads")}
+    ratio = statistics.median(r["bare"] / r["stage"] for r in rounds)
+    ratio_threads = statistics.median(r["bare"] / r["threads"] for r in rounds)
+    processes = inspection_processes(None, n)
     rows = [
-        ("bare threaded GET loop", f"{n / bare_best:.0f}", f"{mb / bare_best:.1f}", "1.00"),
-        ("download stage", f"{n / stage_s:.0f}", f"{mb / stage_s:.1f}", f"{ratio:.2f}"),
-        (
-            f"  inspecting in {cores} processes",
-            f"{n / procs_s:.0f}",
-            f"{mb / procs_s:.1f}",
-            f"{bare_best / procs_s:.2f}",
-        ),
+        ("bare threaded GET loop", median["bare"], 1.0),
+        (f"download stage ({processes} inspecting processes)", median["stage"], ratio),
+        ("  inspecting in the threads", median["threads"], ratio_threads),
     ]
-    print(f"\n{threads} threads, {n} images, {mb:.1f} MB, stage reports: {report}; {procs_report}")
-    print(f"{'':<26}{'images/s':>10}{'MB/s':>8}{'x bare':>8}")
-    for name, ips, mbs, x in rows:
-        print(f"{name:<26}{ips:>10}{mbs:>8}{x:>8}")
+    print(f"\n{threads} threads, {n} images, {mb:.1f} MB, median of {len(rounds)} rounds")
+    print(f"last round: {'; '.join(map(str, reports))}")
+    print(f"{'':<46}{'images/s':>10}{'MB/s':>8}{'x bare':>8}")
+    for name, seconds, x in rows:
+        print(f"{name:<46}{n / seconds:>10.0f}{mb / seconds:>8.1f}{x:>8.2f}")
     print(f"\n{'per image (one thread)':<40}{'ms':>8}")
     print(f"{'inspection: decode, hash, entropy, EXIF':<40}{full * 1e3:>8.2f}")
     print(f"{'  of which decoding':<40}{(full - hashing) * 1e3:>8.2f}")
@@ -260,11 +297,8 @@ def main() -> int:
         f"  build {synthetic['build_s']:.2f}s, size {synthetic['bytes'] / 1e6:.1f} MB, "
         f"lookup {synthetic['lookup_us']:.0f} us/query ({synthetic['found']}/{synthetic['queries']} matched)"
     )
-    best = max(ratio, bare_best / procs_s)
-    verdict = "PASS" if best >= TARGET else "FAIL"
-    print(
-        f"\ntarget: stage >= {TARGET}x bare loop: {ratio:.2f}x in threads, {bare_best / procs_s:.2f}x with processes: {verdict}"
-    )
+    verdict = "PASS" if ratio >= TARGET else "FAIL"
+    print(f"\ntarget: stage >= {TARGET}x bare loop: {ratio:.2f}x: {verdict}")
     return 0
 
 

@@ -22,6 +22,10 @@ EXPECTED_KEPT = {
 }
 
 
+#: What every publish writes beside the images and the run manifest (the default HARVEST_EXPORTS).
+DEFAULT_EXPORT_KEYS = {"manifests/dataset.parquet", "README.md", "card/sizes.png", "card/aspect_ratios.png"}
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -53,3 +57,17 @@ def candidate_states(database_url: str, run_id: str, base_url: str) -> dict[str,
             select(Candidate.url, Candidate.status, Candidate.error).where(Candidate.run_id == run_id)
         ).all()
     return {url.removeprefix(base_url + "/"): (status, error) for url, status, error in rows}
+
+
+def comparable_across_runs(objects: dict[str, bytes]) -> dict[str, object]:
+    """``objects`` with the Parquet manifest reduced to what two runs over the same content must agree
+    on: its rows without the run id that published each object. (The card names no run.)"""
+    import io
+
+    import pyarrow.parquet as pq
+
+    out: dict[str, object] = dict(objects)
+    if "manifests/dataset.parquet" in out:
+        rows = pq.read_table(io.BytesIO(objects["manifests/dataset.parquet"])).to_pylist()
+        out["manifests/dataset.parquet"] = [{k: v for k, v in row.items() if k != "run_id"} for row in rows]
+    return out

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import bucket_objects, expected_image_keys, manifest_rows
+from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, expected_image_keys, manifest_rows
 
 from harvest.demo_site import DEMO_LABELS
 
@@ -153,7 +153,7 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
 
     objects = bucket_objects(s3, bucket, "nightly")
     manifest_key = f"manifests/{summary['run_id']}.jsonl"
-    assert set(objects) == expected_image_keys(site_root) | {manifest_key}
+    assert set(objects) == expected_image_keys(site_root) | {manifest_key} | DEFAULT_EXPORT_KEYS
     rows = manifest_rows(objects[manifest_key])
     assert sorted(row["label"] for row in rows) == ["daisy", "egyptian_cat", "espresso", "palace"]
     assert len({row["sha256"] for row in rows}) == 4

@@ -17,6 +17,7 @@ from skimage import data
 from sqlalchemy import select
 from stage_setup import encode, make_config, record_answers, seed_candidates
 
+from harvest import neardup
 from harvest.download import run_download
 from harvest.neardup import Entry, HashIndex, group, hamming
 from harvest.publish import run_publish
@@ -168,3 +169,26 @@ def test_a_better_copy_found_later_replaces_the_published_one(postgres_url, tmp_
 def _sha_of(cfg, url: str) -> str:
     with session_scope(cfg.database_url) as session:
         return session.scalars(select(ImageUrl.sha256).where(ImageUrl.url == url)).one()
+
+
+def test_index_answers_like_a_scan_while_it_grows(monkeypatch):
+    """Lookups between additions, across every rebuild of the tables: the same answer as comparing
+    with every stored hash, the first added of equally close ones."""
+    monkeypatch.setattr(neardup, "REBUILD_EVERY", 50)
+    rng = random.Random(11)
+    for distance in (0, 5, 9, 24):
+        index, stored = HashIndex(distance), []
+        for i in range(1500 if distance < 24 else 300):
+            if stored and rng.random() < 0.6:  # a near copy of a stored hash, or an exact one
+                value = stored[rng.randrange(len(stored))]
+                for bit in rng.sample(range(64), rng.randint(0, 10)):
+                    value ^= 1 << bit
+            else:
+                value = rng.getrandbits(64)
+            if stored and i % 2:
+                best = min((hamming(value, s), slot) for slot, s in enumerate(stored))
+                expected = (best[1], best[0]) if best[0] <= distance else None
+                assert index.nearest(value) == expected, (distance, i)
+            index.add(value, len(stored))
+            stored.append(value)
+        assert len(index) == len(stored)

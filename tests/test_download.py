@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
+import sys
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -145,3 +148,95 @@ def test_image_over_our_own_pixel_cap_is_rejected():
     side = int(MAX_PIXELS**0.5) + 100  # above MAX_PIXELS but below Pillow's own bomb limit
     assert side * side < Image.MAX_IMAGE_PIXELS
     assert rejection(blank_png(side, side)) == f"too many pixels ({side}x{side})"
+
+
+def photo_like(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
+    """Smooth colour fields plus noise, in ``mode``: something a perceptual hash has to work on."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    base = np.stack([x * 255 / size[0], y * 255 / size[1], (x * y) % 256], axis=-1)
+    noisy = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(noisy).convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "mode"),
+    [
+        ("JPEG", (800, 600), "RGB"),
+        ("JPEG", (544, 408), "RGB"),
+        ("JPEG", (97, 1200), "L"),
+        ("PNG", (640, 480), "RGBA"),
+        ("PNG", (300, 200), "P"),
+        ("GIF", (250, 250), "P"),
+        ("WEBP", (1024, 300), "RGB"),
+        ("BMP", (70, 70), "RGB"),
+        ("TIFF", (400, 300), "CMYK"),
+    ],
+)
+def test_perceptual_hash_is_imagehash_phash(fmt, size, mode):
+    """The hash is computed without imagehash/SciPy but must stay bit for bit what imagehash.phash
+    gives on the same reduced picture: near-duplicate checks compare against hashes stored earlier."""
+    import imagehash
+
+    from harvest.imagecheck import _shrink, phash_hex
+    from harvest.preprocess import to_rgb
+
+    for seed in range(4):
+        data = encode_image(photo_like(seed, size, mode), fmt)
+        result = inspect_image(data, 64, 64)
+        with Image.open(io.BytesIO(data)) as image:
+            if fmt == "JPEG":
+                image.draft(image.mode, (64, 64))
+            image.load()
+            grey = to_rgb(_shrink(image)).convert("L")
+        assert result.phash == phash_hex(grey) == str(imagehash.phash(grey))
+
+
+def encode_image(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_inspecting_processes_answer_like_inspect_image_and_survive_a_crash():
+    from harvest.download import _Inspectors
+
+    data = encode_image(photo_like(1, (320, 240), "RGB"), "JPEG")
+    inspectors = _Inspectors(1, 64, 64)
+    try:
+        expected = inspect_image(data, 64, 64)
+        assert inspectors.inspect(data) == expected
+        with pytest.raises(ImageRejected, match="too small"):
+            inspectors.inspect(encode("PNG", (10, 10)))
+        (process,) = inspectors._processes
+        process.kill()  # killed between two images: the next image gets a fresh process
+        process.wait()
+        assert inspectors.inspect(data) == expected
+        assert inspectors._processes and inspectors._processes[0] is not process
+    finally:
+        inspectors.close()
+
+
+def test_bytes_that_kill_the_inspecting_process_twice_are_rejected():
+    from harvest.download import _Inspectors
+
+    inspectors = _Inspectors(1, 64, 64)
+    try:
+        # a process that dies on whatever it is sent, as a decoder crashing on hostile bytes would
+        inspectors._command = [sys.executable, "-c", "import os, sys; sys.stdin.buffer.read(4); os._exit(7)"]
+        (process,) = inspectors._processes
+        process.kill()
+        process.wait()
+        with pytest.raises(ImageRejected, match="died twice on it, exit code 7"):
+            inspectors.inspect(encode("PNG", (100, 100)))
+    finally:
+        inspectors.close()
+
+
+def test_shards_get_inspecting_processes_when_they_pay():
+    from harvest.download import PROCESSES_FROM, inspection_processes
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    assert inspection_processes(3, 10) == 3 and inspection_processes(0, 100_000) == 0
+    assert inspection_processes(None, PROCESSES_FROM - 1) == 0  # a small shard: not worth starting them
+    assert inspection_processes(None, PROCESSES_FROM) == (min(cores, 4) if cores >= 2 else 0)

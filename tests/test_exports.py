@@ -96,3 +96,34 @@ def test_variants_are_made_once(exported):
     assert widths == {128}
     again = run_publish(cfg)
     assert again.extra["variants"] == 0 and again.done == 0
+
+
+def test_manifest_and_card_are_written_by_default_and_none_turns_them_off(
+    site, classifier, monkeypatch, tmp_path
+):
+    monkeypatch.delenv("HARVEST_EXPORTS", raising=False)
+    params = {"seeds": [f"{site}/index.html"], "labels": list(DEMO_LABELS)}
+    cfg = build_config(params, "manual__default_exports")
+    report = run_all(cfg, classifier)[-1]
+    destination = Path(cfg.destination)
+    assert report.extra["exports"]["rows"] == len(EXPECTED_KEPT)
+    assert {"parquet", "card"} <= set(report.extra["exports"]) and "webdataset_shards" not in report.extra[
+        "exports"
+    ]
+    for key in ("manifests/dataset.parquet", "README.md", "card/sizes.png", "card/aspect_ratios.png"):
+        assert (destination / key).is_file(), key
+    assert not (destination / "webdataset").exists()
+    card = (destination / "README.md").read_text()
+    assert "`manifests/dataset.parquet`" in card and "webdataset" not in card
+
+    # the same run published again elsewhere, with the exports turned off
+    monkeypatch.setenv("HARVEST_EXPORTS", "none")
+    elsewhere = build_config({**params, "destination": str(tmp_path / "plain")}, "manual__default_exports")
+    assert elsewhere.exports == ()
+    again = run_publish(elsewhere)
+    assert again.done == len(EXPECTED_KEPT) and "exports" not in again.extra
+    published = {
+        p.relative_to(elsewhere.destination).as_posix() for p in Path(elsewhere.destination).rglob("*")
+    }
+    assert not {"manifests/dataset.parquet", "README.md", "card"} & published
+    assert f"manifests/{elsewhere.run_id}.jsonl" in published

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    DEFAULT_EXPORT_KEYS,
     EXPECTED_KEPT,
     bucket_objects,
     candidate_states,
@@ -48,7 +49,7 @@ def test_demo_site_harvest_to_s3(database_url, s3, bucket, site, site_root, clas
 
     objects = bucket_objects(s3, bucket, "dataset")
     manifest_key = f"manifests/{cfg.run_id}.jsonl"
-    assert set(objects) == expected_image_keys(site_root) | {manifest_key}
+    assert set(objects) == expected_image_keys(site_root) | {manifest_key} | DEFAULT_EXPORT_KEYS
     for key, body in objects.items():
         if key.startswith("images/"):
             assert key.split("/")[-1].split(".")[0] == hashlib.sha256(body).hexdigest()
@@ -116,7 +117,9 @@ def test_embedded_default_writes_local_folder_and_sqlite(site, site_root, classi
 
     dataset = Path(cfg.destination)
     published = {p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file()}
-    assert published == expected_image_keys(site_root) | {f"manifests/{cfg.run_id}.jsonl"}
+    assert (
+        published == expected_image_keys(site_root) | {f"manifests/{cfg.run_id}.jsonl"} | DEFAULT_EXPORT_KEYS
+    )
     assert not list(dataset.rglob(".tmp-*"))
 
 

@@ -14,8 +14,10 @@ PARAMS = {"seeds": ["https://example.org/"], "labels": ["goldfish"]}
 def test_defaults():
     cfg = build_config(PARAMS, "r", env={})
     assert (cfg.near_dup_distance, cfg.placeholder_min_urls, cfg.placeholder_distance) == (6, 10, 4)
-    assert cfg.min_entropy == 2.0 and cfg.exports == () and cfg.variant_widths == ()
+    assert cfg.min_entropy == 2.0 and cfg.variant_widths == ()
+    assert cfg.exports == ("parquet", "card")  # the dataset manifest and card; WebDataset when asked for
     assert cfg.thumbnail_size == 0 and cfg.metadata_key is None
+    assert cfg.inspect_processes is None  # "auto": decided per shard from the cores and its size
 
 
 def test_values_from_the_environment():
@@ -39,6 +41,31 @@ def test_values_from_the_environment():
         "card",
         "webdataset",
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("none", ()),
+        (" None ", ()),
+        ("", ("parquet", "card")),
+        ("card", ("card",)),
+        ("webdataset", ("webdataset",)),
+    ],
+)
+def test_exports_can_be_turned_off_or_chosen(value, expected):
+    assert build_config(PARAMS, "r", env={"HARVEST_EXPORTS": value}).exports == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", None), (" AUTO ", None), ("0", 0), ("3", 3)])
+def test_inspecting_processes_from_the_environment(value, expected):
+    assert build_config(PARAMS, "r", env={"HARVEST_INSPECT_PROCESSES": value}).inspect_processes == expected
+
+
+@pytest.mark.parametrize("value", ["many", "-1", "65"])
+def test_a_bad_number_of_inspecting_processes_is_refused(value):
+    with pytest.raises(ConfigError, match="HARVEST_INSPECT_PROCESSES must be 'auto' or a number"):
+        build_config(PARAMS, "r", env={"HARVEST_INSPECT_PROCESSES": value})
 
 
 def test_every_bad_value_is_reported_at_once():

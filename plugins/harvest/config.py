@@ -106,12 +106,13 @@ class HarvestConfig:
     placeholder_min_urls: int = 10
     placeholder_distance: int = 4
     min_entropy: float = 2.0
-    exports: tuple[str, ...] = ()
+    exports: tuple[str, ...] = ("parquet", "card")
     webdataset_shard_size: int = 1000
     variant_widths: tuple[int, ...] = ()
     thumbnail_size: int = 0
-    #: processes that decode and hash downloaded images; 0 keeps them in the download threads
-    inspect_processes: int = 0
+    #: processes that decode and hash downloaded images; 0 keeps them in the download threads, None
+    #: ("auto") decides per shard from the cores and the shard's size (harvest.download)
+    inspect_processes: int | None = None
     #: Fernet key that encrypts private EXIF fields in the state DB; without it they are not stored
     metadata_key: str | None = field(default=None, repr=False)
 
@@ -425,6 +426,9 @@ def build_config(
 
 
 EXPORTS = ("parquet", "card", "webdataset")
+#: the whole-dataset Parquet manifest and the dataset card are cheap and wanted by every user; the
+#: WebDataset shards copy every image once more, so they are asked for by name
+DEFAULT_EXPORTS = ("parquet", "card")
 
 
 def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
@@ -435,8 +439,14 @@ def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, 
         "placeholder_distance": _env_int(env, "HARVEST_PLACEHOLDER_DISTANCE", 4, 0, 24, problems),
         "webdataset_shard_size": _env_int(env, "HARVEST_WEBDATASET_SHARD_SIZE", 1000, 1, 1_000_000, problems),
         "thumbnail_size": _env_int(env, "HARVEST_THUMBNAIL_SIZE", 0, 0, 4096, problems),
-        "inspect_processes": _env_int(env, "HARVEST_INSPECT_PROCESSES", 0, 0, 64, problems),
     }
+    raw = (env.get("HARVEST_INSPECT_PROCESSES") or "").strip().lower()
+    settings["inspect_processes"] = None  # "auto": decided per shard (harvest.download)
+    if raw not in ("", "auto"):
+        if raw.isdigit() and int(raw) <= 64:
+            settings["inspect_processes"] = int(raw)
+        else:
+            problems.append(f"HARVEST_INSPECT_PROCESSES must be 'auto' or a number from 0 to 64, got {raw!r}")
     raw = env.get("HARVEST_MIN_ENTROPY")
     settings["min_entropy"] = 2.0
     if raw is not None and raw.strip():
@@ -447,11 +457,15 @@ def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, 
         except ValueError:
             problems.append(f"HARVEST_MIN_ENTROPY must be a number of bits between 0 and 8, got {raw!r}")
     exports = _as_list((env.get("HARVEST_EXPORTS") or "").lower())
-    if exports == ["all"]:
+    if not exports:
+        exports = list(DEFAULT_EXPORTS)
+    elif exports == ["all"]:
         exports = list(EXPORTS)
+    elif exports == ["none"]:
+        exports = []
     unknown = [e for e in exports if e not in EXPORTS]
     if unknown:
-        problems.append(f"HARVEST_EXPORTS: unknown {unknown}; choose from {list(EXPORTS)} or 'all'")
+        problems.append(f"HARVEST_EXPORTS: unknown {unknown}; choose from {list(EXPORTS)}, 'all' or 'none'")
     settings["exports"] = tuple(e for e in EXPORTS if e in exports)
     widths: list[int] = []
     for part in _as_list(env.get("HARVEST_VARIANT_WIDTHS")):

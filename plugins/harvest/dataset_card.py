@@ -21,21 +21,53 @@ ASPECTS_KEY = "card/aspect_ratios.png"
 
 
 def _histogram(values: list[float], title: str, xlabel: str, bins: int = 30) -> bytes:
-    import matplotlib
+    """A histogram as PNG, drawn with Pillow: a plotting library would cost a second or two of import
+    and first-render time on every publish, for two charts of bars."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 3.5), dpi=100)
-    axes = figure.subplots()
-    axes.hist(values or [0], bins=bins, color="#3b6fb6")
-    axes.set_title(title)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel("images")
-    figure.tight_layout()
+    counts, edges = np.histogram(np.asarray(values or [0.0], dtype=np.float64), bins=bins)
+    width, height = 600, 350
+    left, right, top, bottom = 64, 20, 40, 58  # margins around the plotting area
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font, small = ImageFont.load_default(15), ImageFont.load_default(12)
+    area_w, area_h = width - left - right, height - top - bottom
+    peak = max(int(counts.max()), 1)
+    bar = area_w / len(counts)
+    for i, count in enumerate(counts):
+        if count:
+            x0 = left + i * bar
+            draw.rectangle(
+                [
+                    round(x0) + 1,
+                    top + area_h - round(count / peak * area_h),
+                    round(x0 + bar) - 1,
+                    top + area_h,
+                ],
+                fill=(59, 111, 182),
+            )
+    draw.line([(left, top), (left, top + area_h), (left + area_w, top + area_h)], fill="black", width=1)
+    for i in range(5):  # x ticks at the edges of the data range, y ticks from 0 to the tallest bar
+        x = left + i * area_w / 4
+        value = edges[0] + i * (edges[-1] - edges[0]) / 4
+        draw.line([(x, top + area_h), (x, top + area_h + 4)], fill="black")
+        draw.text((x, top + area_h + 6), _tick(value), fill="black", font=small, anchor="ma")
+        y = top + area_h - i * area_h / 4
+        draw.line([(left - 4, y), (left, y)], fill="black")
+        draw.text((left - 6, y), _tick(i * peak / 4), fill="black", font=small, anchor="rm")
+    draw.text((left + area_w / 2, 12), title, fill="black", font=font, anchor="ma")
+    draw.text((left + area_w / 2, height - 20), xlabel, fill="black", font=font, anchor="ma")
+    label = Image.new("RGB", (120, 20), "white")
+    ImageDraw.Draw(label).text((60, 10), "images", fill="black", font=font, anchor="mm")
+    image.paste(label.rotate(90, expand=True), (4, top + area_h // 2 - 60))
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    image.save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
+
+
+def _tick(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
 
 
 def _table(counter: Counter, header: str) -> str:
@@ -62,6 +94,22 @@ def _filter_counts(cfg: HarvestConfig) -> Counter:
     return counts
 
 
+def _layout(cfg: HarvestConfig) -> str:
+    """The layout lines for the files this destination actually gets besides the images."""
+    lines = []
+    if "parquet" in cfg.exports:
+        lines.append(
+            "- `manifests/dataset.parquet`: one row per image (URL, page, alt text, label, score, size,\n"
+            "  hashes, public EXIF fields)."
+        )
+    lines.append("- `manifests/<run_id>.jsonl`: what each run published.")
+    if "webdataset" in cfg.exports:
+        lines.append(
+            "- `webdataset/*.tar`: img2dataset-style shards (`.jpg`/`.png`, `.txt`, `.cls`, `.json`)."
+        )
+    return "\n".join(lines)
+
+
 def render_card(cfg: HarvestConfig, rows: list[dict], filtered: Counter) -> str:
     labels = Counter(row["label"] for row in rows)
     domains = Counter(urlsplit(row["url"] or "").hostname or "unknown" for row in rows)
@@ -77,16 +125,14 @@ def render_card(cfg: HarvestConfig, rows: list[dict], filtered: Counter) -> str:
     return f"""# Image dataset
 
 {len(rows)} images in {len(labels)} classes, {total_bytes / 1e6:.1f} MB, harvested by the image
-harvester (latest run `{cfg.run_id}`).
+harvester. Which run published each image is in the manifests.
 
 ## Layout
 
 - `images/<label>/<sha256>.<ext>`: one folder per class (ImageFolder layout; Keras
   `image_dataset_from_directory("images")` and Hugging Face `load_dataset("imagefolder")` read it).
   File names are the SHA-256 of the bytes.
-- `manifests/dataset.parquet`: one row per image (URL, page, alt text, label, score, size, hashes,
-  public EXIF fields); `manifests/<run_id>.jsonl`: what each run published.
-- `webdataset/*.tar` (when enabled): img2dataset-style shards (`.jpg`/`.png`, `.txt`, `.cls`, `.json`).
+{_layout(cfg)}
 
 ## Classes
 

@@ -8,22 +8,38 @@ them, so a crash in between only leaves a file that the retry reuses.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
+import queue
+import subprocess
+import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+import harvest
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
 from harvest.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.http import FetchError, HttpClient
-from harvest.imagecheck import FORMATS, MAX_PIXELS, ImageRejected, Inspected, inspect_image, sniff
+from harvest.imagecheck import (
+    FORMATS,
+    MAX_PIXELS,
+    ImageRejected,
+    Inspected,
+    inspect_image,
+    read_answer,
+    sniff,
+    write_frame,
+)
 from harvest.prefilter import apply_prefilter
 from harvest.privacy import encrypt_private
 from harvest.quota import close_met_labels, labels_with_quota_met
@@ -38,21 +54,117 @@ __all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image
 log = logging.getLogger(__name__)
 
 CHUNK = 64
+#: Chunks claimed at once: the oldest is recorded when all of its downloads are done, while the
+#: pool works on the others, so one slow server holds back its own chunk's rows and nothing else.
+MAX_OPEN_CLAIMS = 4
 
 
-def _inspect_elsewhere(data: bytes, min_width: int, min_height: int) -> Inspected:
-    """Inspection in a worker process; the bytes are not sent back, the caller has them."""
-    inspected = inspect_image(data, min_width, min_height)
-    inspected.data = b""
-    return inspected
+class _Inspectors:
+    """Processes that decode, hash and describe downloaded bytes beside the download threads, which
+    would otherwise take turns with them for the interpreter lock. Each process has its own pipes;
+    a download thread borrows an idle one, writes the bytes and reads the answer, so there is no
+    broker thread and no pickling in between. Started with ``python -c``: a child imports only
+    Pillow, NumPy and the inspection code, not whatever the parent's main module pulls in."""
+
+    def __init__(self, count: int, min_width: int, min_height: int):
+        package_root = str(Path(harvest.__file__).resolve().parents[1])
+        path = os.environ.get("PYTHONPATH")
+        self._env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root] + ([path] if path else []))}
+        self._command = [
+            sys.executable,
+            "-c",
+            f"from harvest.imagecheck import serve_inspections; serve_inspections({min_width}, {min_height})",
+        ]
+        self._idle: queue.SimpleQueue[subprocess.Popen] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._processes: list[subprocess.Popen] = []
+        for _ in range(count):
+            self._idle.put(self._start())
+
+    def _start(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env
+        )
+        for stream in (process.stdin, process.stdout):
+            _widen(stream)
+        with self._lock:
+            self._processes.append(process)
+        return process
+
+    def _replace(self, process: subprocess.Popen) -> int | None:
+        """Put a fresh process in place of one that died; returns how the dead one ended."""
+        with self._lock:
+            closed = process not in self._processes
+            if not closed:
+                self._processes.remove(process)
+        _stop(process)
+        if closed:
+            raise RuntimeError("inspecting processes used after they were stopped")
+        self._idle.put(self._start())
+        return process.returncode
+
+    def inspect(self, data: bytes) -> Inspected:
+        """Like inspect_image(). Bytes that kill the inspecting process get a second process; if
+        that one dies too, the bytes are rejected (a decoder crash must not stop the stage)."""
+        for attempt in (1, 2):
+            process = self._idle.get()
+            try:
+                write_frame(process.stdin, data)
+                inspected = read_answer(process.stdout, data)
+            except ImageRejected:
+                self._idle.put(process)
+                raise
+            except (EOFError, OSError, ValueError):
+                code = self._replace(process)
+                if attempt == 2:
+                    raise ImageRejected(
+                        f"not a decodable image (the inspecting process died twice on it, exit code {code})"
+                    ) from None
+                continue
+            self._idle.put(process)
+            return inspected
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            processes, self._processes = self._processes, []
+        for process in processes:
+            _stop(process)
 
 
-def _inspect(data: bytes, cfg: HarvestConfig, processes: ProcessPoolExecutor | None) -> Inspected:
-    if processes is None:
+#: a pipe this large takes a whole typical image in one write, without waiting for the reader
+PIPE_BYTES = 1024 * 1024
+
+
+def _widen(stream) -> None:
+    """Grow a pipe's buffer where the platform allows it (Linux); the default 64 KiB would make the
+    writer of a larger image wait for the reader part of the way."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Close the process's input (it exits at the end of it) and reap it; kill it if it hangs."""
+    for stream in (process.stdin, process.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _inspect(data: bytes, cfg: HarvestConfig, inspectors: _Inspectors | None) -> Inspected:
+    if inspectors is None:
         return inspect_image(data, cfg.min_width, cfg.min_height)
-    inspected = processes.submit(_inspect_elsewhere, data, cfg.min_width, cfg.min_height).result()
-    inspected.data = data
-    return inspected
+    return inspectors.inspect(data)
 
 
 @dataclass(frozen=True)
@@ -67,7 +179,7 @@ def _work(
     store: Store,
     cfg: HarvestConfig,
     url: str,
-    processes: ProcessPoolExecutor | None = None,
+    processes: _Inspectors | None = None,
     known: Known | None = None,
 ) -> Inspected | NotModified | FetchError | ImageRejected:
     """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards. A URL
@@ -93,6 +205,7 @@ def _work(
     store.put_new(inspected.staging_key, inspected.data, inspected.mime_type)
     if inspected.clean_data is not None:
         store.put_new(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+    inspected.data = b""  # staged: the chunk's rows need only the description until they are written
     return inspected
 
 
@@ -134,51 +247,54 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     client = make_client(cfg)
     store = open_store(cfg.staging, cfg.s3)
     with session_scope(cfg.database_url) as session:
-        total = len(
-            session.scalars(
-                select(Candidate.id).where(
-                    Candidate.run_id == cfg.run_id,
-                    Candidate.shard == shard,
-                    Candidate.status == Status.PENDING,
-                )
-            ).all()
+        total = session.scalar(
+            select(func.count())
+            .select_from(Candidate)
+            .where(
+                Candidate.run_id == cfg.run_id,
+                Candidate.shard == shard,
+                Candidate.status == Status.PENDING,
+            )
         )
     log.info("download shard %d: %d candidates pending", shard, total)
     started = time.monotonic()
     with (
+        _inspection_processes(inspection_processes(cfg.inspect_processes, total), cfg) as processes,
         ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
-        _inspection_processes(cfg.inspect_processes) as processes,
         store.deferred_sync(),
     ):
-        in_flight: _Claim | None = None
-        claim: _Claim | None = None
+        window: deque[_Claim] = deque()  # claimed chunks, oldest first, each in its open transaction
+        exhausted = False
         try:
             while True:
-                if cfg.quota and in_flight is not None:  # quotas count finished downloads: no claiming ahead
-                    _finish(in_flight, store, cfg, report)
-                    in_flight = None
+                # quotas count finished downloads: with a quota, each chunk is recorded before the next
+                while window and (cfg.quota or _settled(window[0])):
+                    _finish(window.popleft(), store, cfg, report)
                     _log_progress(shard, total, started, report)
-                claim = _claim(cfg, shard, {c.id for c in in_flight.chunk} if in_flight else set())
-                if claim is not None:
-                    known = known_images(
-                        cfg.database_url, cfg.run_id, store.location, [c.url for c in claim.chunk]
-                    )
-                    claim.futures = [
-                        pool.submit(_timed, _work, client, store, cfg, c.url, processes, known.get(c.url))
-                        for c in claim.chunk
-                    ]
-                # the next chunk downloads while this one is recorded: the pool never waits on the DB
-                if in_flight is not None:
-                    _finish(in_flight, store, cfg, report)
-                    in_flight = None
-                    _log_progress(shard, total, started, report)
-                if claim is None:
+                if not exhausted and len(window) < MAX_OPEN_CLAIMS and _unsettled(window) <= CHUNK:
+                    claim = _claim(cfg, shard, {c.id for open_ in window for c in open_.chunk})
+                    if claim is None:
+                        exhausted = True
+                    else:
+                        known = known_images(
+                            cfg.database_url, cfg.run_id, store.location, [c.url for c in claim.chunk]
+                        )
+                        claim.futures = [
+                            pool.submit(_timed, _work, client, store, cfg, c.url, processes, known.get(c.url))
+                            for c in claim.chunk
+                        ]
+                        window.append(claim)
+                        continue
+                if not window:
                     break
-                in_flight, claim = claim, None
+                # the pool works on later chunks while the oldest is waited for and recorded, so
+                # neither the DB nor one slow server leaves it idle; until the window is full, look
+                # again shortly whether the pool needs another chunk
+                more = not exhausted and len(window) < MAX_OPEN_CLAIMS
+                wait(window[0].futures, timeout=0.05 if more else None)
         finally:
-            for open_claim in (in_flight, claim):  # after an error: release the rows, record nothing
-                if open_claim is not None:
-                    open_claim.stack.close()
+            for open_claim in window:  # after an error: release the rows, record nothing
+                open_claim.stack.close()
     if cfg.quota:
         close_met_labels(cfg, shard)
     if report.extra.get(NOT_MODIFIED):
@@ -191,22 +307,43 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     return report
 
 
+#: With HARVEST_INSPECT_PROCESSES unset ("auto"), a shard with at least this many candidates is
+#: inspected in processes; for fewer, starting them costs more than they save.
+PROCESSES_FROM = 256
+
+
+def inspection_processes(setting: int | None, pending: int) -> int:
+    """How many inspecting processes a shard gets: the setting when it names a number, else one per
+    core the process may run on, up to 4, when there are two cores or more and work enough."""
+    if setting is not None:
+        return setting
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(cores, 4) if cores >= 2 and pending >= PROCESSES_FROM else 0
+
+
 @contextmanager
-def _inspection_processes(count: int) -> Iterator[ProcessPoolExecutor | None]:
+def _inspection_processes(count: int, cfg: HarvestConfig) -> Iterator[_Inspectors | None]:
     """Decoding and hashing hold the interpreter lock for part of their time; with ``count`` > 0 they
-    run in that many processes (started by a fork server: this process has threads) instead."""
+    run in that many processes instead, beside the download threads."""
     if count <= 0:
         yield None
         return
-    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver")) as processes:
-        yield processes
+    inspectors = _Inspectors(count, cfg.min_width, cfg.min_height)
+    try:
+        yield inspectors
+    finally:
+        inspectors.close()
 
 
 @dataclass
 class _Claim:
     stack: ExitStack
     session: Session
-    chunk: list[Candidate]
+    #: (id, url, attempts, priority) rows: plain tuples are several times cheaper than ORM objects
+    chunk: list[Row]
     futures: list[Future] = field(default_factory=list)
 
 
@@ -217,7 +354,7 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
     session = stack.enter_context(session_scope(cfg.database_url))
     try:
         query = (
-            select(Candidate)
+            select(Candidate.id, Candidate.url, Candidate.attempts, Candidate.priority)
             .where(
                 Candidate.run_id == cfg.run_id,
                 Candidate.shard == shard,
@@ -231,7 +368,7 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
         full = labels_with_quota_met(cfg)
         if full:  # labels that reached their quota get no more downloads
             query = query.where(or_(Candidate.label_hint.is_(None), Candidate.label_hint.not_in(full)))
-        chunk = session.scalars(query).all()
+        chunk = session.execute(query).all()
     except BaseException:
         stack.close()
         raise
@@ -239,6 +376,15 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
         stack.close()
         return None
     return _Claim(stack, session, list(chunk))
+
+
+def _settled(claim: _Claim) -> bool:
+    return all(future.done() for future in claim.futures)
+
+
+def _unsettled(window: deque[_Claim]) -> int:
+    """Downloads claimed but not finished: when this falls to a chunk, the next chunk is claimed."""
+    return sum(not future.done() for claim in window for future in claim.futures)
 
 
 def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport) -> None:
@@ -267,36 +413,55 @@ def _log_progress(shard: int, total: int, started: float, report: StageReport) -
 
 
 def _record_chunk(
-    session, store: Store, cfg: HarvestConfig, chunk: list[Candidate], results: list, report: StageReport
+    session, store: Store, cfg: HarvestConfig, chunk: list[Row], results: list, report: StageReport
 ) -> None:
     """Rows for a whole chunk in a few statements: images and their URLs first, then the candidates
-    that point at them (one INSERT per row would cost more than the download itself)."""
+    that point at them (one statement per row would cost more than the download itself)."""
     timings = results
     results = [result for result, _ in timings]
-    inspected: dict[str, tuple[Candidate, Inspected]] = {}
+    inspected: dict[str, tuple[Row, Inspected]] = {}
     for candidate, result in zip(chunk, results, strict=True):
         if isinstance(result, Inspected):
             inspected.setdefault(result.sha256, (candidate, result))  # first URL in claim order
+    now = utcnow()
     if inspected:
         known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(list(inspected)))).all())
         rows = [image_row(store, cfg, c.url, r) for sha, (c, r) in inspected.items() if sha not in known]
         _insert_many(session, Image, rows, ["sha256"])
         host = lambda url: (urlsplit(url).hostname or "").lower()  # noqa: E731
         urls = [
-            {
-                "sha256": r.sha256,
-                "url": c.url,
-                "host": host(c.url),
-                "run_id": cfg.run_id,
-                "created_at": utcnow(),
-            }
+            {"sha256": r.sha256, "url": c.url, "host": host(c.url), "run_id": cfg.run_id, "created_at": now}
             for c, r in zip(chunk, results, strict=True)
             if isinstance(r, Inspected)
         ]
         _insert_many(session, ImageUrl, urls, ["sha256", "url"])
-    for candidate, (result, elapsed_ms) in zip(chunk, timings, strict=True):
-        candidate.elapsed_ms = elapsed_ms
-        _record(candidate, result, report)
+    updates = [
+        {
+            **_outcome(result, report),
+            "_id": candidate.id,
+            "attempts": candidate.attempts + 1,
+            "elapsed_ms": ms,
+        }
+        for candidate, (result, ms) in zip(chunk, timings, strict=True)
+    ]
+    session.connection().execute(_CANDIDATE_UPDATE, [{**row, "updated_at": now} for row in updates])
+
+
+#: one UPDATE for every candidate of a chunk, sent as a single executemany
+_CANDIDATE_UPDATE = (
+    update(Candidate.__table__)
+    .where(Candidate.__table__.c.id == bindparam("_id"))
+    .values(
+        {
+            **{
+                name: bindparam(name)
+                for name in ("status", "error", "revalidation", "attempts", "elapsed_ms", "updated_at")
+            },
+            # a failure leaves the image an earlier attempt recorded, as it always did
+            "sha256": func.coalesce(bindparam("sha256"), Candidate.__table__.c.sha256),
+        }
+    )
+)
 
 
 def _insert_many(session, model, rows: list[dict], index_elements: list[str]) -> None:
@@ -310,31 +475,21 @@ def _insert_many(session, model, rows: list[dict], index_elements: list[str]) ->
     session.execute(insert(model).on_conflict_do_nothing(index_elements=index_elements), rows)
 
 
-def _record(candidate: Candidate, result, report: StageReport) -> None:
-    candidate.attempts += 1
-    candidate.updated_at = utcnow()
-    candidate.revalidation = None
+def _outcome(result, report: StageReport) -> dict:
+    """The candidate's new status, image and error for one result; counted in the report."""
     if isinstance(result, NotModified):
-        candidate.status = Status.DONE
-        candidate.sha256 = result.sha256
-        candidate.error = None
-        candidate.revalidation = NOT_MODIFIED
         report.count("done")
         report.extra[NOT_MODIFIED] = report.extra.get(NOT_MODIFIED, 0) + 1
-    elif isinstance(result, Inspected):
-        candidate.status = Status.DONE
-        candidate.sha256 = result.sha256
-        candidate.error = None
+        return {"status": Status.DONE, "sha256": result.sha256, "error": None, "revalidation": NOT_MODIFIED}
+    if isinstance(result, Inspected):
         report.count("done")
-    elif isinstance(result, ImageRejected):
-        candidate.status = Status.SKIPPED
-        candidate.error = str(result)
+        return {"status": Status.DONE, "sha256": result.sha256, "error": None, "revalidation": None}
+    if isinstance(result, ImageRejected):
         report.count("skipped", str(result).split(" (")[0])
-    else:
-        candidate.status = Status.FAILED
-        candidate.error = str(result)
-        report.count("failed", result.reason)
-        log.warning("download: %s", result)
+        return {"status": Status.SKIPPED, "sha256": None, "error": str(result), "revalidation": None}
+    report.count("failed", result.reason)
+    log.warning("download: %s", result)
+    return {"status": Status.FAILED, "sha256": None, "error": str(result), "revalidation": None}
 
 
 def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspected) -> dict:
@@ -347,7 +502,7 @@ def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspecte
         "mime_type": result.mime_type,
         "width": result.width,
         "height": result.height,
-        "size_bytes": len(result.data),
+        "size_bytes": result.size_bytes,
         "first_url": first_url,
         "created_at": utcnow(),
         "mode": result.mode,

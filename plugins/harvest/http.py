@@ -10,7 +10,9 @@ is still refused.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import socket
 import threading
 import time
@@ -206,6 +208,30 @@ def check_url(url: str, allow_private_networks: bool, allowed_networks: tuple[st
             raise FetchError(url, _refusal(host, address, connected=False))
 
 
+class _Session(requests.Session):
+    """A requests.Session that reads the proxy and CA settings from the environment once per origin:
+    requests scans the whole of os.environ for them on every request, which costs about as much as
+    parsing the response."""
+
+    _ORIGINS = 4096  # the cache starts again past this many origins
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settings: dict[tuple, dict] = {}
+
+    def merge_environment_settings(self, url: str, proxies, stream, verify, cert) -> dict:
+        if proxies or cert is not None or verify not in (None, True):
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream, verify)
+        settings = self._settings.get(key)
+        if settings is None:
+            if len(self._settings) >= self._ORIGINS:
+                self._settings.clear()
+            settings = self._settings[key] = super().merge_environment_settings(url, {}, stream, verify, cert)
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
 class HttpClient:
     """Thread-safe GETs: each thread keeps its own pooled requests.Session; all share one HostGate."""
 
@@ -241,11 +267,12 @@ class HttpClient:
         self._contacted: dict[str, threading.Event] = {}
         self._contact_lock = threading.Lock()
         self._local = threading.local()
+        self._watchdog = _Watchdog()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = _Session()
             session.headers["User-Agent"] = self.user_agent
             adapter = _guarded_adapter(self.policy)
             session.mount("http://", adapter)
@@ -360,10 +387,8 @@ class HttpClient:
         """One request; returns the result, or the Location to follow. Feeds the host's failure count."""
         conditional = any(name.lower() in CONDITIONAL_HEADERS for name in headers or {})
         watch = _Watch()
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), watch.abort)
-        watchdog.daemon = True
         _watching.current = watch
-        watchdog.start()
+        alarm = self._watchdog.call_at(deadline, watch.abort)
         try:
             try:
                 response = self._session().get(
@@ -398,7 +423,7 @@ class HttpClient:
                 self.gate.failed(host, exc.reason)
             raise
         finally:
-            watchdog.cancel()
+            self._watchdog.cancel(alarm)
             _watching.current = None
         self.gate.succeeded(host)
         return result
@@ -454,6 +479,63 @@ class HttpClient:
                 raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s", transient=True)
             headers = {k.lower(): v for k, v in response.headers.items()}
             return FetchResult(url=current, status=200, body=b"".join(chunks), headers=headers)
+
+
+class _Watchdog:
+    """Calls each hop's abort at its total deadline unless cancelled first. One thread per client
+    serves every hop: a timer thread per request would cost a thread start each, in the hot path of
+    a download."""
+
+    #: seconds without anything to watch after which the thread ends (the next hop starts another)
+    IDLE = 10.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadlines: list[tuple[float, int]] = []  # a heap; cancelled tokens are skipped lazily
+        self._live: dict[int, Callable[[], None]] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, deadline: float, action: Callable[[], None]) -> int:
+        """Run ``action`` at ``deadline`` (time.monotonic()); returns the token that cancels it."""
+        with self._cond:
+            token = next(self._tokens)
+            self._live[token] = action
+            heapq.heappush(self._deadlines, (deadline, token))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
+                self._thread.start()
+            elif self._deadlines[0][1] == token:
+                self._cond.notify()
+            return token
+
+    def cancel(self, token: int) -> None:
+        with self._cond:
+            self._live.pop(token, None)
+            if len(self._deadlines) > 2 * len(self._live) + 64:  # drop what was cancelled
+                self._deadlines = [entry for entry in self._deadlines if entry[1] in self._live]
+                heapq.heapify(self._deadlines)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._deadlines and self._deadlines[0][1] not in self._live:
+                        heapq.heappop(self._deadlines)
+                    if not self._deadlines:
+                        if not self._cond.wait(self.IDLE) and not self._live:
+                            self._thread = None
+                            return
+                        continue
+                    wait = self._deadlines[0][0] - time.monotonic()
+                    if wait <= 0:
+                        action = self._live.pop(heapq.heappop(self._deadlines)[1])
+                        break
+                    self._cond.wait(wait)
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - the hop sees its socket shut either way
+                pass
 
 
 def _shutdown(sock: socket.socket | None) -> None:

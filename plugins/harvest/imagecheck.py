@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
+import json
+import struct
+import sys
 import warnings
 from dataclasses import dataclass, field
 
-import imagehash
+import numpy as np
 from PIL import Image as PILImage
 
 from harvest.exif import read_exif, strip_sensitive
@@ -45,6 +47,12 @@ STRIPPABLE = {"JPEG", "PNG", "WEBP"}
 #: The side, in pixels, the describing pass needs: the perceptual hash looks at 32x32 and the
 #: grey-level histogram is stable from a few thousand pixels on.
 HASH_SIDE = 64
+#: The perceptual hash: a 32x32 grey copy, its 2-D DCT-II, the 8x8 lowest frequencies against their
+#: median (imagehash.phash's definition, so hashes stored by earlier versions stay comparable).
+PHASH_SIDE, PHASH_BITS_SIDE = 32, 8
+_DCT_ROWS = 2.0 * np.cos(
+    np.pi * np.arange(PHASH_BITS_SIDE)[:, None] * (2 * np.arange(PHASH_SIDE)[None, :] + 1) / (2 * PHASH_SIDE)
+)
 
 
 class ImageRejected(Exception):
@@ -69,6 +77,8 @@ class Inspected:
     clean_data: bytes | None = None
     #: why private metadata could not be removed (the image is then never published)
     clean_error: str | None = None
+    #: len(data), kept when the bytes are dropped after staging
+    size_bytes: int = 0
 
     @property
     def extension(self) -> str:
@@ -124,11 +134,21 @@ def sniff(data: bytes) -> str:
     raise ImageRejected(f"not a decodable image: unknown format (starts with {data[:8].hex()})")
 
 
+def phash_hex(grey: PILImage.Image) -> str:
+    """The 64-bit perceptual hash of a grey image as 16 hex digits, first coefficient most significant.
+
+    Only the 8 lowest of the 32 DCT frequencies are ever looked at, so the transform is two small
+    matrix products (8x32 by 32x32 by 32x8) rather than two full FFT-based DCTs."""
+    pixels = np.asarray(grey.resize((PHASH_SIDE, PHASH_SIDE), PILImage.Resampling.LANCZOS), dtype=np.float64)
+    low = _DCT_ROWS @ pixels @ _DCT_ROWS.T
+    return np.packbits(low > np.median(low)).tobytes().hex()
+
+
 def entropy_bits(grey: PILImage.Image) -> float:
     """Shannon entropy of the grey-level histogram: ~0 for flat fills, 7+ for photos."""
-    histogram = grey.histogram()
-    total = float(sum(histogram)) or 1.0
-    return -sum((n / total) * math.log2(n / total) for n in histogram if n)
+    counts = np.asarray(grey.histogram(), dtype=np.float64)
+    shares = counts[counts > 0] / (counts.sum() or 1.0)
+    return float(-(shares * np.log2(shares)).sum())
 
 
 def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
@@ -173,9 +193,10 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
         width=width,
         height=height,
         data=data,
+        size_bytes=len(data),
         mode=image.mode,
         has_alpha=has_alpha,
-        phash=str(imagehash.phash(grey)),
+        phash=phash_hex(grey),
         entropy=round(entropy_bits(grey), 3),
         orientation=orientation,
         exif=public,
@@ -187,14 +208,17 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
 
 
 def _shrink(image: PILImage.Image) -> PILImage.Image:
-    """A copy of roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than
-    a resampling filter, and the hash only looks at 32x32 anyway."""
+    """Roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than a
+    resampling filter, and the hash only looks at 32x32 anyway. Callers never change the result in
+    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is."""
     factor = max(1, min(image.size) // HASH_SIDE)
     if factor > 1 and image.mode not in ("P", "PA", "1"):
         try:
             return image.reduce(factor)
         except ValueError:  # a mode reduce() does not handle
             pass
+    if image.width <= 2 * HASH_SIDE and image.height <= 2 * HASH_SIDE:
+        return image  # thumbnail() would leave it as it is
     small = image.copy()
     small.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), PILImage.Resampling.BILINEAR)
     return small
@@ -216,3 +240,69 @@ def _strip(inspected: Inspected, image: PILImage.Image) -> None:
         inspected.clean_error = f"private metadata could not be stripped ({type(exc).__name__}: {exc})"
         return
     inspected.clean_data = clean
+
+
+#: Inspected fields that travel between an inspecting process and the download stage as JSON
+_WIRE_FIELDS = (
+    "sha256", "format", "width", "height", "mode", "has_alpha", "phash", "entropy", "orientation",
+    "exif", "sensitive", "clean_error", "size_bytes",
+)  # fmt: skip
+_LENGTH = struct.Struct(">I")
+
+
+def serve_inspections(min_width: int, min_height: int) -> None:
+    """Inspect every image that arrives on stdin and answer on stdout, until stdin closes.
+
+    Runs in a process of its own (``python -c``) beside the download stage. Each request is the
+    bytes, length-prefixed; each answer is a JSON description (or the reason for rejecting them)
+    followed by the stripped copy, if one was made. JSON rather than pickle: what comes back from
+    the process that parsed hostile bytes is data, never code."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the answers
+    while True:
+        data = _read_frame(stdin)
+        if data is None:
+            return
+        clean = b""
+        try:
+            inspected = inspect_image(data, min_width, min_height)
+            answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
+            clean = inspected.clean_data if inspected.clean_data is not None else b""
+            answer["clean"] = inspected.clean_data is not None
+        except ImageRejected as exc:
+            answer = {"rejected": str(exc)}
+        text = json.dumps(answer).encode("utf-8")
+        stdout.write(b"".join((_LENGTH.pack(len(text)), text, _LENGTH.pack(len(clean)), clean)))
+        stdout.flush()
+
+
+def write_frame(stream, data: bytes) -> None:
+    stream.write(_LENGTH.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _read_frame(stream) -> bytes | None:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    body = stream.read(length)
+    if len(body) < length:
+        raise EOFError("the stream ended inside a frame")
+    return body
+
+
+def read_answer(stream, data: bytes) -> Inspected:
+    """The description of ``data`` that an inspecting process sent, or its ImageRejected;
+    EOFError when the process is gone."""
+    text = _read_frame(stream)
+    clean = _read_frame(stream) if text is not None else None
+    if text is None or clean is None:
+        raise EOFError("the inspecting process closed its output")
+    answer = json.loads(text)
+    if "rejected" in answer:
+        raise ImageRejected(answer["rejected"])
+    inspected = Inspected(data=data, **answer["inspected"])
+    inspected.clean_data = clean if answer["clean"] else None
+    return inspected

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -79,6 +80,8 @@ class LocalStore:
         self._unsynced: list[Path] = []
         self._lock = threading.Lock()
         self._deferred = False
+        #: folder keys already proven to resolve inside the root ("images/ab" -> its real path)
+        self._folders: dict[str, Path] = {}
         self._remove_abandoned()
 
     def _remove_abandoned(self) -> None:
@@ -105,8 +108,26 @@ class LocalStore:
             raise StorageError(self.location, f"key {key!r} escapes the store")
         return path
 
+    def _write_path(self, key: str) -> Path:
+        """Where a write of ``key`` goes: the folder is resolved (symlinks and all) once and then
+        remembered, since resolving walks every component of the path with a syscall each; the file
+        name itself is never followed (writes rename over it, :meth:`exists` does not follow it)."""
+        folder, _, name = key.rpartition("/")
+        if name in ("", ".", "..") or folder.startswith("/"):
+            return self._path(key)
+        real = self._folders.get(folder)
+        if real is None:
+            real = (self.root / folder).resolve() if folder else self.root
+            if real != self.root and self.root not in real.parents:
+                raise StorageError(self.location, f"key {key!r} escapes the store")
+            self._folders[folder] = real
+        return real / name
+
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return stat.S_ISREG(os.lstat(self._write_path(key)).st_mode)
+        except OSError:
+            return False
 
     @contextmanager
     def deferred_sync(self) -> Iterator[None]:
@@ -120,7 +141,7 @@ class LocalStore:
             self.sync()
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        path = self._path(key)
+        path = self._write_path(key)
         durable = not self._deferred
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

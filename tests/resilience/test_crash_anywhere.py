@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from conftest import _create_database, _drop_database
-from helpers import bucket_objects, manifest_rows
+from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, manifest_rows
 
 from harvest.cli import run_stage
 from harvest.config import S3Options, build_config
@@ -201,7 +201,7 @@ def test_sigkill_at_random_points_then_rerun_ends_like_a_clean_run(
     assert not found, f"state DB differs from the clean run: {json.dumps(found, default=str)[:4000]}"
     assert objects == clean.objects
     assert manifest == manifest_rows(clean.objects[manifest_key(RUN_ID)])
-    listed = {manifest_key(RUN_ID)} | {row["key"] for row in manifest}
+    listed = {manifest_key(RUN_ID)} | {row["key"] for row in manifest} | DEFAULT_EXPORT_KEYS
     assert set(objects) == listed, "objects in the bucket that the manifest does not list (partial or stray)"
     for row in manifest:
         assert hashlib.sha256(objects[row["key"]]).hexdigest() == row["sha256"] == Path(row["key"]).stem

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from helpers import EXPECTED_KEPT, expected_image_keys, manifest_rows
+from helpers import DEFAULT_EXPORT_KEYS, EXPECTED_KEPT, expected_image_keys, manifest_rows
 
 from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS
@@ -108,7 +108,7 @@ def test_a_harvest_runs_as_a_plain_role_with_the_readme_grants(
     dataset = Path(cfg.destination)
     published = {str(path.relative_to(dataset)) for path in dataset.rglob("*") if path.is_file()}
     manifest = f"manifests/{cfg.run_id}.jsonl"
-    assert published == expected_image_keys(site_root) | {manifest}
+    assert published == expected_image_keys(site_root) | {manifest} | DEFAULT_EXPORT_KEYS
     rows = manifest_rows((dataset / manifest).read_bytes())
     assert sorted(row["label"] for row in rows) == sorted(EXPECTED_KEPT.values())
     engine = admin(postgres_url)

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import EXPECTED_KEPT, expected_image_keys, manifest_rows, sha256_file
+from helpers import DEFAULT_EXPORT_KEYS, EXPECTED_KEPT, expected_image_keys, manifest_rows, sha256_file
 from PIL import Image
 from sqlalchemy import select
 from test_download import blank_png
@@ -339,7 +339,7 @@ def test_a_hostile_site_is_harvested_within_bounds_and_every_refusal_has_its_rea
     dataset = tmp_path / "dataset"
     published = {str(path.relative_to(dataset)) for path in dataset.rglob("*") if path.is_file()}
     manifest = f"manifests/{cfg.run_id}.jsonl"
-    assert published == expected_image_keys(site_root) | {manifest}
+    assert published == expected_image_keys(site_root) | {manifest} | DEFAULT_EXPORT_KEYS
     rows = manifest_rows((dataset / manifest).read_bytes())
     assert sorted(row["label"] for row in rows) == sorted(EXPECTED_KEPT.values())
 
