@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from harvest.config import HarvestConfig
@@ -134,14 +134,14 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     client = make_client(cfg)
     store = open_store(cfg.staging, cfg.s3)
     with session_scope(cfg.database_url) as session:
-        total = len(
-            session.scalars(
-                select(Candidate.id).where(
-                    Candidate.run_id == cfg.run_id,
-                    Candidate.shard == shard,
-                    Candidate.status == Status.PENDING,
-                )
-            ).all()
+        total = session.scalar(
+            select(func.count())
+            .select_from(Candidate)
+            .where(
+                Candidate.run_id == cfg.run_id,
+                Candidate.shard == shard,
+                Candidate.status == Status.PENDING,
+            )
         )
     log.info("download shard %d: %d candidates pending", shard, total)
     started = time.monotonic()
