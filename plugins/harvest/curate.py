@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Row
 
 from harvest.config import HarvestConfig
 from harvest.neardup import Entry, HashIndex, group, parse
@@ -54,13 +55,13 @@ class Verdict:
         return None
 
 
-def low_information(image: Image, min_entropy: float) -> str | None:
+def low_information(image: Image | Row, min_entropy: float) -> str | None:
     if image.entropy is not None and image.entropy < min_entropy:
         return f"low information (grey-level entropy {image.entropy:.2f} bits < {min_entropy:g})"
     return None
 
 
-def private_metadata_left(image: Image) -> str | None:
+def private_metadata_left(image: Image | Row) -> str | None:
     if image.private_fields and not image.clean_key:
         return image.excluded or f"private metadata ({', '.join(image.private_fields)}) could not be stripped"
     return None
@@ -138,8 +139,25 @@ def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
     return done
 
 
+#: what the verdict reads of each image; rows, not ORM objects, read a chunk at a time
+_JUDGED = (
+    Image.sha256,
+    Image.phash,
+    Image.width,
+    Image.height,
+    Image.size_bytes,
+    Image.entropy,
+    Image.private_fields,
+    Image.clean_key,
+    Image.excluded,
+)
+
+
 def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
-    """The verdict over this run's keepers and everything currently published at the destination."""
+    """The verdict over this run's keepers and everything currently published at the destination.
+
+    Images are read a chunk at a time and only their hashes are held (for the near-duplicate
+    grouping), so a run of a hundred thousand keepers costs a few megabytes here."""
     wanted = set(kept_sha256s)
     with session_scope(cfg.database_url) as session:
         wanted |= set(
@@ -150,49 +168,56 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
             ).all()
         )
     describe_missing(cfg, wanted)
+    ordered = sorted(wanted)
     with session_scope(cfg.database_url) as session:
-        images = {
-            image.sha256: image
-            for chunk in _chunks(sorted(wanted), 500)
-            for image in session.scalars(select(Image).where(Image.sha256.in_(chunk))).all()
-        }
         hosts = {
             host
-            for chunk in _chunks(sorted(wanted), 500)
+            for chunk in _chunks(ordered, 500)
             for host in session.scalars(
                 select(ImageUrl.host).where(ImageUrl.sha256.in_(chunk)).distinct()
             ).all()
         }
     verdict = Verdict()
     placeholders = find_placeholders(cfg, hosts)
-    for sha256, image in images.items():
-        reason = (
-            private_metadata_left(image)
-            or placeholders.get(sha256)
-            or low_information(image, cfg.min_entropy)
-        )
-        if reason:
-            verdict.excluded[sha256] = reason
-    entries = [
-        Entry(image.sha256, parse(image.phash), image.width, image.height, image.size_bytes)
-        for image in images.values()
-        if image.phash and image.sha256 not in verdict.excluded
-    ]
+    entries: list[Entry] = []
+    with session_scope(cfg.database_url) as session:
+        for chunk in _chunks(ordered, 500):
+            for image in session.execute(select(*_JUDGED).where(Image.sha256.in_(chunk))).all():
+                reason = (
+                    private_metadata_left(image)
+                    or placeholders.get(image.sha256)
+                    or low_information(image, cfg.min_entropy)
+                )
+                if reason:
+                    verdict.excluded[image.sha256] = reason
+                elif image.phash:
+                    entries.append(
+                        Entry(image.sha256, parse(image.phash), image.width, image.height, image.size_bytes)
+                    )
     verdict.duplicates = group(entries, cfg.near_dup_distance)
-    _record(cfg, images, verdict)
+    _record(cfg, ordered, verdict)
     return verdict
 
 
-def _record(cfg: HarvestConfig, images: dict[str, Image], verdict: Verdict) -> None:
-    """Keep the state DB's view in step with the verdict, so it can be queried after the run."""
+def _record(cfg: HarvestConfig, sha256s: list[str], verdict: Verdict) -> None:
+    """Keep the state DB's view in step with the verdict, so it can be queried after the run; only
+    the rows whose verdict changed are written."""
     with session_scope(cfg.database_url) as session:
-        for sha256 in images:
-            row = session.get(Image, sha256)
-            excluded = verdict.excluded.get(sha256)
-            duplicate = verdict.duplicates.get(sha256)
-            row.excluded = excluded
-            row.duplicate_of = duplicate[0] if duplicate else None
-            row.duplicate_distance = duplicate[1] if duplicate else None
+        for chunk in _chunks(sha256s, 500):
+            rows = session.execute(
+                select(Image.sha256, Image.excluded, Image.duplicate_of, Image.duplicate_distance).where(
+                    Image.sha256.in_(chunk)
+                )
+            ).all()
+            for sha256, excluded, duplicate_of, duplicate_distance in rows:
+                duplicate = verdict.duplicates.get(sha256)
+                now = {
+                    "excluded": verdict.excluded.get(sha256),
+                    "duplicate_of": duplicate[0] if duplicate else None,
+                    "duplicate_distance": duplicate[1] if duplicate else None,
+                }
+                if (excluded, duplicate_of, duplicate_distance) != tuple(now.values()):
+                    session.execute(update(Image).where(Image.sha256 == sha256).values(**now))
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

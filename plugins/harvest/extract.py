@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
+import tempfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -638,7 +640,8 @@ def _robots_reason(robots: RobotsCache | None, url: str) -> str | None:
 
 
 def _earlier_pages(store, profiles: list[SiteProfile], pages: list[Page]) -> list[tuple[str, list[Found]]]:
-    """The images of pages an earlier attempt extracted, for judging site chrome; nothing is written."""
+    """The header/nav/footer images of pages an earlier attempt extracted, for judging site chrome
+    (the only images that judgement counts); nothing is written."""
     found = []
     for page in pages:
         page_url = page.final_url or page.url
@@ -649,7 +652,7 @@ def _earlier_pages(store, profiles: list[SiteProfile], pages: list[Page]) -> lis
         except Exception as exc:  # noqa: BLE001 - it was extracted once; without it the judgement has less
             log.warning("extract: %s: cannot read it again to judge site chrome: %s", page.url, exc)
             continue
-        found.append((page_url, items.items))
+        found.append((page_url, [item for item in items.items if item.in_chrome]))
     return found
 
 
@@ -657,7 +660,9 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
     """Pages are read first and written second: whether an image is site chrome (the same logo in
     the header of most pages) is only known once every page of the run has been seen. A re-run after
     an interrupted attempt reads the pages that attempt already extracted too, for that judgement
-    only: from the remaining pages alone, a banner on a third of the site could pass for chrome."""
+    only: from the remaining pages alone, a banner on a third of the site could pass for chrome.
+    Until the judgement, what the pages name waits on disk: a crawl of a thousand gallery pages
+    names a hundred thousand images."""
     report = StageReport("extract")
     store = open_store(cfg.staging, cfg.s3)
     with session_scope(cfg.database_url) as session:
@@ -672,63 +677,70 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
         ).all()
     extracted = [page for page in pages if page.extract_status == Status.DONE]
     pages = [page for page in pages if page.extract_status == Status.PENDING]
-    parsed: list[tuple[Page, list[Found]]] = []
+    # only the images in a header, nav or footer count towards site chrome; the rest of what each
+    # page names waits in a temporary file, not in memory, until chrome is known
+    chrome_seen: list[tuple[str, list[Found]]] = []
+    parsed = 0
     data_uris = 0
     profiles = load_site_profiles(cfg.site_profiles_dir)
-    for page in pages:
-        try:
-            page_url = page.final_url or page.url
-            profile = site_profile_for(profiles, host_of(page_url))
-            found = extract_page(store.get(page.content_key), page_url, profile)
-            parsed.append((page, found.items))
+    with tempfile.TemporaryFile(prefix="extract-") as spill:
+        for page in pages:
+            try:
+                page_url = page.final_url or page.url
+                profile = site_profile_for(profiles, host_of(page_url))
+                found = extract_page(store.get(page.content_key), page_url, profile)
+            except Exception as exc:  # one broken page must not stop the others
+                if isinstance(exc, StorageError) and exc.transient:
+                    raise  # the store failed, not the page: the stage fails and a re-run reads the page again
+                log.warning("extract: %s: %s", page.url, exc)
+                with session_scope(cfg.database_url) as session:
+                    session.execute(
+                        update(Page)
+                        .where(Page.id == page.id)
+                        .values(extract_status=Status.FAILED, error=f"extraction failed: {exc}")
+                    )
+                report.count("failed", f"extraction failed: {type(exc).__name__}")
+                continue
+            chrome_seen.append((page_url, [item for item in found.items if item.in_chrome]))
+            pickle.dump((page.id, page_url, found.items), spill, protocol=pickle.HIGHEST_PROTOCOL)
+            parsed += 1
             data_uris += found.data_uris
-        except Exception as exc:  # one broken page must not stop the others
-            if isinstance(exc, StorageError) and exc.transient:
-                raise  # the store failed, not the page: the stage fails and a re-run reads the page again
-            log.warning("extract: %s: %s", page.url, exc)
-            with session_scope(cfg.database_url) as session:
-                session.execute(
-                    update(Page)
-                    .where(Page.id == page.id)
-                    .values(extract_status=Status.FAILED, error=f"extraction failed: {exc}")
+        chrome = chrome_images(chrome_seen + (_earlier_pages(store, profiles, extracted) if pages else []))
+        del chrome_seen
+        robots = _robots(cfg)
+        new_candidates = 0
+        spill.seek(0)
+        for index in range(1, parsed + 1):
+            page_id, page_url, items = pickle.load(spill)
+            rows = []
+            for item in items:
+                reason = _skip_reason(item, cfg) or chrome.get(item.url) or _robots_reason(robots, item.url)
+                rows.append(
+                    {
+                        "run_id": cfg.run_id,
+                        "url": item.url,
+                        "page_url": page_url,
+                        "source": item.source,
+                        "alt": item.alt,
+                        "title": item.title,
+                        "variants": item.variants or None,
+                        "caption": item.caption,
+                        "nearby_text": item.nearby_text,
+                        "page_fields": item.fields,
+                        "shard": shard_of(item.url, cfg.num_shards),
+                        "status": Status.SKIPPED if reason else Status.PENDING,
+                        "error": reason,
+                        "attempts": 0,
+                    }
                 )
-            report.count("failed", f"extraction failed: {type(exc).__name__}")
-    chrome = chrome_images(
-        [(page.final_url or page.url, items) for page, items in parsed]
-        + (_earlier_pages(store, profiles, extracted) if pages else [])
-    )
-    robots = _robots(cfg)
-    new_candidates = 0
-    for index, (page, items) in enumerate(parsed, 1):
-        rows = []
-        for item in items:
-            reason = _skip_reason(item, cfg) or chrome.get(item.url) or _robots_reason(robots, item.url)
-            rows.append(
-                {
-                    "run_id": cfg.run_id,
-                    "url": item.url,
-                    "page_url": page.final_url or page.url,
-                    "source": item.source,
-                    "alt": item.alt,
-                    "title": item.title,
-                    "variants": item.variants or None,
-                    "caption": item.caption,
-                    "nearby_text": item.nearby_text,
-                    "page_fields": item.fields,
-                    "shard": shard_of(item.url, cfg.num_shards),
-                    "status": Status.SKIPPED if reason else Status.PENDING,
-                    "error": reason,
-                    "attempts": 0,
-                }
-            )
-            if reason:
-                report.count("skipped", reason)
-        with session_scope(cfg.database_url) as session:
-            new_candidates += insert_ignore(session, Candidate, rows, ["run_id", "url"])
-            session.execute(update(Page).where(Page.id == page.id).values(extract_status=Status.DONE))
-        report.count("done")
-        if index % 50 == 0:
-            log.info("extract: %d/%d pages, %d candidates", index, len(parsed), new_candidates)
+                if reason:
+                    report.count("skipped", reason)
+            with session_scope(cfg.database_url) as session:
+                new_candidates += insert_ignore(session, Candidate, rows, ["run_id", "url"])
+                session.execute(update(Page).where(Page.id == page_id).values(extract_status=Status.DONE))
+            report.count("done")
+            if index % 50 == 0:
+                log.info("extract: %d/%d pages, %d candidates", index, parsed, new_candidates)
     report.extra["candidates"] = new_candidates
     report.extra["data_uri_images_ignored"] = data_uris
     log.info("%s; %d new candidates", report, new_candidates)

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select, update
@@ -32,6 +32,9 @@ from harvest.storage import StorageError, Store, Stores, open_store
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+#: rows read from the state DB at a time where publish walks every image of a run or destination;
+#: a row with its score vector and top entries is ~8 KB once loaded, so a window is ~2 MB
+STREAM_ROWS = 250
 
 
 @dataclass
@@ -96,18 +99,20 @@ def decide(
 
 
 def _ranked_and_scores(
-    prediction: Prediction,
+    top: list[dict],
+    blob: bytes | None,
     classes: tuple[ImageNetClass, ...] | None,
     wanted: list[tuple[str, int]],
     top_k: int,
 ) -> tuple[list[dict], dict[str, float] | None]:
-    """The top entries to rank by and the target classes' probabilities, from the stored vector if any."""
-    if prediction.scores is None or classes is None:
-        return prediction.top, None
-    vector = scores.decode(prediction.scores, len(classes))
+    """The top entries to rank by and the target classes' probabilities, from the stored vector
+    ``blob`` if any (``top`` is the prediction's stored top entries)."""
+    if blob is None or classes is None:
+        return top, None
+    vector = scores.decode(blob, len(classes))
     probabilities = {wnid: float(vector[index]) for wnid, index in wanted}
-    if top_k <= len(prediction.top):
-        return prediction.top, probabilities
+    if top_k <= len(top):
+        return top, probabilities
     top = scores.top_entries(vector, [c.wnid for c in classes], [c.name for c in classes], top_k)
     return top, probabilities
 
@@ -118,46 +123,61 @@ def select_kept(
     """Every image of this run the model recognises as a target, once each, in a stable order.
 
     Reads only stored scores: deciding again with other labels, top_k or threshold never needs the
-    network. ``classes`` (the model's output order) lets the whole stored vector be used.
+    network. ``classes`` (the model's output order) lets the whole stored vector be used. The rows
+    are streamed, so only the keepers stay in memory, not every row with its score vector.
     """
-    with session_scope(cfg.database_url) as session:
-        rows = session.execute(
-            select(Candidate, Image, Prediction)
-            .join(Image, Image.sha256 == Candidate.sha256)
-            .join(Prediction, (Prediction.sha256 == Image.sha256) & (Prediction.model == key))
-            .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE)
-            .order_by(Candidate.id)
-        ).all()
     members = set().union(*(t.wnids for t in targets)) if targets else set()
     wanted = [(c.wnid, c.index) for c in classes or () if c.wnid in members]
     kept: dict[str, Kept] = {}
     scored: set[str] = set()
-    for candidate, image, prediction in rows:
-        if image.sha256 in kept or prediction.top is None:
-            continue
-        scored.add(image.sha256)
-        top, probabilities = _ranked_and_scores(prediction, classes, wanted, cfg.top_k)
-        decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
-        if decision is None:
-            continue
-        target, score = decision
-        ext = EXTENSIONS.get(image.format, "bin")
-        kept[image.sha256] = Kept(
-            url=candidate.url,
-            page_url=candidate.page_url,
-            sha256=image.sha256,
-            width=image.width,
-            height=image.height,
-            format=image.format,
-            label=target.folder,
-            score=round(score, 6),
-            alt=candidate.alt,
-            key=f"images/{target.folder}/{image.sha256}.{ext}",
-            model=key,
-            staging=image.staging,
-            staging_key=image.storage_key,
-            mime_type=image.mime_type,
+    query = (
+        select(
+            Candidate.url,
+            Candidate.page_url,
+            Candidate.alt,
+            Image.sha256,
+            Image.width,
+            Image.height,
+            Image.format,
+            Image.staging,
+            Image.storage_key,
+            Image.mime_type,
+            Prediction.top,
+            Prediction.scores,
         )
+        .join(Image, Image.sha256 == Candidate.sha256)
+        .join(Prediction, (Prediction.sha256 == Image.sha256) & (Prediction.model == key))
+        .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE)
+        .order_by(Candidate.id)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    with session_scope(cfg.database_url) as session:
+        for row in session.execute(query):
+            if row.sha256 in kept or row.top is None:
+                continue
+            scored.add(row.sha256)
+            top, probabilities = _ranked_and_scores(row.top, row.scores, classes, wanted, cfg.top_k)
+            decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
+            if decision is None:
+                continue
+            target, score = decision
+            ext = EXTENSIONS.get(row.format, "bin")
+            kept[row.sha256] = Kept(
+                url=row.url,
+                page_url=row.page_url,
+                sha256=row.sha256,
+                width=row.width,
+                height=row.height,
+                format=row.format,
+                label=target.folder,
+                score=round(score, 6),
+                alt=row.alt,
+                key=f"images/{target.folder}/{row.sha256}.{ext}",
+                model=key,
+                staging=row.staging,
+                staging_key=row.storage_key,
+                mime_type=row.mime_type,
+            )
     ordered = sorted(kept.values(), key=lambda k: (k.label, k.sha256))
     return ordered, len(scored)
 
@@ -173,15 +193,17 @@ def _skip_reason(reason: str) -> str:
 
 def _clean_copies(cfg: HarvestConfig, kept: list[Kept]) -> list[Kept]:
     """Point images with private metadata at their stripped copy, under its own content address."""
+    rows: dict[str, tuple[str, str]] = {}
     with session_scope(cfg.database_url) as session:
-        rows = {
-            sha256: (clean_sha256, clean_key)
-            for sha256, clean_sha256, clean_key in session.execute(
-                select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
-                    Image.sha256.in_([k.sha256 for k in kept]), Image.clean_key.is_not(None)
-                )
-            ).all()
-        }
+        for chunk in _chunks([k.sha256 for k in kept], STREAM_ROWS):
+            rows.update(
+                (sha256, (clean_sha256, clean_key))
+                for sha256, clean_sha256, clean_key in session.execute(
+                    select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
+                        Image.sha256.in_(chunk), Image.clean_key.is_not(None)
+                    )
+                ).all()
+            )
     for item in kept:
         if item.sha256 in rows:
             clean_sha256, clean_key = rows[item.sha256]
@@ -190,6 +212,25 @@ def _clean_copies(cfg: HarvestConfig, kept: list[Kept]) -> list[Kept]:
             item.staging_key = clean_key
             item.key = f"images/{item.label}/{clean_sha256}.{ext}"
     return kept
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    """Slices of ``items``: IN lists stay short (SQLite caps bound parameters per statement)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _publication_state(cfg: HarvestConfig, items: list[Kept]) -> tuple[set[str], set[str]]:
+    """Of these items' keys: those published at the destination now, and those withdrawn earlier."""
+    with session_scope(cfg.database_url) as session:
+        rows = session.execute(
+            select(Publication.key, Publication.withdrawn_at).where(
+                Publication.destination == cfg.destination, Publication.key.in_([i.key for i in items])
+            )
+        ).all()
+    published = {key for key, withdrawn in rows if withdrawn is None}
+    withdrawn_before = {key for key, withdrawn in rows if withdrawn is not None}
+    return published, withdrawn_before
 
 
 def run_publish(cfg: HarvestConfig) -> StageReport:
@@ -211,26 +252,22 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     log.info("publish: %d of %d scored images kept for %s", len(kept), scored, [t.folder for t in targets])
     destination = open_store(cfg.destination, cfg.s3)
     stores = Stores(cfg.s3)
-    with session_scope(cfg.database_url) as session:
-        rows = session.execute(
-            select(Publication.key, Publication.withdrawn_at).where(
-                Publication.destination == cfg.destination
-            )
-        ).all()
-    published = {key for key, withdrawn in rows if withdrawn is None}
-    withdrawn_before = {key for key, withdrawn in rows if withdrawn is not None}
     started = time.monotonic()
-    for index, item in enumerate(kept, 1):
-        if item.key in published:
-            report.count("skipped", "already published")
-            continue
-        _upload(destination, stores(item.staging), item)
-        _record_publication(cfg, item, republished=item.key in withdrawn_before)
-        report.count("done")
-        if index % 25 == 0:
-            log.info(
-                "publish: %d/%d objects (%.1f/s)", index, len(kept), index / (time.monotonic() - started)
-            )
+    index = 0
+    for chunk in _chunks(kept, STREAM_ROWS):
+        published, withdrawn_before = _publication_state(cfg, chunk)
+        for item in chunk:
+            index += 1
+            if item.key in published:
+                report.count("skipped", "already published")
+                continue
+            _upload(destination, stores(item.staging), item)
+            _record_publication(cfg, item, republished=item.key in withdrawn_before)
+            report.count("done")
+            if index % 25 == 0:
+                log.info(
+                    "publish: %d/%d objects (%.1f/s)", index, len(kept), index / (time.monotonic() - started)
+                )
     withdrawn = _withdraw(cfg, verdict)
     _write_extras(cfg, destination, stores, kept, report)
     body = "".join(json.dumps(item.manifest_row(), sort_keys=True) + "\n" for item in kept)
@@ -278,33 +315,49 @@ def _record_publication(cfg: HarvestConfig, item: Kept, republished: bool) -> No
 
 
 def _withdraw(cfg: HarvestConfig, verdict: Verdict) -> list[tuple[str, str]]:
-    """Mark published objects the verdict now rejects; they are deleted after the new manifest."""
+    """Mark published objects the verdict now rejects; they are deleted after the new manifest.
+
+    The destination's publications are read a page at a time: it holds what every run published."""
     withdrawn: list[tuple[str, str]] = []
+    after = 0
     with session_scope(cfg.database_url) as session:
-        active = session.scalars(
-            select(Publication).where(
-                Publication.destination == cfg.destination, Publication.withdrawn_at.is_(None)
-            )
-        ).all()
-        private = {
-            sha256: clean_sha256
-            for sha256, clean_sha256 in session.execute(
-                select(Image.sha256, Image.clean_sha256).where(
-                    Image.sha256.in_({p.sha256 for p in active}), Image.private_fields.is_not(None)
+        while True:
+            active = session.execute(
+                select(Publication.id, Publication.key, Publication.sha256, Publication.content_sha256)
+                .where(
+                    Publication.destination == cfg.destination,
+                    Publication.withdrawn_at.is_(None),
+                    Publication.id > after,
                 )
+                .order_by(Publication.id)
+                .limit(STREAM_ROWS)
             ).all()
-        }
-        for publication in active:
-            reason = verdict.reason(publication.sha256)
-            leaked = (
-                publication.sha256 in private and publication.content_sha256 != private[publication.sha256]
-            )
-            if reason is None and leaked:
-                reason = "published with private metadata; replaced by the stripped copy"
-            if reason:
-                publication.withdrawn_at = utcnow()
-                publication.withdrawn_reason = reason
-                withdrawn.append((publication.key, reason))
+            if not active:
+                break
+            after = active[-1].id
+            private = {
+                sha256: clean_sha256
+                for sha256, clean_sha256 in session.execute(
+                    select(Image.sha256, Image.clean_sha256).where(
+                        Image.sha256.in_({p.sha256 for p in active}), Image.private_fields.is_not(None)
+                    )
+                ).all()
+            }
+            for publication in active:
+                reason = verdict.reason(publication.sha256)
+                leaked = (
+                    publication.sha256 in private
+                    and publication.content_sha256 != private[publication.sha256]
+                )
+                if reason is None and leaked:
+                    reason = "published with private metadata; replaced by the stripped copy"
+                if reason:
+                    session.execute(
+                        update(Publication)
+                        .where(Publication.id == publication.id)
+                        .values(withdrawn_at=utcnow(), withdrawn_reason=reason)
+                    )
+                    withdrawn.append((publication.key, reason))
     return withdrawn
 
 

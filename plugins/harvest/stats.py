@@ -46,31 +46,32 @@ class DomainStats:
 
 
 def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
-    """Candidates that reached the network, grouped by host, busiest first."""
+    """Candidates that reached the network, grouped by host, busiest first. The run's rows are
+    streamed, not loaded at once: a run may hold a hundred thousand candidates."""
+    by_host: dict[str, DomainStats] = defaultdict(lambda: DomainStats(""))
     with session_scope(database_url) as session:
         rows = session.execute(
-            select(
-                Candidate.url, Candidate.status, Candidate.error, Candidate.attempts, Candidate.elapsed_ms
-            ).where(Candidate.run_id == run_id)
-        ).all()
-    by_host: dict[str, DomainStats] = defaultdict(lambda: DomainStats(""))
-    for url, status, error, attempts, elapsed_ms in rows:
-        if not attempts:  # skipped before download (declared size, SVG, ...): not the site's doing
-            continue
-        host = host_of(url)
-        stats = by_host[host]
-        stats.domain = host
-        stats.attempted += 1
-        if status == Status.DONE:
-            stats.downloaded += 1
-            if elapsed_ms is not None:
-                stats.success_ms.append(elapsed_ms)
-        elif status == Status.FAILED:
-            stats.failed += 1
-            stats.errors[short_reason(error or "unknown")] += 1
-        else:
-            stats.rejected += 1
-            stats.errors[short_reason((error or "rejected").split(" (")[0])] += 1
+            select(Candidate.url, Candidate.status, Candidate.error, Candidate.attempts, Candidate.elapsed_ms)
+            .where(Candidate.run_id == run_id)
+            .execution_options(yield_per=1000)
+        )
+        for url, status, error, attempts, elapsed_ms in rows:
+            if not attempts:  # skipped before download (declared size, SVG, ...): not the site's doing
+                continue
+            host = host_of(url)
+            stats = by_host[host]
+            stats.domain = host
+            stats.attempted += 1
+            if status == Status.DONE:
+                stats.downloaded += 1
+                if elapsed_ms is not None:
+                    stats.success_ms.append(elapsed_ms)
+            elif status == Status.FAILED:
+                stats.failed += 1
+                stats.errors[short_reason(error or "unknown")] += 1
+            else:
+                stats.rejected += 1
+                stats.errors[short_reason((error or "rejected").split(" (")[0])] += 1
     return sorted(by_host.values(), key=lambda s: (-s.attempted, s.domain))
 
 
