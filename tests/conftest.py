@@ -128,6 +128,21 @@ def s3(s3_endpoint) -> S3Options:
     )
 
 
+@pytest.fixture(scope="module")
+def s3_direct(s3_endpoint) -> S3Options:
+    """The same options as ``s3``, for module-scoped fixtures (a clean reference run shared by tests)."""
+    return S3Options(s3_endpoint, "test-access-key", "test-secret-key", "us-east-1")
+
+
+@pytest.fixture(scope="module")
+def demo(site_root):
+    """The demo site on the scriptable loopback server, whose pages can be made to stall."""
+    from resilience.harvest_runs import demo_site as scriptable_demo_site
+
+    with scriptable_demo_site(site_root) as served:
+        yield served
+
+
 @pytest.fixture
 def bucket(s3) -> str:
     """A new empty bucket for one test."""

@@ -7,7 +7,9 @@ import base64
 import hashlib
 import io
 import os
+import tempfile
 
+import pytest
 from fixed_server import Response, serve
 from helpers import bucket_objects, manifest_rows
 from PIL import Image
@@ -70,6 +72,24 @@ def test_large_objects_go_up_in_checked_parts(s3, bucket):
     assert store.get("images/x/large.bin") == data
     assert store.sha256_of("images/x/large.bin") == hashlib.sha256(data).hexdigest()
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+@pytest.mark.parametrize("size", [5, MULTIPART_THRESHOLD + 1024 * 1024], ids=["small", "multipart"])
+def test_put_file_uploads_from_an_open_file_with_its_checksum(s3, bucket, tmp_path, size):
+    from harvest.storage import LocalStore
+
+    data = os.urandom(size)
+    client = make_s3_client(s3)
+    for store in (S3Store(f"s3://{bucket}/f", s3), LocalStore(tmp_path / "f")):
+        with tempfile.TemporaryFile() as source:
+            source.write(data)  # left at its end: put_file starts from the beginning
+            store.put_file("manifests/m.bin", source, "application/octet-stream")
+        assert store.get("manifests/m.bin") == data
+        assert store.sha256_of("manifests/m.bin") == hashlib.sha256(data).hexdigest()
+    head = client.head_object(Bucket=bucket, Key="f/manifests/m.bin", ChecksumMode="ENABLED")
+    assert head["ContentLength"] == size and head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert not list((tmp_path / "f" / ".writing").iterdir())
 
 
 def test_delete_removes_the_object(s3, bucket, tmp_path):

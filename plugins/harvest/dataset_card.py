@@ -5,7 +5,10 @@ how it was filtered and whose pictures it holds, plus two histograms as PNG.
 from __future__ import annotations
 
 import io
+from array import array
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -20,13 +23,13 @@ SIZES_KEY = "card/sizes.png"
 ASPECTS_KEY = "card/aspect_ratios.png"
 
 
-def _histogram(values: list[float], title: str, xlabel: str, bins: int = 30) -> bytes:
+def _histogram(values: Sequence[float], title: str, xlabel: str, bins: int = 30) -> bytes:
     """A histogram as PNG, drawn with Pillow: a plotting library would cost a second or two of import
     and first-render time on every publish, for two charts of bars."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
-    counts, edges = np.histogram(np.asarray(values or [0.0], dtype=np.float64), bins=bins)
+    counts, edges = np.histogram(np.asarray(values if len(values) else [0.0], dtype=np.float64), bins=bins)
     width, height = 600, 350
     left, right, top, bottom = 64, 20, 40, 58  # margins around the plotting area
     image = Image.new("RGB", (width, height), "white")
@@ -110,21 +113,44 @@ def _layout(cfg: HarvestConfig) -> str:
     return "\n".join(lines)
 
 
-def render_card(cfg: HarvestConfig, rows: list[dict], filtered: Counter) -> str:
-    labels = Counter(row["label"] for row in rows)
-    domains = Counter(urlsplit(row["url"] or "").hostname or "unknown" for row in rows)
-    formats = Counter(row["format"] for row in rows)
-    licences = Counter(row["exif_copyright"] for row in rows if row.get("exif_copyright"))
-    total_bytes = sum(row["size_bytes"] for row in rows)
+@dataclass
+class CardFigures:
+    """What the card says about the dataset, gathered a page of rows at a time: counters and the
+    histograms' values (8 bytes an image each), never the rows themselves."""
+
+    images: int = 0
+    total_bytes: int = 0
+    labels: Counter = field(default_factory=Counter)
+    domains: Counter = field(default_factory=Counter)
+    formats: Counter = field(default_factory=Counter)
+    licences: Counter = field(default_factory=Counter)
+    sizes: array = field(default_factory=lambda: array("d"))
+    aspects: array = field(default_factory=lambda: array("d"))
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.images += 1
+            self.total_bytes += row["size_bytes"]
+            self.labels[row["label"]] += 1
+            self.domains[urlsplit(row["url"] or "").hostname or "unknown"] += 1
+            self.formats[row["format"]] += 1
+            if row.get("exif_copyright"):
+                self.licences[row["exif_copyright"]] += 1
+            self.sizes.append((row["width"] * row["height"]) ** 0.5)
+            if row["height"]:
+                self.aspects.append(row["width"] / row["height"])
+
+
+def render_card(cfg: HarvestConfig, figures: CardFigures, filtered: Counter) -> str:
     licence_text = (
-        _table(licences, "EXIF copyright")
-        if licences
+        _table(figures.licences, "EXIF copyright")
+        if figures.licences
         else "No licence or attribution fields were found in the images' metadata; check each "
         "source page (`page_url` in the manifest) before redistributing."
     )
     return f"""# Image dataset
 
-{len(rows)} images in {len(labels)} classes, {total_bytes / 1e6:.1f} MB, harvested by the image
+{figures.images} images in {len(figures.labels)} classes, {figures.total_bytes / 1e6:.1f} MB, harvested by the image
 harvester. Which run published each image is in the manifests.
 
 ## Layout
@@ -136,15 +162,15 @@ harvester. Which run published each image is in the manifests.
 
 ## Classes
 
-{_table(labels, "label")}
+{_table(figures.labels, "label")}
 
 ## Sources
 
-{_table(domains, "domain")}
+{_table(figures.domains, "domain")}
 
 ## Formats
 
-{_table(formats, "format")}
+{_table(figures.formats, "format")}
 
 ## Sizes
 
@@ -172,11 +198,11 @@ Images held back so far, by reason:
 """
 
 
-def write_card(cfg: HarvestConfig, destination: Store, rows: list[dict]) -> str:
-    sizes = [((row["width"] * row["height"]) ** 0.5) for row in rows]
-    aspects = [row["width"] / row["height"] for row in rows if row["height"]]
-    destination.put(SIZES_KEY, _histogram(sizes, "Image size", "sqrt(width x height), pixels"), "image/png")
-    destination.put(ASPECTS_KEY, _histogram(aspects, "Aspect ratio", "width / height"), "image/png")
-    card = render_card(cfg, rows, _filter_counts(cfg))
+def write_card(cfg: HarvestConfig, destination: Store, figures: CardFigures) -> str:
+    destination.put(
+        SIZES_KEY, _histogram(figures.sizes, "Image size", "sqrt(width x height), pixels"), "image/png"
+    )
+    destination.put(ASPECTS_KEY, _histogram(figures.aspects, "Aspect ratio", "width / height"), "image/png")
+    card = render_card(cfg, figures, _filter_counts(cfg))
     destination.put(CARD_KEY, card.encode("utf-8"), "text/markdown")
     return destination.url(CARD_KEY)

@@ -154,7 +154,7 @@ class HashIndex:
         return self._hashes.nbytes + tables + sys.getsizeof(self._items)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     sha256: str
     phash: int

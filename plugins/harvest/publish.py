@@ -4,14 +4,16 @@ Object keys are content-addressed (``images/{label}/{sha256}.{ext}``) and every 
 so a re-run uploads only what is missing and never replaces an object with different bytes. Before
 uploading, the curation verdict removes placeholders, near-blank images and near duplicates, and
 images carrying private EXIF are published from their stripped copy. The manifest is rebuilt from
-the state DB and written last, in one atomic write, so it never names an object that is not there;
-objects withdrawn by a later verdict are deleted only after it.
+the state DB (into a temporary file, as the keepers are published a chunk at a time) and written
+last, in one atomic write, so it never names an object that is not there; objects withdrawn by a
+later verdict are deleted only after it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -117,69 +119,98 @@ def _ranked_and_scores(
     return top, probabilities
 
 
-def select_kept(
+#: A keeper as the stage holds it from selection to manifest: (label folder, sha256, candidate id,
+#: score), ~250 bytes. The rest of its row is read again a chunk at a time when it is published, so
+#: the stage's memory does not grow with the run by the kilobytes a full row takes.
+Pick = tuple[str, str, int, float]
+
+
+def pick_keepers(
     cfg: HarvestConfig, targets: list[Target], key: str, classes: tuple[ImageNetClass, ...] | None = None
-) -> tuple[list[Kept], int]:
-    """Every image of this run the model recognises as a target, once each, in a stable order.
+) -> tuple[list[Pick], int]:
+    """Every image of this run the model recognises as a target, once each (from the first candidate
+    that found it), ordered by label and sha256, and how many images were scored at all.
 
     Reads only stored scores: deciding again with other labels, top_k or threshold never needs the
     network. ``classes`` (the model's output order) lets the whole stored vector be used. The rows
-    are streamed, so only the keepers stay in memory, not every row with its score vector.
-    """
+    are streamed, and of each keeper only its :data:`Pick` is held."""
     members = set().union(*(t.wnids for t in targets)) if targets else set()
     wanted = [(c.wnid, c.index) for c in classes or () if c.wnid in members]
-    kept: dict[str, Kept] = {}
+    picks: list[Pick] = []
     scored: set[str] = set()
     query = (
-        select(
-            Candidate.url,
-            Candidate.page_url,
-            Candidate.alt,
-            Image.sha256,
-            Image.width,
-            Image.height,
-            Image.format,
-            Image.staging,
-            Image.storage_key,
-            Image.mime_type,
-            Prediction.top,
-            Prediction.scores,
-        )
-        .join(Image, Image.sha256 == Candidate.sha256)
-        .join(Prediction, (Prediction.sha256 == Image.sha256) & (Prediction.model == key))
+        select(Candidate.id, Candidate.sha256, Prediction.top, Prediction.scores)
+        .join(Prediction, (Prediction.sha256 == Candidate.sha256) & (Prediction.model == key))
         .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE)
         .order_by(Candidate.id)
         .execution_options(yield_per=STREAM_ROWS)
     )
     with session_scope(cfg.database_url) as session:
         for row in session.execute(query):
-            if row.sha256 in kept or row.top is None:
+            if row.sha256 in scored or row.top is None:
                 continue
             scored.add(row.sha256)
             top, probabilities = _ranked_and_scores(row.top, row.scores, classes, wanted, cfg.top_k)
             decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
-            if decision is None:
-                continue
-            target, score = decision
-            ext = EXTENSIONS.get(row.format, "bin")
-            kept[row.sha256] = Kept(
+            if decision is not None:
+                picks.append((decision[0].folder, row.sha256, row.id, round(decision[1], 6)))
+    picks.sort(key=lambda pick: (pick[0], pick[1]))
+    return picks, len(scored)
+
+
+def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
+    """The full rows of some picks, in their order."""
+    with session_scope(cfg.database_url) as session:
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(
+                    Candidate.id,
+                    Candidate.url,
+                    Candidate.page_url,
+                    Candidate.alt,
+                    Image.width,
+                    Image.height,
+                    Image.format,
+                    Image.staging,
+                    Image.storage_key,
+                    Image.mime_type,
+                )
+                .join(Image, Image.sha256 == Candidate.sha256)
+                .where(Candidate.id.in_([pick[2] for pick in picks]))
+            )
+        }
+    kept = []
+    for label, sha256, candidate_id, score in picks:
+        row = rows[candidate_id]
+        kept.append(
+            Kept(
                 url=row.url,
                 page_url=row.page_url,
-                sha256=row.sha256,
+                sha256=sha256,
                 width=row.width,
                 height=row.height,
                 format=row.format,
-                label=target.folder,
-                score=round(score, 6),
+                label=label,
+                score=score,
                 alt=row.alt,
-                key=f"images/{target.folder}/{row.sha256}.{ext}",
+                key=f"images/{label}/{sha256}.{EXTENSIONS.get(row.format, 'bin')}",
                 model=key,
                 staging=row.staging,
                 staging_key=row.storage_key,
                 mime_type=row.mime_type,
             )
-    ordered = sorted(kept.values(), key=lambda k: (k.label, k.sha256))
-    return ordered, len(scored)
+        )
+    return kept
+
+
+def select_kept(
+    cfg: HarvestConfig, targets: list[Target], key: str, classes: tuple[ImageNetClass, ...] | None = None
+) -> tuple[list[Kept], int]:
+    """:func:`pick_keepers` with every keeper's full row: for callers that want them all at once
+    (the gallery's preview); the stage itself expands a chunk at a time."""
+    picks, scored = pick_keepers(cfg, targets, key, classes)
+    return [item for chunk in _chunks(picks, STREAM_ROWS) for item in expand(cfg, chunk, key)], scored
 
 
 def manifest_key(run_id: str) -> str:
@@ -237,53 +268,85 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     report = StageReport("publish")
     spec = resolve_model(cfg.model, cfg.models_dir)
     targets = resolve_labels(cfg.labels, cfg.models_dir, spec.classes)
-    key = spec.key
-    candidates, scored = select_kept(cfg, targets, key, spec.classes)
-    verdict = judge(cfg, [item.sha256 for item in candidates])
-    kept: list[Kept] = []
-    for item in candidates:
+    picks, scored = pick_keepers(cfg, targets, spec.key, spec.classes)
+    verdict = judge(cfg, (pick[1] for pick in picks))
+    log.info(
+        "publish: %d of %d scored images recognised as %s", len(picks), scored, [t.folder for t in targets]
+    )
+    destination = open_store(cfg.destination, cfg.s3)
+    stores = Stores(cfg.s3)
+    labels: Counter[str] = Counter()
+    variants = 0
+    started, handled = time.monotonic(), 0
+    # The manifest is written as the keepers are published and uploaded last from this file, so
+    # the stage holds a chunk of rows at a time however large the run.
+    with tempfile.TemporaryFile() as manifest:
+        for chunk in _chunks(picks, STREAM_ROWS):
+            kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report))
+            _publish_chunk(cfg, destination, stores, kept, report)
+            if cfg.variant_widths or cfg.thumbnail_size:
+                from harvest.variants import publish_variants
+
+                variants += publish_variants(cfg, destination, stores, kept)
+            for item in kept:
+                manifest.write(json.dumps(item.manifest_row(), sort_keys=True).encode("utf-8") + b"\n")
+                labels[item.label] += 1
+            handled += len(chunk)
+            log.info(
+                "publish: %d/%d keepers handled, %d objects uploaded (%.1f/s)",
+                handled,
+                len(picks),
+                report.done,
+                handled / max(time.monotonic() - started, 1e-6),
+            )
+        withdrawn = _withdraw(cfg, verdict)
+        if cfg.variant_widths or cfg.thumbnail_size:
+            report.extra["variants"] = variants
+            log.info("variants: %d written", variants)
+        if cfg.exports:
+            from harvest.exports import write_exports
+
+            report.extra["exports"] = write_exports(cfg, destination, stores)
+        destination.put_file(manifest_key(cfg.manifest_id or cfg.run_id), manifest, "application/x-ndjson")
+    for key_, reason in withdrawn:
+        destination.delete(key_)
+        log.info("publish: withdrew %s: %s", destination.url(key_), reason)
+    report.extra.update(
+        kept=labels.total(),
+        scored=scored,
+        withdrawn=len(withdrawn),
+        manifest=destination.url(manifest_key(cfg.manifest_id or cfg.run_id)),
+        labels=dict(sorted(labels.items())),
+    )
+    log.info("%s; manifest at %s", report, report.extra["manifest"])
+    return report
+
+
+def _curated(items: list[Kept], verdict: Verdict, report: StageReport) -> list[Kept]:
+    """The items the verdict lets through; the others are counted and logged with their reason."""
+    kept = []
+    for item in items:
         reason = verdict.reason(item.sha256)
         if reason:
             report.count("skipped", _skip_reason(reason))
             log.info("publish: not publishing %s: %s", item.url, reason)
         else:
             kept.append(item)
-    kept = _clean_copies(cfg, kept)
-    log.info("publish: %d of %d scored images kept for %s", len(kept), scored, [t.folder for t in targets])
-    destination = open_store(cfg.destination, cfg.s3)
-    stores = Stores(cfg.s3)
-    started = time.monotonic()
-    index = 0
-    for chunk in _chunks(kept, STREAM_ROWS):
-        published, withdrawn_before = _publication_state(cfg, chunk)
-        for item in chunk:
-            index += 1
-            if item.key in published:
-                report.count("skipped", "already published")
-                continue
-            _upload(destination, stores(item.staging), item)
-            _record_publication(cfg, item, republished=item.key in withdrawn_before)
-            report.count("done")
-            if index % 25 == 0:
-                log.info(
-                    "publish: %d/%d objects (%.1f/s)", index, len(kept), index / (time.monotonic() - started)
-                )
-    withdrawn = _withdraw(cfg, verdict)
-    _write_extras(cfg, destination, stores, kept, report)
-    body = "".join(json.dumps(item.manifest_row(), sort_keys=True) + "\n" for item in kept)
-    destination.put(manifest_key(cfg.manifest_id or cfg.run_id), body.encode("utf-8"), "application/x-ndjson")
-    for key_, reason in withdrawn:
-        destination.delete(key_)
-        log.info("publish: withdrew %s: %s", destination.url(key_), reason)
-    report.extra.update(
-        kept=len(kept),
-        scored=scored,
-        withdrawn=len(withdrawn),
-        manifest=destination.url(manifest_key(cfg.manifest_id or cfg.run_id)),
-        labels=dict(sorted(Counter(item.label for item in kept).items())),
-    )
-    log.info("%s; manifest at %s", report, report.extra["manifest"])
-    return report
+    return kept
+
+
+def _publish_chunk(cfg: HarvestConfig, destination: Store, stores: Stores, kept: list[Kept], report) -> None:
+    """Upload and record what is not at the destination yet."""
+    if not kept:
+        return
+    published, withdrawn_before = _publication_state(cfg, kept)
+    for item in kept:
+        if item.key in published:
+            report.count("skipped", "already published")
+            continue
+        _upload(destination, stores(item.staging), item)
+        _record_publication(cfg, item, republished=item.key in withdrawn_before)
+        report.count("done")
 
 
 def _record_publication(cfg: HarvestConfig, item: Kept, republished: bool) -> None:
@@ -359,18 +422,6 @@ def _withdraw(cfg: HarvestConfig, verdict: Verdict) -> list[tuple[str, str]]:
                     )
                     withdrawn.append((publication.key, reason))
     return withdrawn
-
-
-def _write_extras(cfg: HarvestConfig, destination: Store, stores: Stores, kept: list[Kept], report) -> None:
-    """Variants and dataset-wide exports, when configured; before the manifest that ends the run."""
-    if cfg.variant_widths or cfg.thumbnail_size:
-        from harvest.variants import publish_variants
-
-        report.extra["variants"] = publish_variants(cfg, destination, stores, kept)
-    if cfg.exports:
-        from harvest.exports import write_exports
-
-        report.extra["exports"] = write_exports(cfg, destination, stores)
 
 
 def _upload(destination: Store, staging: Store, item: Kept) -> None:

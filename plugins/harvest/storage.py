@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from harvest.config import S3Options, is_s3
@@ -45,6 +46,10 @@ class Store(Protocol):
 
     def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool: ...
 
+    def put_file(
+        self, key: str, source: BinaryIO, content_type: str = "application/octet-stream"
+    ) -> None: ...
+
     def deferred_sync(self) -> AbstractContextManager[None]: ...
 
     def sync(self) -> None: ...
@@ -65,6 +70,8 @@ S3_ATTEMPTS = 3
 #: Objects at least this large go up in parts, each part with its own checksum.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
+#: Read size when copying or hashing a file.
+COPY_CHUNK = 1024 * 1024
 
 
 #: the folder of unfinished local writes (renamed into place when complete)
@@ -141,6 +148,15 @@ class LocalStore:
             self.sync()
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._write(key, lambda handle: handle.write(data))
+
+    def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> None:
+        """Like :meth:`put`, copying from an open file from its start: an object written as it is
+        built (a manifest, a tar shard) never has to be held in memory whole."""
+        source.seek(0)
+        self._write(key, lambda handle: shutil.copyfileobj(source, handle, COPY_CHUNK))
+
+    def _write(self, key: str, fill) -> None:
         path = self._write_path(key)
         durable = not self._deferred
         try:
@@ -150,7 +166,7 @@ class LocalStore:
             fd, tmp = tempfile.mkstemp(prefix=f".tmp-{socket.gethostname()}.{os.getpid()}-", dir=writing)
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                    fill(handle)
                     handle.flush()
                     if durable:
                         os.fsync(handle.fileno())
@@ -258,6 +274,32 @@ class S3Store:
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._write(key, data, content_type, only_new=False)
 
+    def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> None:
+        """Like :meth:`put`, streaming from an open file: its SHA-256 is computed in one pass, then
+        the body (or each part) is read from the file as it goes up."""
+        digest = hashlib.sha256()
+        source.seek(0)
+        while chunk := source.read(COPY_CHUNK):
+            digest.update(chunk)
+        size = source.tell()
+        source.seek(0)
+        if size >= MULTIPART_THRESHOLD:
+            parts = iter(lambda: source.read(PART_SIZE), b"")
+            self._put_multipart(key, parts, content_type, digest.digest(), {})
+            return
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=source,
+                ContentLength=size,
+                ContentType=content_type,
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
+                Metadata={"sha256": digest.hexdigest()},
+            )
+        except Exception as exc:
+            raise self._error(key, exc) from exc
+
     def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         """Write a content-addressed key unless it is there; True if this call wrote it.
 
@@ -274,7 +316,8 @@ class S3Store:
         digest = hashlib.sha256(data).digest()
         condition = {"IfNoneMatch": "*"} if only_new else {}
         if len(data) >= MULTIPART_THRESHOLD:
-            return self._put_multipart(key, data, content_type, digest, condition)
+            parts = (data[start : start + PART_SIZE] for start in range(0, len(data), PART_SIZE))
+            return self._put_multipart(key, parts, content_type, digest, condition)
         try:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -299,7 +342,7 @@ class S3Store:
         """S3 writes are durable once the PUT returns."""
 
     def _put_multipart(
-        self, key: str, data: bytes, content_type: str, digest: bytes, condition: dict[str, str]
+        self, key: str, parts: Iterator[bytes], content_type: str, digest: bytes, condition: dict[str, str]
     ) -> bool:
         """Large objects in parts; the server checks every part's SHA-256, and an aborted upload
         leaves no object behind (the key appears only on completion)."""
@@ -312,9 +355,8 @@ class S3Store:
                 ChecksumAlgorithm="SHA256",
                 Metadata={"sha256": digest.hex()},
             )
-            parts = []
-            for number, start in enumerate(range(0, len(data), PART_SIZE), 1):
-                body = data[start : start + PART_SIZE]
+            uploaded = []
+            for number, body in enumerate(parts, 1):
                 checksum = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
                 response = self.client.upload_part(
                     Bucket=self.bucket,
@@ -325,12 +367,12 @@ class S3Store:
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=checksum,
                 )
-                parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
+                uploaded.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
             self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=self._key(key),
                 UploadId=upload["UploadId"],
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": uploaded},
                 **condition,
             )
         except Exception as exc:

@@ -8,14 +8,11 @@ metadata at all; formats that can be transparent (PNG, WebP, GIF) become PNG, th
 from __future__ import annotations
 
 import io
-import logging
 
 from PIL import Image, ImageOps
 
 from harvest.config import HarvestConfig
 from harvest.storage import Store, Stores
-
-log = logging.getLogger(__name__)
 
 LOSSLESS = ("PNG", "WEBP", "GIF")
 
@@ -62,5 +59,4 @@ def publish_variants(cfg: HarvestConfig, destination: Store, stores: Stores, kep
             out = render(data, width, square, key.endswith(".png"))
             destination.put(key, out, "image/png" if key.endswith(".png") else "image/jpeg")
             written += 1
-    log.info("variants: %d written", written)
     return written

@@ -28,7 +28,6 @@ from .harvest_runs import (
     EndState,
     demo_config,
     demo_params,
-    demo_site,
     differences,
     end_state,
     harvest_env,
@@ -51,20 +50,9 @@ SHARED = ("images", "image_urls", "predictions/scored", "predictions/failed")
 
 
 @pytest.fixture(scope="module")
-def demo(site_root):
-    with demo_site(site_root) as site:
-        yield site
-
-
-@pytest.fixture(scope="module")
 def workers(models_dir):
     with racers(models_dir) as pair:
         yield pair
-
-
-@pytest.fixture(scope="module")
-def s3_direct(s3_endpoint) -> S3Options:
-    return S3Options(s3_endpoint, "test-access-key", "test-secret-key", "us-east-1")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from flaky_proxy import flaky_s3_proxy
 from sqlalchemy.exc import OperationalError
 
 from harvest.classify import run_classify
-from harvest.config import S3Options
 from harvest.crawl import run_crawl
 from harvest.download import run_download
 from harvest.pipeline import collect_candidates, prepare_run, run_all
@@ -31,7 +30,6 @@ from .harvest_runs import (
     EndState,
     candidate_states,
     demo_config,
-    demo_site,
     differences,
     end_state,
     is_image,
@@ -44,17 +42,6 @@ from .harvest_runs import (
 )
 
 RUN_ID = "manual__outage"
-
-
-@pytest.fixture(scope="module")
-def demo(site_root):
-    with demo_site(site_root) as site:
-        yield site
-
-
-@pytest.fixture(scope="module")
-def s3_direct(s3_endpoint) -> S3Options:
-    return S3Options(s3_endpoint, "test-access-key", "test-secret-key", "us-east-1")
 
 
 @pytest.fixture(scope="module")
