@@ -241,8 +241,19 @@ runpy.run_module("harvest.cli", run_name="__main__", alter_sys=True)
 """
 
 
+def _cmdline(pid: int | str) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def _children(pid: int) -> list[int]:
-    """The process's child processes (the download's inspecting processes), from every thread's list."""
+    """The process's child processes (the download's inspecting processes), from every thread's list.
+
+    A child still between fork() and exec() is left out: it is a copy of the stage process, whose
+    high-water mark it reports until exec() replaces it."""
     found: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -250,7 +261,8 @@ def _children(pid: int) -> list[int]:
                 found += [int(child) for child in children.read().split()]
     except (FileNotFoundError, ProcessLookupError):
         pass
-    return found
+    own = _cmdline(pid)
+    return [child for child in found if _cmdline(child) not in (own, None)]
 
 
 def _attempt(command: list[str], env: dict[str, str], log_path: Path) -> tuple[int, int, int, list[dict]]:
