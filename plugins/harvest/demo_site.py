@@ -57,13 +57,13 @@ def _sample_photos() -> dict[str, Image.Image]:
     }
 
 
-def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
+def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
 
-def _png(image: Image.Image) -> bytes:
+def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
@@ -152,23 +152,23 @@ def build_site(root: Path) -> Path:
     root = Path(root)
     photos = _sample_photos()
     files: dict[str, bytes] = {
-        "photos/chelsea.jpg": _jpeg(photos["cat"]),
-        "photos/chelsea-copy.jpg": _jpeg(photos["cat"]),  # same bytes at another URL
-        "photos/deep-cat.jpg": _jpeg(photos["cat"].transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
-        "photos/coffee-large.jpg": _jpeg(photos["coffee"]),
-        "thumbs/coffee-small.jpg": _jpeg(photos["coffee"].resize((300, 200))),
-        "photos/grace-hopper.jpg": _jpeg(photos["hopper"]),
-        "thumbs/grace-hopper-thumb.jpg": _jpeg(photos["hopper"].resize((96, 112))),
-        "photos/china.jpg": _jpeg(photos["china"]),
-        "thumbs/china-small.jpg": _jpeg(photos["china"].resize((320, 213))),
-        "photos/flower.jpg": _jpeg(photos["flower"]),
-        "photos/astronaut.jpg": _jpeg(photos["astronaut"]),
-        "photos/broken.jpg": _jpeg(photos["cat"])[:600],  # truncated upload
-        "photos/noise.png": _png(_pattern()),
-        "ads/banner.jpg": _jpeg(_banner()),
-        "static/logo.png": _png(_logo()),
-        "static/favicon.png": _png(Image.new("RGB", (16, 16), (30, 90, 200))),
-        "static/share.png": _png(Image.new("RGB", (24, 24), (20, 20, 20))),
+        "photos/chelsea.jpg": encode_jpeg(photos["cat"]),
+        "photos/chelsea-copy.jpg": encode_jpeg(photos["cat"]),  # same bytes at another URL
+        "photos/deep-cat.jpg": encode_jpeg(photos["cat"].transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        "photos/coffee-large.jpg": encode_jpeg(photos["coffee"]),
+        "thumbs/coffee-small.jpg": encode_jpeg(photos["coffee"].resize((300, 200))),
+        "photos/grace-hopper.jpg": encode_jpeg(photos["hopper"]),
+        "thumbs/grace-hopper-thumb.jpg": encode_jpeg(photos["hopper"].resize((96, 112))),
+        "photos/china.jpg": encode_jpeg(photos["china"]),
+        "thumbs/china-small.jpg": encode_jpeg(photos["china"].resize((320, 213))),
+        "photos/flower.jpg": encode_jpeg(photos["flower"]),
+        "photos/astronaut.jpg": encode_jpeg(photos["astronaut"]),
+        "photos/broken.jpg": encode_jpeg(photos["cat"])[:600],  # truncated upload
+        "photos/noise.png": encode_png(_pattern()),
+        "ads/banner.jpg": encode_jpeg(_banner()),
+        "static/logo.png": encode_png(_logo()),
+        "static/favicon.png": encode_png(Image.new("RGB", (16, 16), (30, 90, 200))),
+        "static/share.png": encode_png(Image.new("RGB", (24, 24), (20, 20, 20))),
         "static/pixel.gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
         b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;",
         "static/placeholder.gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01"

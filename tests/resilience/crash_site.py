@@ -11,7 +11,6 @@ The content is fixed (its own seed), so every run of the suite crawls the same s
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import signal
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from loopback_site import Response, SiteServer, serve
 from PIL import Image, ImageDraw
+
+from harvest.demo_site import encode_jpeg, encode_png
 
 GALLERIES = 24
 ICONS_PER_PAGE = 6
@@ -36,18 +37,6 @@ PAGE_DELAY = 0.05
 SALE_FROM = GALLERIES - 9  # galleries 15..24 carry the sale banner: 10 of 25 pages
 
 
-def _jpeg(image: Image.Image, quality: int = 88) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _icon(rng: random.Random) -> bytes:
     """A 40x40 glyph: too small to keep, but nothing in the markup says so before the download."""
     icon = Image.new("RGB", (40, 40), tuple(rng.randrange(256) for _ in range(3)))
@@ -55,7 +44,7 @@ def _icon(rng: random.Random) -> bytes:
     draw.ellipse(
         (rng.randrange(15), rng.randrange(15), 25 + rng.randrange(15), 25 + rng.randrange(15)), fill=0
     )
-    return _jpeg(icon)
+    return encode_jpeg(icon)
 
 
 def _texture(rng: random.Random) -> bytes:
@@ -70,7 +59,7 @@ def _texture(rng: random.Random) -> bytes:
             fill=tuple(rng.randrange(256) for _ in range(3)),
             width=3,
         )
-    return _jpeg(texture, quality=rng.randrange(70, 95))
+    return encode_jpeg(texture, quality=rng.randrange(70, 95))
 
 
 def _crop(photo: Image.Image, rng: random.Random) -> bytes:
@@ -84,7 +73,7 @@ def _crop(photo: Image.Image, rng: random.Random) -> bytes:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     target = rng.randrange(160, 240)
     crop = crop.resize((target, round(target * h / w)))
-    return _jpeg(crop, quality=rng.randrange(78, 93))
+    return encode_jpeg(crop, quality=rng.randrange(78, 93))
 
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head><body>
@@ -108,10 +97,10 @@ def build(demo_root: Path) -> dict[str, tuple[str, Response]]:
 
     logo = Image.new("RGB", (180, 64), (20, 60, 120))
     ImageDraw.Draw(logo).text((18, 24), "Harbour Gallery", fill=(255, 255, 255))
-    image("/static/logo.png", _png(logo), "image/png")
+    image("/static/logo.png", encode_png(logo), "image/png")
     sale = Image.new("RGB", (320, 72), (230, 40, 40))
     ImageDraw.Draw(sale).text((20, 30), "SUMMER SALE - PRINTS 30% OFF", fill=(255, 255, 255))
-    image("/static/sale.png", _png(sale), "image/png")
+    image("/static/sale.png", encode_png(sale), "image/png")
 
     pages: dict[str, str] = {}
     links = " ".join(f'<a href="/gallery/{n}.html">Room {n}</a>' for n in range(1, GALLERIES + 1))

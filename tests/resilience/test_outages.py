@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -19,6 +20,7 @@ from flaky_proxy import flaky_s3_proxy
 from sqlalchemy.exc import OperationalError
 
 from harvest.classify import run_classify
+from harvest.config import S3Options
 from harvest.crawl import run_crawl
 from harvest.download import run_download
 from harvest.pipeline import collect_candidates, prepare_run, run_all
@@ -61,14 +63,22 @@ def clean(demo, s3_direct, classifier, tmp_path_factory) -> EndState:
         return end_state(cfg)
 
 
+@contextmanager
+def run_through_flaky_s3(demo, database_url: str, s3: S3Options, workdir) -> Iterator[tuple]:
+    """(config, bucket, outage switch) of a demo run in a new bucket whose S3 requests go through
+    the flaky proxy."""
+    bucket = new_bucket(s3)
+    with flaky_s3_proxy(s3.endpoint_url) as (endpoint, outage):
+        cfg = demo_config(
+            demo.base, RUN_ID, database_url, f"s3://{bucket}/dataset", via(endpoint, s3), workdir
+        )
+        yield cfg, bucket, outage
+
+
 @pytest.mark.parametrize("fault", ["internal", "slowdown", "drop", "drop_mid_body"])
 def test_short_s3_blips_are_ridden_out(fault, demo, clean, postgres_url, s3_direct, classifier, tmp_path):
     """Two failed requests at the start of every stage: the client's retries absorb them."""
-    bucket = new_bucket(s3_direct)
-    with flaky_s3_proxy(s3_direct.endpoint_url) as (endpoint, outage):
-        cfg = demo_config(
-            demo.base, RUN_ID, postgres_url, f"s3://{bucket}/dataset", via(endpoint, s3_direct), tmp_path
-        )
+    with run_through_flaky_s3(demo, postgres_url, s3_direct, tmp_path) as (cfg, _, outage):
         prepare_run(cfg)
         stages = stage_runners(cfg, classifier)
         for name, stage in stages.items():
@@ -85,11 +95,7 @@ def test_short_s3_blips_are_ridden_out(fault, demo, clean, postgres_url, s3_dire
 def test_long_s3_outage_fails_publish_clearly_then_rerun_completes(
     demo, clean, postgres_url, s3_direct, classifier, tmp_path
 ):
-    bucket = new_bucket(s3_direct)
-    with flaky_s3_proxy(s3_direct.endpoint_url) as (endpoint, outage):
-        cfg = demo_config(
-            demo.base, RUN_ID, postgres_url, f"s3://{bucket}/dataset", via(endpoint, s3_direct), tmp_path
-        )
+    with run_through_flaky_s3(demo, postgres_url, s3_direct, tmp_path) as (cfg, bucket, outage):
         prepare_run(cfg)
         run_crawl(cfg)
         collect_candidates(cfg)
@@ -134,11 +140,7 @@ def test_s3_outage_while_reading_staged_bytes_fails_the_stage_then_rerun_complet
 ):
     """Staged pages or images cannot be read: that is the store's failure, not a broken page or an
     undecodable image, so the stage stops with the key and the reason, and a re-run reads them."""
-    bucket = new_bucket(s3_direct)
-    with flaky_s3_proxy(s3_direct.endpoint_url) as (endpoint, outage):
-        cfg = demo_config(
-            demo.base, RUN_ID, postgres_url, f"s3://{bucket}/dataset", via(endpoint, s3_direct), tmp_path
-        )
+    with run_through_flaky_s3(demo, postgres_url, s3_direct, tmp_path) as (cfg, bucket, outage):
         prepare_run(cfg)
         stages = stage_runners(cfg, classifier)
         for name, run in stages.items():
