@@ -272,7 +272,7 @@ class S3Store:
             raise self._error(key, exc) from exc
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self._write(key, data, content_type, only_new=False)
+        self._write(key, data, len(data), hashlib.sha256(data).digest(), content_type, only_new=False)
 
     def put_file(self, key: str, source: BinaryIO, content_type: str = "application/octet-stream") -> None:
         """Like :meth:`put`, streaming from an open file: its SHA-256 is computed in one pass, then
@@ -283,22 +283,7 @@ class S3Store:
             digest.update(chunk)
         size = source.tell()
         source.seek(0)
-        if size >= MULTIPART_THRESHOLD:
-            parts = iter(lambda: source.read(PART_SIZE), b"")
-            self._put_multipart(key, parts, content_type, digest.digest(), {})
-            return
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=source,
-                ContentLength=size,
-                ContentType=content_type,
-                ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
-                Metadata={"sha256": digest.hexdigest()},
-            )
-        except Exception as exc:
-            raise self._error(key, exc) from exc
+        self._write(key, source, size, digest.digest(), content_type, only_new=False)
 
     def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         """Write a content-addressed key unless it is there; True if this call wrote it.
@@ -309,20 +294,28 @@ class S3Store:
         with self._key_locks[hash(key) % len(self._key_locks)]:
             if self.exists(key):
                 return False
-            return self._write(key, data, content_type, only_new=True)
+            return self._write(
+                key, data, len(data), hashlib.sha256(data).digest(), content_type, only_new=True
+            )
 
-    def _write(self, key: str, data: bytes, content_type: str, only_new: bool) -> bool:
-        """Upload; with ``only_new``, False when the server refused because the key exists."""
-        digest = hashlib.sha256(data).digest()
+    def _write(
+        self, key: str, body: bytes | BinaryIO, size: int, digest: bytes, content_type: str, only_new: bool
+    ) -> bool:
+        """Upload ``size`` bytes from ``body``; with ``only_new``, False when the server refused
+        because the key exists."""
         condition = {"IfNoneMatch": "*"} if only_new else {}
-        if len(data) >= MULTIPART_THRESHOLD:
-            parts = (data[start : start + PART_SIZE] for start in range(0, len(data), PART_SIZE))
+        if size >= MULTIPART_THRESHOLD:
+            if isinstance(body, bytes):
+                parts = (body[start : start + PART_SIZE] for start in range(0, size, PART_SIZE))
+            else:
+                parts = iter(lambda: body.read(PART_SIZE), b"")
             return self._put_multipart(key, parts, content_type, digest, condition)
         try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=self._key(key),
-                Body=data,
+                Body=body,
+                ContentLength=size,
                 ContentType=content_type,
                 ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
                 Metadata={"sha256": digest.hex()},
