@@ -91,6 +91,8 @@ class HarvestConfig:
     site_profiles_dir: str | None = None
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_networks: bool = False
+    #: look up the country (public) and nearest town (private) of photos with a GPS position, offline
+    reverse_geocode: bool = False
     model: str = "efficientnet_lite0"
     profile: str = ""
     url_list: str = ""
@@ -412,6 +414,7 @@ def build_config(
         site_profiles_dir=str(Path(site_profiles_dir).expanduser()) if site_profiles_dir else None,
         user_agent=env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         allow_private_networks=_truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
+        reverse_geocode=_truthy(env.get("HARVEST_REVERSE_GEOCODE")),
         model=model,
         text_prefilter=bool(text_prefilter),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),

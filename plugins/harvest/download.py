@@ -494,6 +494,7 @@ def _outcome(result, report: StageReport) -> dict:
 
 def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspected) -> dict:
     """The images row for inspected bytes staged in ``store``."""
+    exif, sensitive = _with_place(cfg, result.exif, result.sensitive)
     return {
         "sha256": result.sha256,
         "staging": store.location,
@@ -510,10 +511,26 @@ def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspecte
         "phash": result.phash,
         "entropy": result.entropy,
         "orientation": result.orientation,
-        "exif": result.exif or None,
-        "private_fields": sorted(result.sensitive) or None,
-        "exif_private": encrypt_private(result.sensitive, cfg.metadata_key),
+        "exif": exif or None,
+        "private_fields": sorted(sensitive) or None,
+        "exif_private": encrypt_private(sensitive, cfg.metadata_key),
         "clean_sha256": result.clean_sha256,
         "clean_key": result.clean_key,
         "excluded": result.clean_error,
     }
+
+
+def _with_place(cfg: HarvestConfig, exif: dict, sensitive: dict) -> tuple[dict, dict]:
+    """With reverse geocoding on, a photo's GPS position adds its country to the public EXIF fields
+    and its nearest town to the private ones."""
+    gps = sensitive.get("gps")
+    if not cfg.reverse_geocode or not gps:
+        return exif, sensitive
+    from harvest.geocode import place_of
+
+    place = place_of(gps.get("latitude"), gps.get("longitude"))
+    if place is None:
+        return exif, sensitive
+    exif = {**exif, "country": place.country, "country_code": place.country_code}
+    town = {"town": place.town, "region": place.region, "distance_km": place.distance_km}
+    return exif, {**sensitive, "place": town}

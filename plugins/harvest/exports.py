@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PARQUET_KEY = "manifests/dataset.parquet"
 WEBDATASET_PREFIX = "webdataset/"
 #: Public EXIF fields copied into the exports; private ones (GPS, owner, serials) never are.
-EXIF_COLUMNS = ("make", "model", "date_taken", "orientation", "copyright")
+EXIF_COLUMNS = ("make", "model", "date_taken", "orientation", "copyright", "country")
 #: publications read at a time
 PAGE_ROWS = 500
 #: the Parquet manifest's columns, in order (a row also carries where its bytes are staged)
