@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +58,23 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/echo-headers":
             text = f"{self.headers['User-Agent']}\n{self.headers['Accept']}"
             self.send_body(text.encode(), content_type="text/plain")
+        elif path == "/set-cookie":
+            self.send_response(200)
+            self.send_header("Set-Cookie", "visit=1; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/echo-cookie":
+            self.send_body(str(self.headers.get("Cookie")).encode(), content_type="text/plain")
+        elif path == "/gzip":
+            if "gzip" not in self.headers.get("Accept-Encoding", ""):
+                self.send_body(b"gzip not offered", status=406)
+                return
+            body = gzip.compress(PAGE)
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif path == "/r1":
             self.redirect("/r2", 302)
         elif path == "/r2":
@@ -219,6 +237,15 @@ def test_304_to_an_unconditional_get_is_an_error(base):
 def test_user_agent_and_accept_headers_are_sent(base):
     result = client().get(f"{base}/echo-headers", max_bytes=10_000, accept="image/*")
     assert result.body.decode().splitlines() == ["test-agent/1.0", "image/*"]
+
+
+def test_cookies_come_back_and_compressed_bodies_are_decoded_as_a_session_would(base):
+    """The client sends its requests below requests.Session.get, and must still behave like it."""
+    http = client()
+    assert http.get(f"{base}/echo-cookie", max_bytes=10_000).body == b"None"
+    http.get(f"{base}/set-cookie", max_bytes=10_000)
+    assert http.get(f"{base}/echo-cookie", max_bytes=10_000).body == b"visit=1"
+    assert http.get(f"{base}/gzip", max_bytes=10_000).body == PAGE
 
 
 def test_redirect_chain_is_followed_to_the_final_url(base, server):

@@ -16,9 +16,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -69,7 +70,13 @@ class _Inspectors:
     def __init__(self, count: int, min_width: int, min_height: int):
         package_root = str(Path(harvest.__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
-        self._env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root] + ([path] if path else []))}
+        self._env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([package_root] + ([path] if path else [])),
+            # the hash's matrix products are 8x32 by 32x32: a BLAS thread pool never pays for itself
+            # there, and OpenBLAS starting one per core costs each process ~70 ms of CPU at import
+            **dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"), "1"),
+        }
         self._command = [
             sys.executable,
             "-c",
@@ -264,14 +271,15 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
         store.deferred_sync(),
     ):
         window: deque[_Claim] = deque()  # claimed chunks, oldest first, each in its open transaction
+        progress = _Progress()
         exhausted = False
         try:
             while True:
                 # quotas count finished downloads: with a quota, each chunk is recorded before the next
-                while window and (cfg.quota or _settled(window[0])):
+                while window and (cfg.quota or window[0].pending == 0):
                     _finish(window.popleft(), store, cfg, report)
                     _log_progress(shard, total, started, report)
-                if not exhausted and len(window) < MAX_OPEN_CLAIMS and _unsettled(window) <= CHUNK:
+                if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.unsettled <= CHUNK:
                     claim = _claim(cfg, shard, {c.id for open_ in window for c in open_.chunk})
                     if claim is None:
                         exhausted = True
@@ -283,15 +291,16 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                             pool.submit(_timed, _work, client, store, cfg, c.url, processes, known.get(c.url))
                             for c in claim.chunk
                         ]
+                        progress.track(claim)
                         window.append(claim)
                         continue
                 if not window:
                     break
                 # the pool works on later chunks while the oldest is waited for and recorded, so
-                # neither the DB nor one slow server leaves it idle; until the window is full, look
-                # again shortly whether the pool needs another chunk
-                more = not exhausted and len(window) < MAX_OPEN_CLAIMS
-                wait(window[0].futures, timeout=0.05 if more else None)
+                # neither the DB nor one slow server leaves it idle; the loop sleeps until the oldest
+                # chunk is done or the pool is down to its last chunk of work (see _Progress)
+                progress.changed.wait()
+                progress.changed.clear()
         finally:
             for open_claim in window:  # after an error: release the rows, record nothing
                 open_claim.stack.close()
@@ -345,6 +354,8 @@ class _Claim:
     #: (id, url, attempts, priority) rows: plain tuples are several times cheaper than ORM objects
     chunk: list[Row]
     futures: list[Future] = field(default_factory=list)
+    #: of the futures, those not done yet (kept by _Progress)
+    pending: int = 0
 
 
 def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None:
@@ -378,13 +389,31 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
     return _Claim(stack, session, list(chunk))
 
 
-def _settled(claim: _Claim) -> bool:
-    return all(future.done() for future in claim.futures)
+class _Progress:
+    """Counts the downloads claimed but not finished, from the futures' callbacks, and wakes the
+    stage's loop when a claim's downloads are all done or the count falls to a chunk (time to claim
+    the next one): the loop sleeps in between instead of looking at every future 20 times a second."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: when this falls to a chunk, the next chunk is claimed
+        self.unsettled = 0
+        self.changed = threading.Event()
 
-def _unsettled(window: deque[_Claim]) -> int:
-    """Downloads claimed but not finished: when this falls to a chunk, the next chunk is claimed."""
-    return sum(not future.done() for claim in window for future in claim.futures)
+    def track(self, claim: _Claim) -> None:
+        with self._lock:
+            claim.pending = len(claim.futures)
+            self.unsettled += claim.pending
+        for future in claim.futures:
+            future.add_done_callback(partial(self._done, claim))
+
+    def _done(self, claim: _Claim, _future: Future) -> None:
+        with self._lock:
+            claim.pending -= 1
+            self.unsettled -= 1
+            wake = claim.pending == 0 or self.unsettled == CHUNK
+        if wake:
+            self.changed.set()
 
 
 def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport) -> None:

@@ -50,6 +50,7 @@ HASH_SIDE = 64
 #: The perceptual hash: a 32x32 grey copy, its 2-D DCT-II, the 8x8 lowest frequencies against their
 #: median (imagehash.phash's definition, so hashes stored by earlier versions stay comparable).
 PHASH_SIDE, PHASH_BITS_SIDE = 32, 8
+_MIDDLE = PHASH_BITS_SIDE * PHASH_BITS_SIDE // 2
 _DCT_ROWS = 2.0 * np.cos(
     np.pi * np.arange(PHASH_BITS_SIDE)[:, None] * (2 * np.arange(PHASH_SIDE)[None, :] + 1) / (2 * PHASH_SIDE)
 )
@@ -141,7 +142,9 @@ def phash_hex(grey: PILImage.Image) -> str:
     matrix products (8x32 by 32x32 by 32x8) rather than two full FFT-based DCTs."""
     pixels = np.asarray(grey.resize((PHASH_SIDE, PHASH_SIDE), PILImage.Resampling.LANCZOS), dtype=np.float64)
     low = _DCT_ROWS @ pixels @ _DCT_ROWS.T
-    return np.packbits(low > np.median(low)).tobytes().hex()
+    ranked = np.sort(low, axis=None)  # np.median's own value, without its overhead (~10 us)
+    median = (ranked[_MIDDLE - 1] + ranked[_MIDDLE]) / 2
+    return np.packbits(low > median).tobytes().hex()
 
 
 def entropy_bits(grey: PILImage.Image) -> float:
@@ -168,7 +171,10 @@ def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
                     raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
                 if fmt == "JPEG":
                     # every block of the stream is still entropy-decoded (so truncation and
-                    # corruption fail here), only the inverse DCT runs at reduced scale
+                    # corruption fail here), only the inverse DCT runs at reduced scale. Decoding
+                    # the luma alone ("L") would save ~0.1 ms of colour conversion, but it changes
+                    # the hash of one photo in 15 by 1-4 bits and of noisy pictures by up to 10,
+                    # against hashes stored earlier; decoding at 1/8 always changes more
                     image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
                 image.load()
                 return _describe(image, data, fmt, width, height)
@@ -183,10 +189,11 @@ def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
 def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
     public, sensitive, orientation = read_exif(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    small = to_rgb(_shrink(image))
+    small = _shrink(image)
+    # to_rgb() and back is the identity on grey pixels: skip both conversions
+    grey = small if small.mode == "L" else to_rgb(small).convert("L")
     if orientation in _TRANSPOSE:
-        small = small.transpose(_TRANSPOSE[orientation])
-    grey = small.convert("L")
+        grey = grey.transpose(_TRANSPOSE[orientation])
     inspected = Inspected(
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
@@ -277,8 +284,9 @@ def serve_inspections(min_width: int, min_height: int) -> None:
 
 
 def write_frame(stream, data: bytes) -> None:
-    stream.write(_LENGTH.pack(len(data)))
-    stream.write(data)
+    """One write for length and bytes: the reader wakes up once, with the whole frame in the pipe
+    (copying a typical image costs less than the extra system call and wake-up)."""
+    stream.write(b"".join((_LENGTH.pack(len(data)), data)))
     stream.flush()
 
 
