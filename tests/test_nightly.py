@@ -186,3 +186,40 @@ def test_nightly_runs_fetch_only_what_changed(database_url, tmp_path, classifier
     assert after[flower]["label"] == before[flower]["label"]
     for url in set(before) - {flower}:
         assert after[url]["sha256"] == before[url]["sha256"]
+
+
+def test_earlier_downloads_of_a_url_are_found_by_index(postgres_url):
+    """The download stage asks, per chunk of candidates, which URLs other runs fetched; with a
+    history of 50,000 image URLs Postgres must answer from the index, not by scanning them."""
+    from sqlalchemy import create_engine, text
+
+    from harvest.state.db import migrate
+
+    migrate(postgres_url)
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO runs (run_id, params, started_at, counters) VALUES ('r', '{}', now(), '{}')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO images (sha256, staging, storage_key, format, mime_type, width, height, size_bytes,"
+                " first_url, created_at) SELECT md5(i::text) || md5(i::text), 's', 'k', 'JPEG', 'image/jpeg',"
+                " 1, 1, 1, 'u', now() FROM generate_series(1, 50000) i"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO image_urls (sha256, url, host, run_id, created_at) SELECT md5(i::text) || md5(i::text),"
+                " 'http://h/' || i || '.jpg', 'h', 'r', now() FROM generate_series(1, 50000) i"
+            )
+        )
+        conn.execute(text("ANALYZE image_urls"))
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                text("EXPLAIN SELECT url FROM image_urls WHERE url IN ('http://h/5.jpg', 'http://h/77.jpg')")
+            )
+        )
+    engine.dispose()
+    assert "ix_image_urls_url" in plan, plan

@@ -158,6 +158,7 @@ class ImageUrl(Base):
     __table_args__ = (
         UniqueConstraint("sha256", "url", name="uq_image_urls_sha256_url"),
         Index("ix_image_urls_host", "host"),
+        Index("ix_image_urls_url", "url", postgresql_using="hash"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
