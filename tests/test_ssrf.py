@@ -130,3 +130,32 @@ def test_crawl_records_a_refused_redirect_with_its_reason(tmp_path, monkeypatch,
 def test_allowed_networks_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="'not-a-net' is not an IP network"):
         crawl_config("http://example.com/", tmp_path, HARVEST_ALLOWED_NETWORKS="10.0.0.0/8,not-a-net")
+
+
+def test_a_client_resolves_a_host_once_a_minute_for_its_own_check(monkeypatch):
+    """The pre-connect check asks the resolver about a host once per RESOLVE_TTL per client, not
+    before every request; failures are asked again, and a check outside a client asks every time."""
+    asked: list[str] = []
+
+    def counting(host, port, *args, **kwargs):
+        asked.append(host)
+        if host == "gone.example":
+            raise socket.gaierror(-2, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    cache: dict = {}
+    for path in ("a.jpg", "b.jpg", "c.jpg"):
+        harvest_http.check_url(f"http://cached.example/{path}", False, (), cache)
+    assert asked == ["cached.example"]
+    harvest_http.check_url("http://cached.example:8080/", False, (), cache)  # another port: asked
+    assert asked == ["cached.example"] * 2
+    for _ in range(2):
+        with pytest.raises(FetchError):
+            harvest_http.check_url("http://gone.example/", False, (), cache)
+    assert asked.count("gone.example") == 2
+    harvest_http.check_url("http://cached.example/d.jpg", False)  # no cache given
+    assert asked.count("cached.example") == 3
+    monkeypatch.setattr(harvest_http, "RESOLVE_TTL", 0.0)  # expired: asked again
+    harvest_http.check_url("http://cached.example/e.jpg", False, (), cache)
+    assert asked.count("cached.example") == 4

@@ -189,8 +189,21 @@ def _find_refusal(exc: BaseException) -> AddressRefused | None:
     return None
 
 
-def check_url(url: str, allow_private_networks: bool, allowed_networks: tuple[str, ...] = ()) -> None:
-    """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to non-public addresses."""
+#: How long a client trusts its own resolution of a host for the pre-connect check. The connection
+#: resolves the name again and its peer address is checked whatever this said (DNS rebinding), so
+#: the cache only spares the resolver a second question per request; failures are never cached.
+RESOLVE_TTL = 60.0
+_RESOLVED_HOSTS = 4096  # a client's cache starts again past this many hosts
+
+
+def check_url(
+    url: str,
+    allow_private_networks: bool,
+    allowed_networks: tuple[str, ...] = (),
+    resolved: dict[tuple[str, int], tuple[float, tuple[str, ...]]] | None = None,
+) -> None:
+    """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to non-public addresses.
+    ``resolved`` is a client's cache of recent resolutions (see RESOLVE_TTL)."""
     policy = AddressPolicy(allow_private_networks, allowed_networks)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -200,14 +213,29 @@ def check_url(url: str, allow_private_networks: bool, allowed_networks: tuple[st
         raise FetchError(url, "no host in URL")
     if allow_private_networks:
         return
-    try:
-        infos = socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise FetchError(url, f"cannot resolve host {host!r}: {exc.strerror}", transient=True) from exc
-    for info in infos:
-        address = str(info[4][0])
+    for address in _addresses(url, host, parts.port or 80, resolved):
         if not policy.permits(address):
             raise FetchError(url, _refusal(host, address, connected=False))
+
+
+def _addresses(
+    url: str, host: str, port: int, cache: dict[tuple[str, int], tuple[float, tuple[str, ...]]] | None
+) -> tuple[str, ...]:
+    now = time.monotonic()
+    if cache is not None:
+        hit = cache.get((host, port))
+        if hit is not None and now - hit[0] < RESOLVE_TTL:
+            return hit[1]
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise FetchError(url, f"cannot resolve host {host!r}: {exc.strerror}", transient=True) from exc
+    addresses = tuple(str(info[4][0]) for info in infos)
+    if cache is not None:
+        if len(cache) >= _RESOLVED_HOSTS:
+            cache.clear()
+        cache[(host, port)] = (now, addresses)
+    return addresses
 
 
 class _Session(requests.Session):
@@ -289,6 +317,7 @@ class HttpClient:
         self._contact_lock = threading.Lock()
         self._local = threading.local()
         self._watchdog = _Watchdog()
+        self._resolved: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -357,7 +386,7 @@ class HttpClient:
             if current in seen:
                 raise FetchError(url, f"redirect loop at {current}")
             seen.add(current)
-            check_url(current, self.allow_private_networks, self.allowed_networks)
+            check_url(current, self.allow_private_networks, self.allowed_networks, self._resolved)
             refusal = hop_check(current) if hop_check is not None else None
             if refusal:
                 raise HopRefused(current, refusal)
