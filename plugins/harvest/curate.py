@@ -18,7 +18,7 @@ from sqlalchemy.engine import Row
 
 from harvest.config import HarvestConfig
 from harvest.neardup import Entry, HashIndex, group, parse
-from harvest.state.db import session_scope
+from harvest.state.db import chunks, session_scope
 from harvest.state.models import Image, ImageUrl, Publication
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
     with session_scope(cfg.database_url) as session:
         rows = [
             row
-            for chunk in _chunks(sorted(set(sha256s)), 500)
+            for chunk in chunks(sorted(set(sha256s)), 500)
             for row in session.scalars(
                 select(Image).where(Image.sha256.in_(chunk), Image.phash.is_(None), Image.excluded.is_(None))
             ).all()
@@ -172,7 +172,7 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
     with session_scope(cfg.database_url) as session:
         hosts = {
             host
-            for chunk in _chunks(ordered, 500)
+            for chunk in chunks(ordered, 500)
             for host in session.scalars(
                 select(ImageUrl.host).where(ImageUrl.sha256.in_(chunk)).distinct()
             ).all()
@@ -181,7 +181,7 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
     placeholders = find_placeholders(cfg, hosts)
     entries: list[Entry] = []
     with session_scope(cfg.database_url) as session:
-        for chunk in _chunks(ordered, 500):
+        for chunk in chunks(ordered, 500):
             for image in session.execute(select(*_JUDGED).where(Image.sha256.in_(chunk))).all():
                 reason = (
                     private_metadata_left(image)
@@ -203,7 +203,7 @@ def _record(cfg: HarvestConfig, sha256s: list[str], verdict: Verdict) -> None:
     """Keep the state DB's view in step with the verdict, so it can be queried after the run; only
     the rows whose verdict changed are written."""
     with session_scope(cfg.database_url) as session:
-        for chunk in _chunks(sha256s, 500):
+        for chunk in chunks(sha256s, 500):
             rows = session.execute(
                 select(Image.sha256, Image.excluded, Image.duplicate_of, Image.duplicate_distance).where(
                     Image.sha256.in_(chunk)
@@ -218,8 +218,3 @@ def _record(cfg: HarvestConfig, sha256s: list[str], verdict: Verdict) -> None:
                 }
                 if (excluded, duplicate_of, duplicate_distance) != tuple(now.values()):
                     session.execute(update(Image).where(Image.sha256 == sha256).values(**now))
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

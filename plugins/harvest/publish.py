@@ -16,7 +16,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select, update
@@ -27,7 +27,7 @@ from harvest.curate import Verdict, judge
 from harvest.labels import ImageNetClass, Target, resolve_labels
 from harvest.model_registry import resolve_model
 from harvest.report import StageReport
-from harvest.state.db import insert_ignore, session_scope
+from harvest.state.db import chunks, insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Status, utcnow
 from harvest.storage import StorageError, Store, Stores, open_store
 
@@ -210,7 +210,7 @@ def select_kept(
     """:func:`pick_keepers` with every keeper's full row: for callers that want them all at once
     (the gallery's preview); the stage itself expands a chunk at a time."""
     picks, scored = pick_keepers(cfg, targets, key, classes)
-    return [item for chunk in _chunks(picks, STREAM_ROWS) for item in expand(cfg, chunk, key)], scored
+    return [item for chunk in chunks(picks, STREAM_ROWS) for item in expand(cfg, chunk, key)], scored
 
 
 def manifest_key(run_id: str) -> str:
@@ -223,18 +223,17 @@ def _skip_reason(reason: str) -> str:
 
 
 def _clean_copies(cfg: HarvestConfig, kept: list[Kept]) -> list[Kept]:
-    """Point images with private metadata at their stripped copy, under its own content address."""
-    rows: dict[str, tuple[str, str]] = {}
+    """Point images with private metadata at their stripped copy, under its own content address.
+    ``kept`` is one chunk of keepers (at most STREAM_ROWS), so one IN list serves."""
     with session_scope(cfg.database_url) as session:
-        for chunk in _chunks([k.sha256 for k in kept], STREAM_ROWS):
-            rows.update(
-                (sha256, (clean_sha256, clean_key))
-                for sha256, clean_sha256, clean_key in session.execute(
-                    select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
-                        Image.sha256.in_(chunk), Image.clean_key.is_not(None)
-                    )
-                ).all()
-            )
+        rows = {
+            sha256: (clean_sha256, clean_key)
+            for sha256, clean_sha256, clean_key in session.execute(
+                select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
+                    Image.sha256.in_([k.sha256 for k in kept]), Image.clean_key.is_not(None)
+                )
+            ).all()
+        }
     for item in kept:
         if item.sha256 in rows:
             clean_sha256, clean_key = rows[item.sha256]
@@ -243,12 +242,6 @@ def _clean_copies(cfg: HarvestConfig, kept: list[Kept]) -> list[Kept]:
             item.staging_key = clean_key
             item.key = f"images/{item.label}/{clean_sha256}.{ext}"
     return kept
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    """Slices of ``items``: IN lists stay short (SQLite caps bound parameters per statement)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _publication_state(cfg: HarvestConfig, items: list[Kept]) -> tuple[set[str], set[str]]:
@@ -281,7 +274,7 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     # The manifest is written as the keepers are published and uploaded last from this file, so
     # the stage holds a chunk of rows at a time however large the run.
     with tempfile.TemporaryFile() as manifest:
-        for chunk in _chunks(picks, STREAM_ROWS):
+        for chunk in chunks(picks, STREAM_ROWS):
             kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report))
             _publish_chunk(cfg, destination, stores, kept, report)
             if cfg.variant_widths or cfg.thumbnail_size:

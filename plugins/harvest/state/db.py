@@ -107,6 +107,13 @@ def migrate(url: str) -> None:
             command.upgrade(config, "head")
 
 
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Slices of ``items`` of at most ``size``: IN lists and multi-row VALUES stay short (SQLite caps
+    bound parameters per statement)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def insert_ignore(session: Session, model: Any, rows: Sequence[dict], index_elements: Sequence[str]) -> int:
     """INSERT ... ON CONFLICT DO NOTHING for Postgres and SQLite; returns how many rows were new."""
     if not rows:
@@ -119,12 +126,7 @@ def insert_ignore(session: Session, model: Any, rows: Sequence[dict], index_elem
     else:  # pragma: no cover - only the two supported backends
         raise RuntimeError(f"unsupported state DB dialect {dialect!r}")
     inserted = 0
-    rows = list(rows)
-    for start in range(0, len(rows), INSERT_BATCH):  # SQLite caps bound parameters per statement
-        statement = (
-            insert(model)
-            .values(rows[start : start + INSERT_BATCH])
-            .on_conflict_do_nothing(index_elements=list(index_elements))
-        )
+    for batch in chunks(list(rows), INSERT_BATCH):
+        statement = insert(model).values(batch).on_conflict_do_nothing(index_elements=list(index_elements))
         inserted += max(session.execute(statement).rowcount or 0, 0)
     return inserted
