@@ -470,10 +470,11 @@ def _record_chunk(
             "_id": candidate.id,
             "attempts": candidate.attempts + 1,
             "elapsed_ms": ms,
+            "updated_at": now,
         }
         for candidate, (result, ms) in zip(chunk, timings, strict=True)
     ]
-    session.connection().execute(_CANDIDATE_UPDATE, [{**row, "updated_at": now} for row in updates])
+    session.connection().execute(_CANDIDATE_UPDATE, updates)
 
 
 #: one UPDATE for every candidate of a chunk, sent as a single executemany

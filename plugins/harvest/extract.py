@@ -644,16 +644,21 @@ def _earlier_pages(store, profiles: list[SiteProfile], pages: list[Page]) -> lis
     (the only images that judgement counts); nothing is written."""
     found = []
     for page in pages:
-        page_url = page.final_url or page.url
         try:
-            items = extract_page(
-                store.get(page.content_key), page_url, site_profile_for(profiles, host_of(page_url))
-            )
+            page_url, items = _extract_stored(store, profiles, page)
         except Exception as exc:  # noqa: BLE001 - it was extracted once; without it the judgement has less
             log.warning("extract: %s: cannot read it again to judge site chrome: %s", page.url, exc)
             continue
         found.append((page_url, [item for item in items.items if item.in_chrome]))
     return found
+
+
+def _extract_stored(store, profiles: list[SiteProfile], page: Page) -> tuple[str, PageImages]:
+    """(the page's final URL, what its staged HTML names), parsed with its site's profile."""
+    page_url = page.final_url or page.url
+    return page_url, extract_page(
+        store.get(page.content_key), page_url, site_profile_for(profiles, host_of(page_url))
+    )
 
 
 def run_extract(cfg: HarvestConfig) -> StageReport:
@@ -686,9 +691,7 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
     with tempfile.TemporaryFile(prefix="extract-") as spill:
         for page in pages:
             try:
-                page_url = page.final_url or page.url
-                profile = site_profile_for(profiles, host_of(page_url))
-                found = extract_page(store.get(page.content_key), page_url, profile)
+                page_url, found = _extract_stored(store, profiles, page)
             except Exception as exc:  # one broken page must not stop the others
                 if isinstance(exc, StorageError) and exc.transient:
                     raise  # the store failed, not the page: the stage fails and a re-run reads the page again

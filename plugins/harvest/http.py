@@ -193,7 +193,17 @@ def _find_refusal(exc: BaseException) -> AddressRefused | None:
 #: resolves the name again and its peer address is checked whatever this said (DNS rebinding), so
 #: the cache only spares the resolver a second question per request; failures are never cached.
 RESOLVE_TTL = 60.0
-_RESOLVED_HOSTS = 4096  # a client's cache starts again past this many hosts
+#: entries a per-client cache (resolutions, environment settings per origin) holds before it starts again
+CACHE_ENTRIES = 4096
+
+
+def _remember(cache: dict, key, value):
+    """Put ``value`` in a cache that is emptied when full: a crawl meeting ever more hosts does
+    not grow it without bound, and the few hosts being downloaded from are back in it at once."""
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def check_url(
@@ -232,9 +242,7 @@ def _addresses(
         raise FetchError(url, f"cannot resolve host {host!r}: {exc.strerror}", transient=True) from exc
     addresses = tuple(str(info[4][0]) for info in infos)
     if cache is not None:
-        if len(cache) >= _RESOLVED_HOSTS:
-            cache.clear()
-        cache[(host, port)] = (now, addresses)
+        _remember(cache, (host, port), (now, addresses))
     return addresses
 
 
@@ -242,8 +250,6 @@ class _Session(requests.Session):
     """A requests.Session that reads the proxy and CA settings from the environment once per origin:
     requests scans the whole of os.environ for them on every request, which costs about as much as
     parsing the response."""
-
-    _ORIGINS = 4096  # the cache starts again past this many origins
 
     def __init__(self) -> None:
         super().__init__()
@@ -256,9 +262,9 @@ class _Session(requests.Session):
         key = (parts.scheme, parts.netloc, stream, verify)
         settings = self._settings.get(key)
         if settings is None:
-            if len(self._settings) >= self._ORIGINS:
-                self._settings.clear()
-            settings = self._settings[key] = super().merge_environment_settings(url, {}, stream, verify, cert)
+            settings = _remember(
+                self._settings, key, super().merge_environment_settings(url, {}, stream, verify, cert)
+            )
         return {**settings, "proxies": dict(settings["proxies"])}
 
     def get_streamed(
@@ -453,9 +459,7 @@ class HttpClient:
                 if refused is not None:
                     raise FetchError(current, str(refused)) from exc
                 if watch.fired:
-                    raise FetchError(
-                        current, f"exceeded total deadline of {self.total_timeout}s", transient=True
-                    ) from exc
+                    raise self._past_deadline(current) from exc
                 raise FetchError(current, f"connection failed: {type(exc).__name__}", transient=True) from exc
             try:
                 result = self._read(response, current, max_bytes, deadline, conditional)
@@ -463,7 +467,7 @@ class HttpClient:
                 self.gate.succeeded(host)
                 return redirect.location
             if watch.fired:  # shut under a body without a length: the cut looked like its end
-                raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s", transient=True)
+                raise self._past_deadline(current)
         except FetchError as exc:
             if exc.transient:
                 self.gate.failed(host, exc.reason)
@@ -473,6 +477,9 @@ class HttpClient:
             _watching.current = None
         self.gate.succeeded(host)
         return result
+
+    def _past_deadline(self, url: str) -> FetchError:
+        return FetchError(url, f"exceeded total deadline of {self.total_timeout}s", transient=True)
 
     def _read(
         self,
@@ -516,13 +523,11 @@ class HttpClient:
                 if isinstance(exc, FetchError):
                     raise
                 if time.monotonic() >= deadline:
-                    raise FetchError(
-                        current, f"exceeded total deadline of {self.total_timeout}s", transient=True
-                    ) from exc
+                    raise self._past_deadline(current) from exc
                 reason = f"body read failed: {type(exc).__name__}"
                 raise FetchError(current, reason, transient=True) from exc
             if time.monotonic() >= deadline:
-                raise FetchError(current, f"exceeded total deadline of {self.total_timeout}s", transient=True)
+                raise self._past_deadline(current)
             headers = {k.lower(): v for k, v in response.headers.items()}
             return FetchResult(url=current, status=200, body=b"".join(chunks), headers=headers)
 

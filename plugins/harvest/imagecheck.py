@@ -278,15 +278,14 @@ def serve_inspections(min_width: int, min_height: int) -> None:
             answer["clean"] = inspected.clean_data is not None
         except ImageRejected as exc:
             answer = {"rejected": str(exc)}
-        text = json.dumps(answer).encode("utf-8")
-        stdout.write(b"".join((_LENGTH.pack(len(text)), text, _LENGTH.pack(len(clean)), clean)))
-        stdout.flush()
+        write_frame(stdout, json.dumps(answer).encode("utf-8"), clean)
 
 
-def write_frame(stream, data: bytes) -> None:
-    """One write for length and bytes: the reader wakes up once, with the whole frame in the pipe
-    (copying a typical image costs less than the extra system call and wake-up)."""
-    stream.write(b"".join((_LENGTH.pack(len(data)), data)))
+def write_frame(stream, *frames: bytes) -> None:
+    """Each frame as its length and bytes, all in one write: the reader wakes up once, with the
+    whole message in the pipe (copying a typical image costs less than the extra system call and
+    wake-up)."""
+    stream.write(b"".join(part for data in frames for part in (_LENGTH.pack(len(data)), data)))
     stream.flush()
 
 
