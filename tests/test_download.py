@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -231,6 +232,72 @@ def test_bytes_that_kill_the_inspecting_process_twice_are_rejected():
             inspectors.inspect(encode("PNG", (100, 100)))
     finally:
         inspectors.close()
+
+
+def test_inspecting_processes_stage_the_bytes_they_accept(tmp_path):
+    from harvest.download import _Inspectors
+    from harvest.storage import LocalStore
+
+    data = encode_image(photo_like(2, (320, 240), "RGB"), "JPEG")
+    inspectors = _Inspectors(2, 64, 64, str(tmp_path / "staging"))
+    try:
+        inspected = inspectors.inspect(data)
+        with pytest.raises(ImageRejected, match="too small"):
+            inspectors.inspect(encode("PNG", (10, 10)))
+    finally:
+        inspectors.close()
+    store = LocalStore(tmp_path / "staging")
+    assert inspected.staged and inspected == dataclasses.replace(inspect_image(data, 64, 64), staged=True)
+    assert store.get(inspected.staging_key) == data
+    assert sorted(store.keys()) == [inspected.staging_key]  # nothing for the rejected bytes
+
+
+#: an inspecting process that dies on bytes starting with DIE, as a decoder crashing would
+DYING_INSPECTOR = """
+import os
+from harvest import imagecheck
+
+real = imagecheck.inspect_image
+
+def inspect(data, min_width, min_height):
+    if data.startswith(b"DIE"):
+        os._exit(9)
+    return real(data, min_width, min_height)
+
+imagecheck.inspect_image = inspect
+imagecheck.serve_inspections(64, 64)
+"""
+
+
+def test_requests_queued_behind_bytes_that_kill_the_process_are_answered():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harvest.download import _Inspectors
+
+    images = [encode_image(photo_like(seed, (160, 120), "RGB"), "PNG") for seed in range(6)]
+    inspectors = _Inspectors(1, 64, 64)
+    try:
+        inspectors._command = [sys.executable, "-c", DYING_INSPECTOR]
+        inspectors._replace(inspectors._inspectors[0])  # the one process now runs the command above
+        started = threading.Event()
+
+        def killer():
+            started.set()
+            return inspectors.inspect(b"DIE" + bytes(100))
+
+        with ThreadPoolExecutor(len(images) + 1) as pool:
+            doomed = pool.submit(killer)
+            started.wait()
+            time.sleep(0.1)  # the fatal request is in the process's pipe first, the others queue behind
+            answers = [pool.submit(inspectors.inspect, data) for data in images]
+            with pytest.raises(ImageRejected, match="died twice on it, exit code 9"):
+                doomed.result(timeout=60)
+            results = [answer.result(timeout=60) for answer in answers]
+    finally:
+        inspectors.close()
+    assert [r.sha256 for r in results] == [hashlib.sha256(data).hexdigest() for data in images]
 
 
 def test_shards_get_inspecting_processes_when_they_pay():

@@ -7,9 +7,9 @@ them, so a crash in between only leaves a file that the retry reuses.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -39,6 +39,7 @@ from harvest.imagecheck import (
     inspect_image,
     read_answer,
     sniff,
+    stage_inspected,
     write_frame,
 )
 from harvest.prefilter import apply_prefilter
@@ -48,7 +49,7 @@ from harvest.report import StageReport
 from harvest.revalidate import NOT_MODIFIED, Known, known_images
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
-from harvest.storage import Store, open_store
+from harvest.storage import LocalStore, Store, open_store
 
 __all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image", "run_download", "sniff"]
 
@@ -60,14 +61,34 @@ CHUNK = 64
 MAX_OPEN_CLAIMS = 4
 
 
+class _Inspector:
+    """One inspecting process and the tickets of the requests written to it whose answers are not
+    read yet, in the order written (the process answers in that order)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.turn = threading.Condition()
+        self.waiting: deque[int] = deque()
+        #: serialises writers, so that each request lands whole and in ticket order
+        self.writing = threading.Lock()
+        #: requests sent or about to be (kept under _Inspectors._room)
+        self.load = 0
+        self.dead = False
+
+
 class _Inspectors:
     """Processes that decode, hash and describe downloaded bytes beside the download threads, which
     would otherwise take turns with them for the interpreter lock. Each process has its own pipes;
-    a download thread borrows an idle one, writes the bytes and reads the answer, so there is no
-    broker thread and no pickling in between. Started with ``python -c``: a child imports only
-    Pillow, NumPy and the inspection code, not whatever the parent's main module pulls in."""
+    a download thread writes its bytes to the least busy process and reads its own answer when its
+    turn comes, so there is no broker thread and no pickling in between. Up to DEPTH requests wait
+    in a process's pipe: it starts on the next image as soon as it has answered one, instead of
+    idling until a download thread wakes up to send more. Started with ``python -c``: a child
+    imports only Pillow, NumPy and the inspection code, not whatever the parent's main module pulls
+    in. Given a local ``staging`` folder, they also write the bytes they accept into it."""
 
-    def __init__(self, count: int, min_width: int, min_height: int):
+    DEPTH = 2
+
+    def __init__(self, count: int, min_width: int, min_height: int, staging: str | None = None):
         package_root = str(Path(harvest.__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
         self._env = {
@@ -80,13 +101,20 @@ class _Inspectors:
         self._command = [
             sys.executable,
             "-c",
-            f"from harvest.imagecheck import serve_inspections; serve_inspections({min_width}, {min_height})",
+            "from harvest.imagecheck import serve_inspections; "
+            f"serve_inspections({min_width}, {min_height}, {staging!r})",
         ]
-        self._idle: queue.SimpleQueue[subprocess.Popen] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._processes: list[subprocess.Popen] = []
-        for _ in range(count):
-            self._idle.put(self._start())
+        self._tickets = itertools.count()
+        #: guards the list of processes and their loads; notified when a request's turn ends
+        self._room = threading.Condition()
+        self._inspectors: list[_Inspector] = [_Inspector(self._start()) for _ in range(count)]
+        #: replacements of dead processes under way
+        self._starting = 0
+        self._closed = False
+
+    @property
+    def _processes(self) -> list[subprocess.Popen]:
+        return [inspector.process for inspector in self._inspectors]
 
     def _start(self) -> subprocess.Popen:
         process = subprocess.Popen(
@@ -94,49 +122,105 @@ class _Inspectors:
         )
         for stream in (process.stdin, process.stdout):
             _widen(stream)
-        with self._lock:
-            self._processes.append(process)
         return process
 
-    def _replace(self, process: subprocess.Popen) -> int | None:
-        """Put a fresh process in place of one that died; returns how the dead one ended."""
-        with self._lock:
-            closed = process not in self._processes
-            if not closed:
-                self._processes.remove(process)
-        _stop(process)
-        if closed:
-            raise RuntimeError("inspecting processes used after they were stopped")
-        self._idle.put(self._start())
-        return process.returncode
+    def _enter(self) -> _Inspector:
+        """The least busy live process, waiting while every one has DEPTH requests."""
+        with self._room:
+            while True:
+                if self._closed:
+                    raise RuntimeError("inspecting processes used after they were stopped")
+                if not self._inspectors and not self._starting:
+                    raise RuntimeError("no inspecting process could be started")
+                inspector = min(self._inspectors, key=lambda each: each.load, default=None)
+                if inspector is not None and inspector.load < self.DEPTH:
+                    inspector.load += 1
+                    return inspector
+                self._room.wait()  # for a turn to end, or the replacement of a dead process
+
+    def _send(self, inspector: _Inspector, data: bytes) -> int:
+        """Write the request; its ticket is queued in the same order as the bytes."""
+        with inspector.writing:
+            with inspector.turn:
+                ticket = next(self._tickets)
+                inspector.waiting.append(ticket)
+            write_frame(inspector.process.stdin, data)
+        return ticket
+
+    def _leave(self, inspector: _Inspector, ticket: int | None) -> None:
+        with self._room:
+            inspector.load -= 1
+            with inspector.turn:
+                if ticket in inspector.waiting:
+                    inspector.waiting.remove(ticket)
+                inspector.turn.notify_all()
+            self._room.notify_all()
+
+    def _replace(self, inspector: _Inspector) -> int | None:
+        """Put a fresh process in place of one that died (once, whoever notices first); every
+        request still waiting on the dead one is woken to go elsewhere. Returns how it ended."""
+        with self._room:
+            with inspector.turn:
+                inspector.dead = True
+                inspector.turn.notify_all()
+            current = inspector in self._inspectors
+            if current:
+                self._inspectors.remove(inspector)
+                self._starting += 1
+        if current:
+            _stop(inspector.process)
+            fresh = None
+            try:
+                fresh = _Inspector(self._start())
+            finally:
+                with self._room:
+                    self._starting -= 1
+                    if fresh is not None and self._closed:
+                        _stop(fresh.process)
+                    elif fresh is not None:
+                        self._inspectors.append(fresh)
+                    self._room.notify_all()
+        return inspector.process.returncode
 
     def inspect(self, data: bytes) -> Inspected:
         """Like inspect_image(). Bytes that kill the inspecting process get a second process; if
-        that one dies too, the bytes are rejected (a decoder crash must not stop the stage)."""
-        for attempt in (1, 2):
-            process = self._idle.get()
+        that one dies too, the bytes are rejected (a decoder crash must not stop the stage). Requests
+        queued behind the one that killed a process are sent again without counting an attempt."""
+        attempt = 0
+        while True:
+            inspector, ticket = self._enter(), None
             try:
-                write_frame(process.stdin, data)
-                inspected = read_answer(process.stdout, data)
+                ticket = self._send(inspector, data)
+                with inspector.turn:
+                    while inspector.waiting[0] != ticket and not inspector.dead:
+                        inspector.turn.wait()
+                    culprit = False  # woken because the process died on a request before this one
+                if not inspector.dead:
+                    inspected = read_answer(inspector.process.stdout, data)
+                    self._leave(inspector, ticket)
+                    return inspected
             except ImageRejected:
-                self._idle.put(process)
+                self._leave(inspector, ticket)
                 raise
             except (EOFError, OSError, ValueError):
-                code = self._replace(process)
+                with inspector.turn:  # the process died on this request if it was the one in work
+                    culprit = not inspector.waiting or inspector.waiting[0] == ticket
+            code = self._replace(inspector)  # first: the requests queued behind go elsewhere
+            self._leave(inspector, ticket)
+            if culprit:
+                attempt += 1
                 if attempt == 2:
                     raise ImageRejected(
                         f"not a decodable image (the inspecting process died twice on it, exit code {code})"
                     ) from None
-                continue
-            self._idle.put(process)
-            return inspected
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
-        with self._lock:
-            processes, self._processes = self._processes, []
-        for process in processes:
-            _stop(process)
+        with self._room:
+            self._closed = True
+            inspectors, self._inspectors = self._inspectors, []
+            self._room.notify_all()
+        for inspector in inspectors:
+            _stop(inspector.process)
 
 
 #: a pipe this large takes a whole typical image in one write, without waiting for the reader
@@ -209,9 +293,12 @@ def _work(
         if str(exc).startswith(("not an image", "SVG")) and result.content_type:
             return ImageRejected(f"{exc} (Content-Type {result.content_type})")
         return exc
-    store.put_new(inspected.staging_key, inspected.data, inspected.mime_type)
-    if inspected.clean_data is not None:
-        store.put_new(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+    if inspected.staged:  # by the inspecting process: the stage's next sync covers it
+        store.adopt(
+            inspected.staging_key, *([inspected.clean_key] if inspected.clean_data is not None else [])
+        )
+    else:
+        stage_inspected(store, inspected)
     inspected.data = b""  # staged: the chunk's rows need only the description until they are written
     return inspected
 
@@ -266,7 +353,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     log.info("download shard %d: %d candidates pending", shard, total)
     started = time.monotonic()
     with (
-        _inspection_processes(inspection_processes(cfg.inspect_processes, total), cfg) as processes,
+        _inspection_processes(inspection_processes(cfg.inspect_processes, total), cfg, store) as processes,
         ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
         store.deferred_sync(),
     ):
@@ -334,13 +421,15 @@ def inspection_processes(setting: int | None, pending: int) -> int:
 
 
 @contextmanager
-def _inspection_processes(count: int, cfg: HarvestConfig) -> Iterator[_Inspectors | None]:
+def _inspection_processes(count: int, cfg: HarvestConfig, store: Store) -> Iterator[_Inspectors | None]:
     """Decoding and hashing hold the interpreter lock for part of their time; with ``count`` > 0 they
-    run in that many processes instead, beside the download threads."""
+    run in that many processes instead, beside the download threads (and with a local staging
+    store, the processes write the bytes too)."""
     if count <= 0:
         yield None
         return
-    inspectors = _Inspectors(count, cfg.min_width, cfg.min_height)
+    staging = store.location if isinstance(store, LocalStore) else None
+    inspectors = _Inspectors(count, cfg.min_width, cfg.min_height, staging)
     try:
         yield inspectors
     finally:

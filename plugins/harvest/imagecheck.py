@@ -9,6 +9,7 @@ without opening the file again: perceptual hash, entropy, EXIF and a copy withou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -80,6 +81,8 @@ class Inspected:
     clean_error: str | None = None
     #: len(data), kept when the bytes are dropped after staging
     size_bytes: int = 0
+    #: the inspecting process already wrote the bytes (and the clean copy) into the staging store
+    staged: bool = False
 
     @property
     def extension(self) -> str:
@@ -257,28 +260,47 @@ _WIRE_FIELDS = (
 _LENGTH = struct.Struct(">I")
 
 
-def serve_inspections(min_width: int, min_height: int) -> None:
+def serve_inspections(min_width: int, min_height: int, staging: str | None = None) -> None:
     """Inspect every image that arrives on stdin and answer on stdout, until stdin closes.
 
     Runs in a process of its own (``python -c``) beside the download stage. Each request is the
     bytes, length-prefixed; each answer is a JSON description (or the reason for rejecting them)
     followed by the stripped copy, if one was made. JSON rather than pickle: what comes back from
-    the process that parsed hostile bytes is data, never code."""
+    the process that parsed hostile bytes is data, never code. With ``staging`` (a local staging
+    folder), the process also writes the kept bytes there, unsynced (the stage syncs the batch
+    before any row names them): a file write costs the downloading process's threads about as much
+    as the request itself, in system calls that each hand its interpreter lock over."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answers
-    while True:
-        data = _read_frame(stdin)
-        if data is None:
-            return
-        clean = b""
-        try:
-            inspected = inspect_image(data, min_width, min_height)
-            answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
-            clean = inspected.clean_data if inspected.clean_data is not None else b""
-            answer["clean"] = inspected.clean_data is not None
-        except ImageRejected as exc:
-            answer = {"rejected": str(exc)}
-        write_frame(stdout, json.dumps(answer).encode("utf-8"), clean)
+    store = None
+    if staging is not None:
+        from harvest.storage import LocalStore
+
+        store = LocalStore(staging)
+    with store.deferred_sync() if store is not None else contextlib.nullcontext():
+        while True:
+            data = _read_frame(stdin)
+            if data is None:
+                return
+            clean = b""
+            try:
+                inspected = inspect_image(data, min_width, min_height)
+                answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
+                clean = inspected.clean_data if inspected.clean_data is not None else b""
+                answer["clean"] = inspected.clean_data is not None
+                if store is not None:
+                    stage_inspected(store, inspected)
+                    answer["staged"] = True
+            except ImageRejected as exc:
+                answer = {"rejected": str(exc)}
+            write_frame(stdout, json.dumps(answer).encode("utf-8"), clean)
+
+
+def stage_inspected(store, inspected: Inspected) -> None:
+    """The bytes, and the copy without private fields if one was made, under their content keys."""
+    store.put_new(inspected.staging_key, inspected.data, inspected.mime_type)
+    if inspected.clean_data is not None:
+        store.put_new(inspected.clean_key, inspected.clean_data, inspected.mime_type)
 
 
 def write_frame(stream, *frames: bytes) -> None:
@@ -312,4 +334,5 @@ def read_answer(stream, data: bytes) -> Inspected:
         raise ImageRejected(answer["rejected"])
     inspected = Inspected(data=data, **answer["inspected"])
     inspected.clean_data = clean if answer["clean"] else None
+    inspected.staged = answer.get("staged", False)
     return inspected

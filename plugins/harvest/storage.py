@@ -241,6 +241,12 @@ class LocalStore:
         self.put(key, data, content_type)
         return True
 
+    def adopt(self, *keys: str) -> None:
+        """Keys another process wrote into this store without syncing (an inspecting process of the
+        download stage): the next :meth:`sync` makes them durable with this store's own writes."""
+        with self._lock:
+            self._unsynced.extend(self._write_path(key) for key in keys)
+
     def sync(self) -> None:
         """Make every non-durable write so far durable: one syncfs() for the whole batch where the
         platform has it (an fsync per file costs several times more), else an fsync per file."""
