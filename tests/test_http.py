@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from harvest import http as harvest_http
 from harvest.http import FetchError, FetchResult, HttpClient, check_url
+from harvest.plain_get import PlainResponse
 
 PAGE = b"<!doctype html><html><body><h1>Hello</h1></body></html>"
 BIG = b"x" * 10_000
@@ -50,11 +52,25 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def setup(self):
+        super().setup()
+        self.server.connections += 1
+
     def do_GET(self):
         self.server.requests.append(self.path)
         path = self.path
         if path == "/page":
             self.send_body(PAGE)
+        elif path.startswith("/echo-request"):
+            lines = [self.requestline] + sorted(f"{k}: {v}" for k, v in self.headers.items())
+            self.send_body("\n".join(lines).encode(), content_type="text/plain")
+        elif path == "/repeated-field":
+            self.send_response(200)
+            for value in ("a", "b"):
+                self.send_header("X-Tag", value)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
         elif path == "/echo-headers":
             text = f"{self.headers['User-Agent']}\n{self.headers['Accept']}"
             self.send_body(text.encode(), content_type="text/plain")
@@ -164,6 +180,7 @@ class LoopbackServer(ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests: list[str] = []
+        self.connections = 0
 
     def handle_error(self, request, client_address):  # a client that hung up is not a test failure
         pass
@@ -246,6 +263,40 @@ def test_cookies_come_back_and_compressed_bodies_are_decoded_as_a_session_would(
     http.get(f"{base}/set-cookie", max_bytes=10_000)
     assert http.get(f"{base}/echo-cookie", max_bytes=10_000).body == b"visit=1"
     assert http.get(f"{base}/gzip", max_bytes=10_000).body == PAGE
+
+
+def test_a_plain_get_sends_what_requests_sends(base):
+    """A GET with nothing to add (no proxy, no cookie) skips requests' layers (harvest.plain_get):
+    the server must see the same request line and fields as from requests itself."""
+    url = f"{base}/echo-request/caf\u00e9 menu?q=a b&x=%41"
+    plain = client().get(url, max_bytes=10_000).body
+    expected = requests.get(url, headers={"User-Agent": "test-agent/1.0"}, allow_redirects=False).content
+    assert plain == expected and b"GET /echo-request/caf%C3%A9%20menu?q=a%20b&x=A HTTP/1.1" in plain
+
+
+def test_plain_gets_reuse_their_connection_and_cookies_take_requests_path(base, server):
+    http = client()
+    session = http._session()
+    before = server.connections
+    for _ in range(3):
+        assert http.get(f"{base}/page", max_bytes=10_000).body == PAGE
+    assert server.connections - before == 1  # kept alive: a read-out body hands its connection back
+    with session.get_streamed(f"{base}/page", {}, http.timeout) as response:
+        assert isinstance(response, PlainResponse)
+    http.get(f"{base}/set-cookie", max_bytes=10_000)
+    with session.get_streamed(f"{base}/page", {}, http.timeout) as response:
+        assert isinstance(response, requests.Response)  # a cookie to send: requests prepares it
+
+
+def test_repeated_response_fields_are_joined_as_requests_joins_them(base):
+    assert client().get(f"{base}/repeated-field", max_bytes=10_000).headers["x-tag"] == "a, b"
+
+
+def test_a_header_value_with_a_line_break_is_refused_before_sending(base, server):
+    with pytest.raises(FetchError) as info:
+        client().get(f"{base}/page", max_bytes=10_000, headers={"If-None-Match": '"v1"\r\nX-Injected: 1'})
+    error = info.value
+    assert error.reason == "connection failed: InvalidHeader" and server.requests == []
 
 
 def test_redirect_chain_is_followed_to_the_final_url(base, server):

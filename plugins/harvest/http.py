@@ -27,6 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from harvest.plain_get import PlainResponse, send_plain
 from harvest.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
 
 REDIRECT_CODES = {301, 302, 303, 307, 308}
@@ -254,6 +255,8 @@ class _Session(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self._settings: dict[tuple, dict] = {}
+        #: connection pools of the plain GETs, per origin (harvest.plain_get)
+        self._pools: dict[tuple, object] = {}
 
     def merge_environment_settings(self, url: str, proxies, stream, verify, cert) -> dict:
         if proxies or cert is not None or verify not in (None, True):
@@ -269,19 +272,27 @@ class _Session(requests.Session):
 
     def get_streamed(
         self, url: str, headers: dict[str, str], timeout: tuple[float, float]
-    ) -> requests.Response:
+    ) -> requests.Response | PlainResponse:
         """``get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)``
         without the layers of Session.request and Session.send that a GET without redirects, hooks
         or a body does not need, and that cost more CPU than the adapter's whole request (copying
         the cookie jar, merging settings, resolving the redirect it will not follow). Same headers,
         cookies, proxies and certificate settings; only ~/.netrc is not read: its credentials are
-        never sent to the servers a crawl happens upon."""
+        never sent to the servers a crawl happens upon. A GET with no proxy and no cookie to send
+        skips the adapter's own layers too (harvest.plain_get)."""
         merged = CaseInsensitiveDict(self.headers)
         merged.update(headers)
-        request = requests.PreparedRequest()
-        request.prepare(method="GET", url=url, headers=merged, cookies=self.cookies)
-        settings = self.merge_environment_settings(request.url, {}, True, None, None)
-        response = self.get_adapter(request.url).send(request, timeout=timeout, **settings)
+        settings = self.merge_environment_settings(url, {}, True, None, None)
+        if not settings["proxies"] and settings["cert"] is None and not self.cookies:
+            response = send_plain(
+                self.get_adapter(url), self._pools, url, merged, headers, timeout, settings["verify"]
+            )
+            request = response.request
+        else:
+            request = requests.PreparedRequest()
+            request.prepare(method="GET", url=url, headers=merged, cookies=self.cookies)
+            settings = self.merge_environment_settings(request.url, {}, True, None, None)
+            response = self.get_adapter(request.url).send(request, timeout=timeout, **settings)
         if "set-cookie" in response.headers:
             extract_cookies_to_jar(self.cookies, request, response.raw)
         return response
@@ -483,7 +494,7 @@ class HttpClient:
 
     def _read(
         self,
-        response: requests.Response,
+        response: requests.Response | PlainResponse,
         current: str,
         max_bytes: int,
         deadline: float,
@@ -492,8 +503,7 @@ class HttpClient:
         """Read one response; a watchdog closes it at the deadline, so a dripping server cannot hold us."""
         with response:
             if conditional and response.status_code == NOT_MODIFIED:
-                headers = {k.lower(): v for k, v in response.headers.items()}
-                return FetchResult(url=current, status=NOT_MODIFIED, body=b"", headers=headers)
+                return FetchResult(url=current, status=NOT_MODIFIED, body=b"", headers=_fields(response))
             if response.status_code in REDIRECT_CODES:
                 location = response.headers.get("Location")
                 if not location:
@@ -528,8 +538,12 @@ class HttpClient:
                 raise FetchError(current, reason, transient=True) from exc
             if time.monotonic() >= deadline:
                 raise self._past_deadline(current)
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            return FetchResult(url=current, status=200, body=b"".join(chunks), headers=headers)
+            return FetchResult(url=current, status=200, body=b"".join(chunks), headers=_fields(response))
+
+
+def _fields(response: requests.Response | PlainResponse) -> dict[str, str]:
+    """Response headers by lower-case name, repeated fields joined by commas (either header type)."""
+    return {name.lower(): response.headers[name] for name in response.headers}
 
 
 class _Watchdog:
