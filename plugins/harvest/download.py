@@ -67,8 +67,10 @@ class _Inspector:
 
     def __init__(self, process: subprocess.Popen):
         self.process = process
-        self.turn = threading.Condition()
-        self.waiting: deque[int] = deque()
+        #: guards ``waiting`` and ``dead``
+        self.turn = threading.Lock()
+        #: (ticket, set when the ticket's answer is next, or the process died)
+        self.waiting: deque[tuple[int, threading.Event]] = deque()
         #: serialises writers, so that each request lands whole and in ticket order
         self.writing = threading.Lock()
         #: requests sent or about to be (kept under _Inspectors._room)
@@ -80,13 +82,12 @@ class _Inspectors:
     """Processes that decode, hash and describe downloaded bytes beside the download threads, which
     would otherwise take turns with them for the interpreter lock. Each process has its own pipes;
     a download thread writes its bytes to the least busy process and reads its own answer when its
-    turn comes, so there is no broker thread and no pickling in between. Up to DEPTH requests wait
-    in a process's pipe: it starts on the next image as soon as it has answered one, instead of
-    idling until a download thread wakes up to send more. Started with ``python -c``: a child
+    turn comes, so there is no broker thread and no pickling in between. Requests queue in a
+    process's pipe: it starts on the next image as soon as it has answered one, instead of idling
+    until a download thread wakes up to send more (a limit of 2 or 4 queued requests per process
+    measured slower than none: the threads then wait for room as well). Started with ``python -c``: a child
     imports only Pillow, NumPy and the inspection code, not whatever the parent's main module pulls
     in. Given a local ``staging`` folder, they also write the bytes they accept into it."""
-
-    DEPTH = 2
 
     def __init__(self, count: int, min_width: int, min_height: int, staging: str | None = None):
         package_root = str(Path(harvest.__file__).resolve().parents[1])
@@ -105,7 +106,7 @@ class _Inspectors:
             f"serve_inspections({min_width}, {min_height}, {staging!r})",
         ]
         self._tickets = itertools.count()
-        #: guards the list of processes and their loads; notified when a request's turn ends
+        #: guards the list of processes and their loads; notified when a dead one's replacement is in
         self._room = threading.Condition()
         self._inspectors: list[_Inspector] = [_Inspector(self._start()) for _ in range(count)]
         #: replacements of dead processes under way
@@ -125,7 +126,7 @@ class _Inspectors:
         return process
 
     def _enter(self) -> _Inspector:
-        """The least busy live process, waiting while every one has DEPTH requests."""
+        """The live process with the fewest requests queued (waiting while a dead one is replaced)."""
         with self._room:
             while True:
                 if self._closed:
@@ -133,28 +134,32 @@ class _Inspectors:
                 if not self._inspectors and not self._starting:
                     raise RuntimeError("no inspecting process could be started")
                 inspector = min(self._inspectors, key=lambda each: each.load, default=None)
-                if inspector is not None and inspector.load < self.DEPTH:
+                if inspector is not None:
                     inspector.load += 1
                     return inspector
-                self._room.wait()  # for a turn to end, or the replacement of a dead process
+                self._room.wait()  # for the replacement of a dead process
 
-    def _send(self, inspector: _Inspector, data: bytes) -> int:
-        """Write the request; its ticket is queued in the same order as the bytes."""
-        with inspector.writing:
-            with inspector.turn:
-                ticket = next(self._tickets)
-                inspector.waiting.append(ticket)
-            write_frame(inspector.process.stdin, data)
-        return ticket
+    def _queue(self, inspector: _Inspector) -> tuple[int, threading.Event]:
+        """A ticket for the request about to be written (the caller holds ``inspector.writing``, so
+        tickets queue in the order of the bytes), and an event set when its answer is the next one
+        out (only that thread is woken) or the process died."""
+        with inspector.turn:
+            ticket, event = next(self._tickets), threading.Event()
+            inspector.waiting.append((ticket, event))
+            if len(inspector.waiting) == 1 or inspector.dead:
+                event.set()
+        return ticket, event
 
     def _leave(self, inspector: _Inspector, ticket: int | None) -> None:
         with self._room:
             inspector.load -= 1
-            with inspector.turn:
-                if ticket in inspector.waiting:
-                    inspector.waiting.remove(ticket)
-                inspector.turn.notify_all()
-            self._room.notify_all()
+        with inspector.turn:
+            for index, (queued, _event) in enumerate(inspector.waiting):
+                if queued == ticket:
+                    del inspector.waiting[index]
+                    break
+            if inspector.waiting:
+                inspector.waiting[0][1].set()
 
     def _replace(self, inspector: _Inspector) -> int | None:
         """Put a fresh process in place of one that died (once, whoever notices first); every
@@ -162,7 +167,8 @@ class _Inspectors:
         with self._room:
             with inspector.turn:
                 inspector.dead = True
-                inspector.turn.notify_all()
+                for _ticket, event in inspector.waiting:
+                    event.set()
             current = inspector in self._inspectors
             if current:
                 self._inspectors.remove(inspector)
@@ -190,11 +196,11 @@ class _Inspectors:
         while True:
             inspector, ticket = self._enter(), None
             try:
-                ticket = self._send(inspector, data)
-                with inspector.turn:
-                    while inspector.waiting[0] != ticket and not inspector.dead:
-                        inspector.turn.wait()
-                    culprit = False  # woken because the process died on a request before this one
+                with inspector.writing:
+                    ticket, turn = self._queue(inspector)
+                    write_frame(inspector.process.stdin, data)
+                turn.wait()
+                culprit = False  # if woken because the process died on a request before this one
                 if not inspector.dead:
                     inspected = read_answer(inspector.process.stdout, data)
                     self._leave(inspector, ticket)
@@ -204,7 +210,7 @@ class _Inspectors:
                 raise
             except (EOFError, OSError, ValueError):
                 with inspector.turn:  # the process died on this request if it was the one in work
-                    culprit = not inspector.waiting or inspector.waiting[0] == ticket
+                    culprit = not inspector.waiting or inspector.waiting[0][0] == ticket
             code = self._replace(inspector)  # first: the requests queued behind go elsewhere
             self._leave(inspector, ticket)
             if culprit:
