@@ -590,14 +590,16 @@ _CANDIDATE_UPDATE = (
 
 
 def _insert_many(session, model, rows: list[dict], index_elements: list[str]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING as one executemany (the statement compiles once)."""
+    """INSERT ... ON CONFLICT DO NOTHING as one executemany on the table (the statement compiles
+    once; the ORM's bulk path would look at every row's attributes first)."""
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    session.execute(insert(model).on_conflict_do_nothing(index_elements=index_elements), rows)
+    statement = insert(model.__table__).on_conflict_do_nothing(index_elements=index_elements)
+    session.connection().execute(statement, rows)
 
 
 def _outcome(result, report: StageReport) -> dict:
