@@ -252,6 +252,21 @@ def test_inspecting_processes_stage_the_bytes_they_accept(tmp_path):
     assert sorted(store.keys()) == [inspected.staging_key]  # nothing for the rejected bytes
 
 
+def test_bytes_an_inspecting_process_cannot_stage_are_left_to_the_download_thread(tmp_path):
+    from harvest.download import _Inspectors
+
+    not_a_folder = tmp_path / "staging"
+    not_a_folder.write_bytes(b"")  # every write under it fails
+    data = encode_image(photo_like(3, (320, 240), "RGB"), "JPEG")
+    inspectors = _Inspectors(1, 64, 64, str(not_a_folder))
+    try:
+        first, second = inspectors.inspect(data), inspectors.inspect(data)
+    finally:
+        inspectors.close()
+    assert not first.staged and first == inspect_image(data, 64, 64)
+    assert not second.staged  # the process lived on
+
+
 #: an inspecting process that dies on bytes starting with DIE, as a decoder crashing would
 DYING_INSPECTOR = """
 import os

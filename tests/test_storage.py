@@ -156,3 +156,16 @@ def test_root_is_absolute_and_user_expanded(monkeypatch, tmp_path):
 def test_open_store_picks_local_for_a_folder(tmp_path):
     store = open_store(str(tmp_path / "x"))
     assert isinstance(store, LocalStore)
+
+
+def test_writes_for_another_process_are_not_remembered_until_it_adopts_them(tmp_path):
+    """An inspecting process writes for as long as its download task runs: it keeps no list of what
+    it wrote; the task that adopts the keys syncs them."""
+    writer, task = LocalStore(tmp_path), LocalStore(tmp_path)
+    with writer.synced_elsewhere():
+        writer.put("images/ab/one.jpg", b"one")
+    assert writer._unsynced == [] and task._unsynced == []
+    task.adopt("images/ab/one.jpg")
+    assert task._unsynced == [str(tmp_path.resolve() / "images/ab/one.jpg")]
+    task.sync()
+    assert task._unsynced == [] and task.get("images/ab/one.jpg") == b"one"

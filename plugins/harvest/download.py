@@ -85,9 +85,10 @@ class _Inspectors:
     turn comes, so there is no broker thread and no pickling in between. Requests queue in a
     process's pipe: it starts on the next image as soon as it has answered one, instead of idling
     until a download thread wakes up to send more (a limit of 2 or 4 queued requests per process
-    measured slower than none: the threads then wait for room as well). Started with ``python -c``: a child
-    imports only Pillow, NumPy and the inspection code, not whatever the parent's main module pulls
-    in. Given a local ``staging`` folder, they also write the bytes they accept into it."""
+    measured slower than none: the threads then wait for room as well). Started with
+    ``python -c``: a child imports only Pillow, NumPy and the inspection code, not whatever the
+    parent's main module pulls in. Given a local ``staging`` folder, they also write the bytes they
+    accept into it."""
 
     def __init__(self, count: int, min_width: int, min_height: int, staging: str | None = None):
         package_root = str(Path(harvest.__file__).resolve().parents[1])
@@ -209,8 +210,10 @@ class _Inspectors:
                 self._leave(inspector, ticket)
                 raise
             except (EOFError, OSError, ValueError):
-                with inspector.turn:  # the process died on this request if it was the one in work
-                    culprit = not inspector.waiting or inspector.waiting[0][0] == ticket
+                with inspector.turn:  # it died on this request if it was the one in work (and is
+                    # not already known dead: then the request behind it only found the pipe closed)
+                    head = not inspector.waiting or inspector.waiting[0][0] == ticket
+                    culprit = head and not inspector.dead
             code = self._replace(inspector)  # first: the requests queued behind go elsewhere
             self._leave(inspector, ticket)
             if culprit:

@@ -27,7 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from harvest.plain_get import PlainResponse, send_plain
+from harvest.plain_get import PlainResponse, prepared_url, send_plain
 from harvest.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
 
 REDIRECT_CODES = {301, 302, 303, 307, 308}
@@ -282,12 +282,11 @@ class _Session(requests.Session):
         skips the adapter's own layers too (harvest.plain_get)."""
         merged = CaseInsensitiveDict(self.headers)
         merged.update(headers)
-        settings = self.merge_environment_settings(url, {}, True, None, None)
+        request = prepared_url(url)
+        settings = self.merge_environment_settings(request.url, {}, True, None, None)
         if not settings["proxies"] and settings["cert"] is None and not self.cookies:
-            response = send_plain(
-                self.get_adapter(url), self._pools, url, merged, headers, timeout, settings["verify"]
-            )
-            request = response.request
+            adapter = self.get_adapter(request.url)
+            response = send_plain(adapter, self._pools, request, merged, headers, timeout, settings["verify"])
         else:
             request = requests.PreparedRequest()
             request.prepare(method="GET", url=url, headers=merged, cookies=self.cookies)

@@ -277,7 +277,7 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
         from harvest.storage import LocalStore
 
         store = LocalStore(staging)
-    with store.deferred_sync() if store is not None else contextlib.nullcontext():
+    with store.synced_elsewhere() if store is not None else contextlib.nullcontext():
         while True:
             data = _read_frame(stdin)
             if data is None:
@@ -289,8 +289,11 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
                 clean = inspected.clean_data if inspected.clean_data is not None else b""
                 answer["clean"] = inspected.clean_data is not None
                 if store is not None:
-                    stage_inspected(store, inspected)
-                    answer["staged"] = True
+                    try:
+                        stage_inspected(store, inspected)
+                        answer["staged"] = True
+                    except Exception:  # noqa: BLE001 - the download thread writes it, and reports what fails
+                        pass
             except ImageRejected as exc:
                 answer = {"rejected": str(exc)}
             write_frame(stdout, json.dumps(answer).encode("utf-8"), clean)

@@ -76,21 +76,27 @@ class PlainResponse:
         self.close()
 
 
+def prepared_url(url: str) -> requests.PreparedRequest:
+    """A GET request with only its URL prepared (IDNA, quoting), as requests prepares it."""
+    request = requests.PreparedRequest()
+    request.method = "GET"
+    request.prepare_url(url, None)
+    return request
+
+
 def send_plain(
     adapter: HTTPAdapter,
     pools: dict,
-    url: str,
+    request: requests.PreparedRequest,
     headers: requests.structures.CaseInsensitiveDict,
     extra: dict[str, str],
     timeout: tuple[float, float],
     verify: bool | str,
 ) -> PlainResponse:
-    """GET ``url`` with ``headers`` (the session's, already merged with ``extra``, the caller's own,
-    which are checked here as requests would) the way ``adapter.send`` would, minus its overhead.
-    ``pools`` caches the pool per origin for this adapter (one thread's session)."""
-    request = requests.PreparedRequest()
-    request.method = "GET"
-    request.prepare_url(url, None)
+    """GET ``request`` (from :func:`prepared_url`) with ``headers`` (the session's, already merged
+    with ``extra``, the caller's own, which are checked here as requests would) the way
+    ``adapter.send`` would, minus its overhead. ``pools`` caches the pool per origin for this
+    adapter (one thread's session)."""
     for header in extra.items():
         check_header_validity(header)
     request.headers = headers

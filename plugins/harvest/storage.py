@@ -106,6 +106,7 @@ class LocalStore:
         self._unsynced: list[str] = []
         self._lock = threading.Lock()
         self._deferred = False
+        self._untracked = False
         #: folder keys already proven to resolve inside the root ("images/ab" -> its real path + "/")
         self._folders: dict[str, str] = {}
         self._remove_abandoned()
@@ -167,6 +168,17 @@ class LocalStore:
             self._deferred = False
             self.sync()
 
+    @contextmanager
+    def synced_elsewhere(self) -> Iterator[None]:
+        """Writes inside skip their fsync and are not remembered: the process that adopts them
+        (:meth:`adopt`) syncs them. For an inspecting process of the download stage, which may
+        write for hours and would otherwise keep every path it wrote."""
+        self._deferred = self._untracked = True
+        try:
+            yield
+        finally:
+            self._deferred = self._untracked = False
+
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._write(key, data)
 
@@ -183,7 +195,7 @@ class LocalStore:
             tmp = self._write_temp(data, durable)
             try:
                 self._rename(tmp, path)
-                if not durable:
+                if not durable and not self._untracked:
                     with self._lock:
                         self._unsynced.append(path)
             except BaseException:
