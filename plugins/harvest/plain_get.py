@@ -76,6 +76,24 @@ class PlainResponse:
         self.close()
 
 
+#: what HTTPAdapter.send raises for a MaxRetryError's reason (else ConnectionError) ...
+_RETRY_REASONS = (
+    (ResponseError, requests.exceptions.RetryError),
+    (_ProxyError, requests.exceptions.ProxyError),
+    (_SSLError, requests.exceptions.SSLError),
+)
+#: ... and for urllib3 errors raised as they are (others pass through unchanged)
+_RAISED = (
+    (_SSLError, requests.exceptions.SSLError),
+    (ReadTimeoutError, requests.exceptions.ReadTimeout),
+    (InvalidHeader, requests.exceptions.InvalidHeader),
+)
+
+
+def _named(exc: BaseException, table: tuple) -> type[Exception] | None:
+    return next((error for kind, error in table if isinstance(exc, kind)), None)
+
+
 def prepared_url(url: str) -> requests.PreparedRequest:
     """A GET request with only its URL prepared (IDNA, quoting), as requests prepares it."""
     request = requests.PreparedRequest()
@@ -136,23 +154,15 @@ def send_plain(
         reason = exc.reason
         if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
             raise requests.exceptions.ConnectTimeout(exc, request=request) from exc
-        if isinstance(reason, ResponseError):
-            raise requests.exceptions.RetryError(exc, request=request) from exc
-        if isinstance(reason, _ProxyError):
-            raise requests.exceptions.ProxyError(exc, request=request) from exc
-        if isinstance(reason, _SSLError):
-            raise requests.exceptions.SSLError(exc, request=request) from exc
-        raise requests.exceptions.ConnectionError(exc, request=request) from exc
+        error = _named(reason, _RETRY_REASONS) or requests.exceptions.ConnectionError
+        raise error(exc, request=request) from exc
     except ClosedPoolError as exc:
         raise requests.exceptions.ConnectionError(exc, request=request) from exc
     except _ProxyError as exc:
         raise requests.exceptions.ProxyError(exc) from exc
-    except (_SSLError, _HTTPError) as exc:
-        if isinstance(exc, _SSLError):
-            raise requests.exceptions.SSLError(exc, request=request) from exc
-        if isinstance(exc, ReadTimeoutError):
-            raise requests.exceptions.ReadTimeout(exc, request=request) from exc
-        if isinstance(exc, InvalidHeader):
-            raise requests.exceptions.InvalidHeader(exc, request=request) from exc
-        raise
+    except _HTTPError as exc:  # urllib3's own SSLError is one too
+        error = _named(exc, _RAISED)
+        if error is None:
+            raise
+        raise error(exc, request=request) from exc
     return PlainResponse(raw, request)
