@@ -299,6 +299,11 @@ def test_a_header_value_with_a_line_break_is_refused_before_sending(base, server
     assert error.reason == "connection failed: InvalidHeader" and server.requests == []
 
 
+def test_a_user_agent_with_a_line_break_is_refused_before_sending(base, server):
+    error = fetch_error(f"{base}/page", user_agent="agent/1.0\r\nX-Injected: 1")
+    assert error.reason == "connection failed: InvalidHeader" and server.requests == []
+
+
 def test_redirect_chain_is_followed_to_the_final_url(base, server):
     result = client().get(f"{base}/r1", max_bytes=10_000)
     assert result.body == PAGE

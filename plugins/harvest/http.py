@@ -286,7 +286,7 @@ class _Session(requests.Session):
         settings = self.merge_environment_settings(request.url, {}, True, None, None)
         if not settings["proxies"] and settings["cert"] is None and not self.cookies:
             adapter = self.get_adapter(request.url)
-            response = send_plain(adapter, self._pools, request, merged, headers, timeout, settings["verify"])
+            response = send_plain(adapter, self._pools, request, merged, timeout, settings["verify"])
         else:
             request = requests.PreparedRequest()
             request.prepare(method="GET", url=url, headers=merged, cookies=self.cookies)

@@ -107,15 +107,14 @@ def send_plain(
     pools: dict,
     request: requests.PreparedRequest,
     headers: requests.structures.CaseInsensitiveDict,
-    extra: dict[str, str],
     timeout: tuple[float, float],
     verify: bool | str,
 ) -> PlainResponse:
     """GET ``request`` (from :func:`prepared_url`) with ``headers`` (the session's, already merged
-    with ``extra``, the caller's own, which are checked here as requests would) the way
-    ``adapter.send`` would, minus its overhead. ``pools`` caches the pool per origin for this
-    adapter (one thread's session)."""
-    for header in extra.items():
+    with the caller's own, all checked here as requests checks them) the way ``adapter.send``
+    would, minus its overhead. ``pools`` caches the pool per origin for this adapter (one thread's
+    session)."""
+    for header in headers.items():
         check_header_validity(header)
     request.headers = headers
     request.body = None
