@@ -303,9 +303,7 @@ def _work(
             return ImageRejected(f"{exc} (Content-Type {result.content_type})")
         return exc
     if inspected.staged:  # by the inspecting process: the stage's next sync covers it
-        store.adopt(
-            inspected.staging_key, *([inspected.clean_key] if inspected.clean_data is not None else [])
-        )
+        store.adopt(*(key for key in (inspected.staging_key, inspected.clean_key) if key))
     else:
         stage_inspected(store, inspected)
     inspected.data = b""  # staged: the chunk's rows need only the description until they are written

@@ -288,9 +288,8 @@ class _Session(requests.Session):
             adapter = self.get_adapter(request.url)
             response = send_plain(adapter, self._pools, request, merged, timeout, settings["verify"])
         else:
-            request = requests.PreparedRequest()
+            request = requests.PreparedRequest()  # the URL prepares as above: the settings stand
             request.prepare(method="GET", url=url, headers=merged, cookies=self.cookies)
-            settings = self.merge_environment_settings(request.url, {}, True, None, None)
             response = self.get_adapter(request.url).send(request, timeout=timeout, **settings)
         if "set-cookie" in response.headers:
             extract_cookies_to_jar(self.cookies, request, response.raw)
