@@ -2,7 +2,7 @@
 the per-image cost of inspection (decode, perceptual hash, entropy, EXIF) and of near-duplicate
 lookups, and the near-duplicate index at 100k synthetic hashes.
 
-    python bench/bench_download.py [--images 2000] [--rounds 3] [--synthetic 100000]
+    python bench/bench_download.py [--images 2000] [--rounds 5] [--synthetic 100000]
         [--database-url URL] [--workdir DIR]
 
 Target: the stage reaches at least 0.7x the bare loop's images/s while doing all of its checks.
@@ -52,21 +52,41 @@ def cpu_seconds() -> float:
 
 
 def file_write_cost(folder: Path, count: int = 200, size: int = 66_000) -> float:
-    """CPU seconds to write one new file of a typical image's size in ``folder``, as the stage does
-    per image and the bare loop never does. On the development machine (a virtual machine) this
-    swung between 0.03 and 1 ms from minute to minute on the same disk and folder; the bench prints
-    it before every stage run, so a slow round can be told from a slow stage."""
+    """CPU seconds to create one new file of a typical image's size in a new folder under ``folder``,
+    as the stage does per image and the bare loop never does. The files stay until the bench ends:
+    deleting them would make the very cost measured here (see wait_for_calm_disk)."""
     folder.mkdir(parents=True, exist_ok=True)
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=folder))
     data = os.urandom(size)
     started = time.process_time()
     for i in range(count):
-        fd = os.open(folder / f"probe-{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, data)
         os.close(fd)
-    cost = (time.process_time() - started) / count
-    for i in range(count):
-        os.unlink(folder / f"probe-{i}")
-    return cost
+    return (time.process_time() - started) / count
+
+
+#: CPU seconds a new 66 kB file costs on a calm disk here (0.03-0.15 ms measured)
+CALM_WRITE = 0.15e-3
+
+
+def wait_for_calm_disk(folder: Path, limit: float = 120.0, every: float = 5.0) -> tuple[float, float]:
+    """Wait, at most ``limit`` seconds, until creating a file costs what it does on a calm disk;
+    the seconds waited and the last cost.
+
+    ext4 without a journal (the development machine's disk) does not reuse an inode freed in the last
+    minute or so: allocating one walks past each of them with a lookup. Right after a job deleted
+    thousands of files (an earlier bench's clean-up, `make bench`'s previous script, the test
+    suite), every file the stage creates pays that walk: after 20,000 deletions a new 66 kB file cost
+    1.2 ms of CPU instead of 0.05 and the stage ran at 0.56x instead of 0.75x; 75 s later both were
+    back. The bare loop creates no file, so such a round measures the disk, not the stage."""
+    started = time.monotonic()
+    while True:
+        cost = file_write_cost(folder)
+        waited = time.monotonic() - started
+        if cost < CALM_WRITE or waited >= limit:
+            return waited, cost
+        time.sleep(every)
 
 
 def make_images(root: Path, count: int) -> tuple[list[str], int]:
@@ -245,7 +265,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--synthetic", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3, help="bare loop and stage runs; medians count")
+    parser.add_argument("--rounds", type=int, default=5, help="bare loop and stage runs; medians count")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument(
         "--workdir",
@@ -256,7 +276,7 @@ def main() -> int:
     threads = build_config({"seeds": ["http://x/"], "labels": ["espresso"]}, "probe").download_threads
 
     # under HARVEST_HOME, where a real run stages its downloads (writing a file there cost the same
-    # as in /tmp or /root on the development machine: what varied was the time, see file_write_cost)
+    # as in /tmp or /root on the development machine: what varied was the time, see wait_for_calm_disk)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-download-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
@@ -273,6 +293,8 @@ def main() -> int:
         with serve(root) as base:
             urls = [f"{base}/{name}" for name in names]
             bare_loop(urls[:50], threads)  # warm the server and the page cache
+            waited, cost = wait_for_calm_disk(workdir / "staging-probe")
+            print(f"waited {waited:.0f}s for a calm disk (a new 66 kB file: {cost * 1e3:.2f} ms of CPU)")
             stamp = int(time.time())
             for round_ in range(args.rounds):
                 # the bare loop before and after the stage runs, the faster one counts: the machine
