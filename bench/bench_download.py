@@ -177,6 +177,7 @@ def stage(
         **({"HARVEST_INSPECT_PROCESSES": str(processes)} if processes is not None else {}),
         **os.environ,
         "HARVEST_HOME": str(workdir / "home"),
+        "HARVEST_LOCAL_ROOTS": str(workdir),
         "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
         "HARVEST_SHARDS": "1",
         "HARVEST_STAGING": str(workdir / f"staging-{run_id}"),

@@ -2,7 +2,9 @@
 ### harvest_dataset_index
 
 Runs whenever `image_harvest` publishes images (it is scheduled on the `harvest_images` asset alias) and
-rebuilds `{destination}/index.json`: images per label and every run's manifest. It is also the example
+rebuilds `{destination}/index.json`: images per label and every run's manifest. A destination named
+by an event is only written when a harvest run could publish there (HARVEST_LOCAL_ROOTS,
+HARVEST_ALLOWED_BUCKETS); others are refused with the reason in the task log. It is also the example
 to copy for a training DAG: schedule yours on `Asset("s3://bucket/prefix/images/goldfish")` to run on
 new goldfish.
 """
@@ -27,21 +29,19 @@ def harvest_dataset_index():
     def rebuild_index() -> dict:
         import os
 
-        from harvest.config import default_destination
-        from harvest.dataset_index import build_index
-        from harvest.storage import open_store
+        from harvest.config import default_destination, is_s3
+        from harvest.dataset_index import rebuild_indexes
         from harvest_airflow import s3_options
 
         events = get_current_context()["triggering_asset_events"]
-        destinations = sorted(
-            {
-                event.extra["destination"]
-                for asset_events in events.values()
-                for event in asset_events
-                if event.extra.get("destination")
-            }
-        ) or [default_destination(os.environ)]
-        return {dest: build_index(open_store(dest, s3_options())) for dest in destinations}
+        destinations = [
+            event.extra["destination"]
+            for asset_events in events.values()
+            for event in asset_events
+            if event.extra.get("destination")
+        ] or [default_destination(os.environ)]
+        s3 = s3_options() if any(isinstance(d, str) and is_s3(d) for d in destinations) else None
+        return rebuild_indexes(destinations, os.environ, s3)
 
     rebuild_index()
 

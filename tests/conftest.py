@@ -37,10 +37,18 @@ def _harvest_env(monkeypatch, tmp_path) -> None:
     """Loopback servers are private addresses; tests allow them, and never touch the user's home."""
     monkeypatch.setenv("HARVEST_ALLOW_PRIVATE_NETWORKS", "1")
     monkeypatch.setenv("HARVEST_HOME", str(tmp_path / "harvest-home"))
+    # destinations, staging areas and URL lists of a test live anywhere in its own temporary folder
+    monkeypatch.setenv("HARVEST_LOCAL_ROOTS", str(tmp_path))
     # one site on loopback serves every test: keep the per-host politeness delay short (tests that
     # check politeness set their own)
     monkeypatch.setenv("HARVEST_HOST_DELAY", "0.01")
-    for name in ("HARVEST_DESTINATION", "HARVEST_DATABASE_URL", "HARVEST_STAGING", "AWS_ENDPOINT_URL"):
+    for name in (
+        "HARVEST_DESTINATION",
+        "HARVEST_DATABASE_URL",
+        "HARVEST_STAGING",
+        "HARVEST_ALLOWED_BUCKETS",
+        "AWS_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

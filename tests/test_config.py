@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ def home(tmp_path) -> Path:
 
 
 @pytest.fixture
-def env(home) -> dict[str, str]:
-    return {"HARVEST_HOME": str(home)}
+def env(home, tmp_path) -> dict[str, str]:
+    return {"HARVEST_HOME": str(home), "HARVEST_LOCAL_ROOTS": str(tmp_path)}
 
 
 def build(params=None, env=None, **kwargs):
@@ -126,8 +127,12 @@ def test_local_destination_stages_under_harvest_home(env, home, tmp_path):
     assert cfg.staging == str(home / "staging")
 
 
-def test_harvest_staging_overrides_the_staging_default(env):
-    cfg = build({**GOOD, "destination": "s3://bucket/out"}, env={**env, "HARVEST_STAGING": "/fast/disk"})
+def test_harvest_staging_overrides_the_staging_default(env, tmp_path):
+    roots = f"{tmp_path}{os.pathsep}/fast"
+    cfg = build(
+        {**GOOD, "destination": "s3://bucket/out"},
+        env={**env, "HARVEST_STAGING": "/fast/disk", "HARVEST_LOCAL_ROOTS": roots},
+    )
     assert cfg.staging == "/fast/disk"
 
 

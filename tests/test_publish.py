@@ -22,7 +22,7 @@ from harvest.exif import read_exif
 from harvest.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Image as ImageRow
-from harvest.storage import MULTIPART_THRESHOLD, PART_SIZE, S3Store, make_s3_client
+from harvest.storage import MULTIPART_THRESHOLD, PART_SIZE, WRITING, WRITING_MARKER, S3Store, make_s3_client
 
 
 def test_gps_photo_is_published_without_private_fields(postgres_url, s3, bucket):
@@ -89,7 +89,7 @@ def test_put_file_uploads_from_an_open_file_with_its_checksum(s3, bucket, tmp_pa
     head = client.head_object(Bucket=bucket, Key="f/manifests/m.bin", ChecksumMode="ENABLED")
     assert head["ContentLength"] == size and head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    assert not list((tmp_path / "f" / ".writing").iterdir())
+    assert [p.name for p in (tmp_path / "f" / WRITING).iterdir()] == [WRITING_MARKER]
 
 
 def test_delete_removes_the_object(s3, bucket, tmp_path):

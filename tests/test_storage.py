@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from harvest.storage import WRITING, LocalStore, StorageError, open_store
+from harvest.storage import WRITING, WRITING_MARKER, LocalStore, StorageError, open_store
 
 
 @pytest.fixture
@@ -85,13 +85,13 @@ def test_temp_file_of_a_writer_killed_mid_write_is_removed_by_the_next_store(tmp
     )
     writer = subprocess.run([sys.executable, "-c", killed_before_rename, str(root)])
     assert writer.returncode == -signal.SIGKILL
-    [partial] = (root / WRITING).iterdir()
+    [partial] = (p for p in (root / WRITING).iterdir() if p.is_file())
     assert partial.read_bytes() == b"half of an image"
-    running = root / WRITING / f".tmp-{socket.gethostname()}.{os.getpid()}-inflight"
+    running = root / WRITING / f".tmp-{socket.gethostname()}.{os.getpid()}-ffff"
     running.write_bytes(b"still being written")
 
     store = LocalStore(root)
-    assert sorted(p.name for p in (root / WRITING).iterdir()) == [running.name]
+    assert sorted(p.name for p in (root / WRITING).iterdir()) == sorted([running.name, WRITING_MARKER])
     assert list(store.keys()) == []
 
 

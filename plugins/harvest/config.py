@@ -6,9 +6,13 @@ environment, so defaults live in exactly one place and a bad value is refused be
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
+import json
 import os
 import re
+import site
+import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,8 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODELS_DIR = PACKAGE_DIR.parents[1] / "include" / "models"
-DEFAULT_PROFILES_DIR = PACKAGE_DIR.parents[1] / "include" / "profiles"
+PROJECT_DIR = PACKAGE_DIR.parents[1]
+DEFAULT_MODELS_DIR = PROJECT_DIR / "include" / "models"
+DEFAULT_PROFILES_DIR = PROJECT_DIR / "include" / "profiles"
 
 #: Probability a target class needs (besides being in the top_k) for an image to be kept. 0.2 keeps a
 #: photo whose probability mass is shared between close classes (tabby / tiger cat) while rejecting
@@ -277,6 +282,164 @@ def _validate_destination(dest: str) -> str | None:
     return None
 
 
+#: what each protected folder is, in the refusal message
+AIRFLOW_DAGS = "Airflow's DAGs folder"
+AIRFLOW_PLUGINS = "Airflow's plugins folder"
+PROJECT_CODE = "the project's code"
+PYTHON_LIBRARY = "a folder Python imports from"
+
+
+def _setting_list(raw: str | None) -> list[str]:
+    """An os.pathsep- or comma-separated setting as its non-empty items."""
+    return [item.strip() for item in re.split(f"[,{re.escape(os.pathsep)}]", raw or "") if item.strip()]
+
+
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute and ``..`` collapsed, by text alone (the file system is not asked)."""
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _real(path: str | Path) -> Path:
+    """``path`` with every symbolic link and ``..`` resolved, as far as it exists (the part that does
+    not exist yet is appended to its nearest existing parent's real path)."""
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def local_roots(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """The folders local destinations, staging areas and URL lists must lie in: HARVEST_LOCAL_ROOTS
+    (os.pathsep- or comma-separated), else the harvest home."""
+    return tuple(_absolute(root) for root in _setting_list(env.get("HARVEST_LOCAL_ROOTS"))) or (
+        _absolute(harvest_home(env)),
+    )
+
+
+def allowed_buckets(env: Mapping[str, str]) -> frozenset[str]:
+    """HARVEST_ALLOWED_BUCKETS: the S3 buckets a run may use; empty allows any."""
+    return frozenset(_setting_list(env.get("HARVEST_ALLOWED_BUCKETS")))
+
+
+def _airflow_cfg(source: Mapping[str, str], home: Path) -> configparser.ConfigParser:
+    """The airflow.cfg the environment points at (an empty parser when there is none or it is unreadable)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(Path(source.get("AIRFLOW_CONFIG") or home / "airflow.cfg").expanduser())
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        pass
+    return parser
+
+
+def _bundle_paths(raw: str | None) -> list[str]:
+    """Local folders named by Airflow 3's DAG bundle list (a JSON list of bundles with kwargs.path)."""
+    try:
+        bundles = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    paths = (
+        [(b.get("kwargs") or {}).get("path") for b in bundles if isinstance(b, dict)]
+        if isinstance(bundles, list)
+        else []
+    )
+    return [p for p in paths if isinstance(p, str) and p]
+
+
+def _airflow_code_folders(source: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(folder, what) for the folders Airflow loads code from, as one environment configures it: the
+    variables, its airflow.cfg, the DAG bundles and the defaults under AIRFLOW_HOME."""
+    home = Path(source.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+    cfg = _airflow_cfg(source, home)
+
+    def from_cfg(section: str, option: str) -> str:
+        return cfg.get(section, option, fallback="").replace("{AIRFLOW_HOME}", str(home))
+
+    folders = [
+        (source.get("AIRFLOW__CORE__DAGS_FOLDER", ""), AIRFLOW_DAGS),
+        (from_cfg("core", "dags_folder"), AIRFLOW_DAGS),
+        (str(home / "dags"), AIRFLOW_DAGS),
+        (source.get("AIRFLOW__CORE__PLUGINS_FOLDER", ""), AIRFLOW_PLUGINS),
+        (from_cfg("core", "plugins_folder"), AIRFLOW_PLUGINS),
+        (str(home / "plugins"), AIRFLOW_PLUGINS),
+    ]
+    bundles = source.get("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST") or from_cfg(
+        "dag_processor", "dag_bundle_config_list"
+    )
+    folders.extend((path, AIRFLOW_DAGS) for path in _bundle_paths(bundles))
+    return [(folder, what) for folder, what in folders if folder.strip()]
+
+
+def protected_folders(env: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """(real path, what) of the folders no run may read or write, whatever the roots say: a file put
+    there can become code that Airflow or Python runs (Airflow loads any zip archive in its DAGs folder
+    as DAGs, whatever its name). Airflow's settings are read from ``env`` and from this process's own
+    environment, so a mapping passed in cannot hide the real ones."""
+    found: dict[Path, str] = {}
+    for source in (env, os.environ):
+        for folder, what in _airflow_code_folders(source):
+            found.setdefault(_real(folder), what)
+    for folder in (
+        PROJECT_DIR / "dags",
+        PROJECT_DIR / "plugins",
+        PROJECT_DIR / "include",
+        PACKAGE_DIR.parent,
+    ):
+        found.setdefault(_real(folder), PROJECT_CODE)
+    libraries = [sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+    for folder in [*libraries, site.getusersitepackages()]:
+        if folder:
+            found.setdefault(_real(folder), PYTHON_LIBRARY)
+    return list(found.items())
+
+
+def _local_problem(location: str, role: str, env: Mapping[str, str]) -> str | None:
+    """Why a run may not use this local path, or None.
+
+    The path is judged against the roots by its text first, so one outside them is refused before
+    the file system is asked anything, with the same words whether it exists or not. Then again with
+    symbolic links and ``..`` resolved, against the roots and the protected folders."""
+    if "\0" in location:  # no file name holds one; the system calls below would raise on it
+        return f"{role} {location!r}: a path cannot contain a NUL character"
+    roots = local_roots(env)
+    real_roots = [_real(root) for root in roots]
+    outside = (
+        f"{role} {location!r}: outside the folders runs may use "
+        f"({', '.join(str(root) for root in roots)}); an operator adds folders with HARVEST_LOCAL_ROOTS"
+    )
+    given = _absolute(location)
+    if not any(_within(given, root) for root in (*roots, *real_roots)):
+        return outside
+    real = _real(location)  # not ``given``: "link/.." is the link target's parent, not the link's
+    for folder, what in protected_folders(env):
+        if _within(real, folder) or _within(given, folder):
+            return f"{role} {location!r}: inside {what} ({folder}), where a file can be run as code"
+    if not any(_within(real, root) for root in real_roots):
+        return outside + " (it leads out of them through a symbolic link)"
+    return None
+
+
+def _bucket_problem(location: str, role: str, env: Mapping[str, str]) -> str | None:
+    buckets = allowed_buckets(env)
+    bucket = urlsplit(location).netloc
+    if buckets and bucket not in buckets:
+        return f"{role} {location!r}: bucket {bucket!r} is not in HARVEST_ALLOWED_BUCKETS ({', '.join(sorted(buckets))})"
+    return None
+
+
+def location_problem(location: str, role: str, env: Mapping[str, str]) -> str | None:
+    """Why a run may not read or write at ``location`` (a local path or s3:// URI), or None: local
+    paths must lie in the roots and outside every protected folder, buckets in the allowed ones."""
+    if is_s3(location):
+        return _bucket_problem(location, role, env)
+    return _local_problem(location, role, env)
+
+
+def destination_problem(dest: str, env: Mapping[str, str]) -> str | None:
+    """Why ``dest`` cannot be published to, or None: its form, then where it is."""
+    return _validate_destination(dest) or location_problem(dest, "destination", env)
+
+
 def build_config(
     params: Mapping[str, Any],
     run_id: str,
@@ -301,6 +464,10 @@ def build_config(
         problems.append("seeds: give at least one http(s) URL to crawl (or a url_list)")
     if url_list and "://" in url_list and not is_s3(url_list):
         problems.append(f"url_list {url_list!r}: use a local path or s3://bucket/key")
+    elif url_list:
+        problem = location_problem(url_list, "url_list", env)
+        if problem:
+            problems.append(problem)
     domains = [d.lower().removeprefix("*.").strip(".") for d in _as_list(params.get("domains"))]
     problems.extend(
         f"domains: {d!r} is not a host name (e.g. flickr.com)" for d in domains if "/" in d or ":" in d
@@ -334,7 +501,7 @@ def build_config(
         same_domain = _truthy(same_domain)
 
     destination = str(params.get("destination") or "").strip() or default_destination(env)
-    problem = _validate_destination(destination)
+    problem = destination_problem(destination, env)
     if problem:
         problems.append(problem)
     destination = destination.rstrip("/") if is_s3(destination) else str(Path(destination).expanduser())
@@ -347,6 +514,10 @@ def build_config(
     staging = env.get("HARVEST_STAGING") or (
         f"{destination}/_staging" if is_s3(destination) else str(harvest_home(env) / "staging")
     )
+    if env.get("HARVEST_STAGING") or not is_s3(destination):  # else in the destination's bucket
+        problem = location_problem(staging, "staging area", env)
+        if problem:
+            problems.append(problem)
 
     num_shards = _env_int(env, "HARVEST_SHARDS", 4, 1, 256, problems)
     download_threads = _env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems)

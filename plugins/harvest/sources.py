@@ -11,7 +11,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import update
 
@@ -71,22 +71,36 @@ def _rows(location: str, data: bytes) -> Iterator[dict]:
     raise SourceError(f"{location}: unknown list format {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
 
 
-def _locate(location: str, s3=None):
+def _s3_list(location: str, s3=None):
+    folder, _, name = location.rpartition("/")
+    return open_store(folder, s3), name
+
+
+def _exists(location: str, s3=None) -> bool:
     if is_s3(location):
-        folder, _, name = location.rpartition("/")
-        return open_store(folder, s3), name
-    path = PurePosixPath(location)
-    return open_store(str(path.parent)), path.name
+        store, name = _s3_list(location, s3)
+        return store.exists(name)
+    return Path(location).expanduser().is_file()
+
+
+def _read(location: str, s3=None) -> bytes:
+    """The list's bytes. A local list is read as a file, not through a store opened on its folder: the
+    folder is the user's, and a store would treat it as its own."""
+    if is_s3(location):
+        store, name = _s3_list(location, s3)
+        return store.get(name)
+    return Path(location).expanduser().read_bytes()
 
 
 def check_url_list(location: str, s3=None) -> None:
-    """Fail before any work when the list is missing or of an unknown format."""
+    """Fail before any work when the list is missing or of an unknown format. The location has passed
+    build_config's checks (a local list lies in the allowed folders), so saying whether it exists tells
+    nothing about the rest of the file system."""
     suffix = PurePosixPath(location.split("?")[0]).suffix.lower()
     if suffix not in (".csv", ".tsv", ".txt", ".parquet", ".jsonl", ".ndjson", ".json"):
         raise SourceError(f"{location}: unknown list format {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
-    store, name = _locate(location, s3)
     try:
-        found = store.exists(name)
+        found = _exists(location, s3)
     except Exception as exc:
         raise SourceError(f"{location}: cannot reach the URL list ({exc})") from exc
     if not found:
@@ -95,12 +109,15 @@ def check_url_list(location: str, s3=None) -> None:
 
 def read_url_list(location: str, s3=None) -> Iterator[dict]:
     """Rows of the list at a local path or s3:// URI."""
-    store, name = _locate(location, s3)
     try:
-        data = store.get(name)
+        data = _read(location, s3)
     except Exception as exc:
-        raise SourceError(f"{location}: cannot read the URL list ({exc})") from exc
+        raise SourceError(f"{location}: cannot read the URL list ({_reason(exc)})") from exc
     yield from _rows(location, data)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def allowed_domain(url: str, domains: tuple[str, ...]) -> bool:

@@ -3,7 +3,8 @@
 Keys are relative paths ("images/goldfish/<sha256>.jpg"). Writes are atomic in both backends (a
 local temp file renamed into place; a single S3 PUT), so a reader never sees half an object and a
 retried stage can simply write again. A local writer killed mid-write leaves its temp file in one
-folder, where the next store opened on that machine finds and removes it.
+folder, where the next store opened on that machine finds and removes it: only in a writing folder a
+store created itself (it holds the store's marker folder), and only files named like its temp files.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import hashlib
 import itertools
 import os
+import re
 import socket
 import stat
 import threading
@@ -75,8 +77,14 @@ COPY_CHUNK = 1024 * 1024
 
 #: the folder of unfinished local writes (renamed into place when complete)
 WRITING = ".writing"
+#: made inside the writing folder by the store that creates it; a writing folder without it is not
+#: swept, as it is someone else's (a folder opened as a store may hold a ``.writing`` of its own). A
+#: folder, not a file, so a published dataset still holds only its objects as files.
+WRITING_MARKER = ".image-harvester-store"
 #: a temp file this old belongs to a dead writer even if its process id was reused or is on another host
 ABANDONED_AFTER = 24 * 3600
+#: the names :func:`_temp_prefix` and a counter give temp files: ``.tmp-<host>.<pid>-<hex>``
+_TEMP_NAME = re.compile(r"\.tmp-(?P<host>.+)\.(?P<pid>[0-9]+)-[0-9a-f]+")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 #: temp file names within a process: host and process id, then a number from this counter
 _TEMP_NAMES = itertools.count()
@@ -113,18 +121,18 @@ class LocalStore:
 
     def _remove_abandoned(self) -> None:
         """Delete the temp files of writers that died mid-write (a SIGKILLed or OOM-killed task): no
-        one will rename them. Names carry host and process id; a live writer's files are left alone."""
-        try:
-            entries = list(os.scandir(self.root / WRITING))
-        except OSError:
-            return
+        one will rename them. Names carry host and process id; a live writer's files are left alone.
+        Only a writing folder a store created (:data:`WRITING_MARKER`) is swept, and in it only files
+        named like a store's temp files: opening someone else's folder as a store deletes nothing."""
+        entries = _own_writing_folder(self.root / WRITING)
         host, now = socket.gethostname(), time.time()
         for entry in entries:
-            writer = entry.name.removeprefix(".tmp-").rsplit("-", 1)[0]
-            name, _, pid = writer.rpartition(".")
+            name = _TEMP_NAME.fullmatch(entry.name)
             try:
-                dead = name == host and pid.isdigit() and not _alive(int(pid))
-                if dead or now - entry.stat().st_mtime > ABANDONED_AFTER:
+                if name is None or not entry.is_file(follow_symlinks=False):
+                    continue
+                dead = name["host"] == host and not _alive(int(name["pid"]))
+                if dead or now - entry.stat(follow_symlinks=False).st_mtime > ABANDONED_AFTER:
                     os.unlink(entry.path)
             except OSError:
                 pass  # removed by another store meanwhile
@@ -218,7 +226,7 @@ class LocalStore:
             except FileExistsError:  # left by a dead process that had this process id
                 continue
             except FileNotFoundError:
-                os.makedirs(writing, exist_ok=True)
+                _make_writing_folder(writing)
                 continue
             try:
                 chunks = (data,) if isinstance(data, bytes) else iter(lambda: data.read(COPY_CHUNK), b"")
@@ -524,6 +532,33 @@ def _exists_already(exc: Exception) -> bool:
         return False
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"
+
+
+def _own_writing_folder(writing: Path) -> list[os.DirEntry]:
+    """The entries of a writing folder a store created (a real folder, not a link, holding the marker
+    folder); none for any other folder, which is not this store's to clean."""
+    try:
+        if not stat.S_ISDIR(os.lstat(writing).st_mode):
+            return []
+        if not stat.S_ISDIR(os.lstat(writing / WRITING_MARKER).st_mode):
+            return []
+        return list(os.scandir(writing))
+    except OSError:
+        return []
+
+
+def _make_writing_folder(writing: str) -> None:
+    """Create the writing folder and mark it as a store's; a folder that already exists (made by a
+    concurrent writer, or not by a store at all) is used as it is and left unmarked."""
+    os.makedirs(os.path.dirname(writing), exist_ok=True)
+    try:
+        os.mkdir(writing)
+    except FileExistsError:
+        return
+    try:
+        os.mkdir(os.path.join(writing, WRITING_MARKER))
+    except FileExistsError:
+        pass
 
 
 def _alive(pid: int) -> bool:

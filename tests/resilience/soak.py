@@ -364,6 +364,7 @@ def harvest_spec(images: int, database_url: str, workdir: Path, base_url: str, r
         },
         "env": {
             "HARVEST_HOME": str(workdir / "home"),
+            "HARVEST_LOCAL_ROOTS": str(workdir),
             "HARVEST_STAGING": str(workdir / "staging"),
             "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
             "HARVEST_HOST_DELAY": "0",

@@ -97,6 +97,7 @@ def world(tmp_path_factory, s3_endpoint, site_root):
     staging = home / "staging"
     env = {
         "HARVEST_HOME": str(home / "harvest-home"),
+        "HARVEST_LOCAL_ROOTS": str(home),
         "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
         "HARVEST_HOST_DELAY": "0.01",
         "HARVEST_STAGING": str(staging),

@@ -255,6 +255,7 @@ def test_a_hostile_site_is_harvested_within_bounds_and_every_refusal_has_its_rea
             },
             "env": {
                 "HARVEST_HOME": str(tmp_path / "home"),
+                "HARVEST_LOCAL_ROOTS": str(tmp_path),
                 # the guard as in production, with only the site's own address allowed
                 "HARVEST_ALLOW_PRIVATE_NETWORKS": "0",
                 "HARVEST_ALLOWED_NETWORKS": "127.0.0.2/32",
