@@ -1,4 +1,4 @@
-"""EXIF: public and private fields apart; stripping removes exactly the private ones, pixels untouched."""
+"""EXIF: public and private fields apart; the published copy keeps only the allowed fields, pixels untouched."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from stage_setup import encode
 
-from harvest.exif import read_exif, strip_sensitive
+from harvest.exif import read_exif
 from harvest.imagecheck import inspect_image
+from harvest.sanitize import MetadataError, clean_file
 
 
 def _exif() -> Image.Exif:
@@ -45,19 +46,32 @@ def test_private_fields_are_removed_and_the_rest_kept(fmt):
     )
 
 
-def test_images_without_private_fields_get_no_copy():
-    result = inspect_image(encode(Image.new("RGB", (80, 80), "red"), "JPEG"), 64, 64)
-    assert result.sensitive == {} and result.clean_data is None and result.clean_key is None
-
-
-def test_private_fields_in_a_tiff_block_publication():
-    data = encode(Image.new("RGB", (80, 80), "red"), "TIFF", exif=_exif())
+def test_images_with_nothing_to_remove_are_their_own_clean_copy():
+    data = encode(Image.new("RGB", (80, 80), "red"), "JPEG")
     result = inspect_image(data, 64, 64)
-    assert result.clean_data is None
-    assert result.clean_error == "private metadata in a TIFF file cannot be stripped"
+    assert result.sensitive == {} and result.clean_data == data
+    assert result.clean_sha256 == result.sha256 and result.clean_key == result.staging_key
 
 
-def test_unsupported_container_is_refused():
+def test_private_fields_in_a_tiff_are_removed_by_rewriting_it():
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    exif = _exif()
+    exif[0x013B] = "Jane Doe"
+    exif[0xA431] = "SN-TIFF-9"  # a serial number in IFD0, where a TIFF writer puts every tag
+    data = encode(image, "TIFF", exif=exif)
+    result = inspect_image(data, 64, 64)
+    assert result.sensitive["artist"] == "Jane Doe" and result.sensitive["xp_author"] == "Owner Name"
+    assert result.sensitive["body_serial_number"] == "SN-TIFF-9" and result.clean_error is None
+    for value in (b"Jane Doe", b"SN-TIFF-9", "Owner Name".encode("utf-16-le")):
+        assert value in data and value not in result.clean_data
+    with Image.open(io.BytesIO(result.clean_data)) as clean, Image.open(io.BytesIO(data)) as source:
+        public, private, orientation = read_exif(clean)  # before loading: Pillow applies it then
+        assert np.array_equal(np.asarray(clean), np.asarray(source))
+    assert private == {} and orientation == 3 and public["make"] == "Nikon"
+
+
+def test_a_container_cut_short_is_refused():
     gif = encode(Image.new("RGB", (8, 8)), "GIF")
-    with Image.open(io.BytesIO(gif)) as image, pytest.raises(ValueError, match="cannot strip"):
-        strip_sensitive(b"", image, "GIF")
+    with pytest.raises(MetadataError, match="run past the end|cut short"):
+        clean_file(gif[:40], "GIF")

@@ -139,7 +139,9 @@ def test_images_stored_before_descriptions_are_described_and_leaks_withdrawn(pos
         image = session.get(ImageRow, sha)
         old = session.scalars(select(Publication).where(Publication.key == leaked_key)).one()
     assert image.phash and "gps" in image.private_fields and image.clean_sha256
-    assert old.withdrawn_reason == "published with private metadata; replaced by the stripped copy"
+    assert (
+        old.withdrawn_reason == "published with metadata outside the allow-list; replaced by the clean copy"
+    )
     files = {p.relative_to(destination).as_posix(): p.read_bytes() for p in destination.rglob("images/*/*")}
     assert list(files) == [f"images/egyptian_cat/{image.clean_sha256}.jpg"]
     assert b"SN-0042" not in next(iter(files.values()))

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Row
 
 from harvest.config import HarvestConfig
@@ -35,6 +35,7 @@ DESCRIPTION = (
     "exif_private",
     "clean_sha256",
     "clean_key",
+    "metadata_policy",
     "excluded",
 )
 
@@ -62,9 +63,14 @@ def low_information(image: Image | Row, min_entropy: float) -> str | None:
 
 
 def private_metadata_left(image: Image | Row) -> str | None:
-    if image.private_fields and not image.clean_key:
-        return image.excluded or f"private metadata ({', '.join(image.private_fields)}) could not be stripped"
-    return None
+    """Every published file is a copy with metadata by allow-list: an image without one stays out."""
+    if image.clean_key:
+        return None
+    if image.excluded:
+        return image.excluded
+    if image.private_fields:
+        return f"private metadata ({', '.join(image.private_fields)}) could not be stripped"
+    return "no copy without metadata could be made"
 
 
 def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str]:
@@ -105,38 +111,84 @@ def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str
 
 
 def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
-    """Give images stored before hashes and EXIF were recorded their description (and, when they
-    carry private metadata, their stripped copy), so the verdict and the privacy rule cover them too."""
+    """Describe again, from their staged bytes, the images whose row predates the current rules:
+    stored before hashes and EXIF were recorded, made under another metadata policy
+    (:data:`harvest.sanitize.POLICY`: older versions published some files as downloaded), or left
+    without a copy to publish. The row then says what a download today would say, whichever version
+    first saw the image, so what is published does not depend on the state DB's history. When the
+    staged bytes are gone, the object the destination publishes for the image stands in for them."""
     from harvest.download import image_row
     from harvest.imagecheck import ImageRejected, inspect_image
+    from harvest.sanitize import POLICY
     from harvest.storage import Stores
 
     stores = Stores(cfg.s3)
+    outdated = or_(
+        Image.metadata_policy.is_(None),
+        Image.metadata_policy != POLICY,
+        and_(Image.clean_key.is_(None), Image.excluded.is_(None)),
+    )
     done = 0
     with session_scope(cfg.database_url) as session:
         rows = [
             row
             for chunk in chunks(sorted(set(sha256s)), 500)
-            for row in session.scalars(
-                select(Image).where(Image.sha256.in_(chunk), Image.phash.is_(None), Image.excluded.is_(None))
-            ).all()
+            for row in session.scalars(select(Image).where(Image.sha256.in_(chunk), outdated)).all()
         ]
         for row in rows:
-            store = stores(row.staging)
+            data, missing = _stored_bytes(cfg, stores, session, row)
             try:
-                inspected = inspect_image(store.get(row.storage_key), 1, 1)
+                if data is None:
+                    raise ImageRejected(missing)
+                inspected = inspect_image(data, 1, 1)
             except ImageRejected as exc:
                 row.excluded = f"cannot be described again: {exc}"
+                row.clean_sha256 = row.clean_key = None
+                row.metadata_policy = POLICY
                 continue
-            if inspected.clean_data is not None:
+            store = stores(row.staging)
+            if inspected.clean_data is not None and not store.exists(inspected.clean_key):
                 store.put(inspected.clean_key, inspected.clean_data, inspected.mime_type)
             described = image_row(store, cfg, row.first_url, inspected)
             for column in DESCRIPTION:
                 setattr(row, column, described[column])
             done += 1
     if done:
-        log.info("described %d images stored before perceptual hashes were recorded", done)
+        log.info(
+            "described %d images again (stored by an earlier version or under older metadata rules)", done
+        )
     return done
+
+
+def _stored_bytes(cfg: HarvestConfig, stores, session, row: Image) -> tuple[bytes | None, str]:
+    """The image's staged bytes, else those of its object at the destination; (None, why) when
+    neither can be read. A passing storage failure is raised: it says nothing about the bytes."""
+    from harvest.storage import StorageError
+
+    try:
+        return stores(row.staging).get(row.storage_key), ""
+    except StorageError as exc:
+        if exc.transient:
+            raise
+        staged = str(exc)
+    key = session.scalar(
+        select(Publication.key)
+        .where(
+            Publication.destination == cfg.destination,
+            Publication.sha256 == row.sha256,
+            Publication.withdrawn_at.is_(None),
+        )
+        .order_by(Publication.id)
+        .limit(1)
+    )
+    if key is None:
+        return None, f"staged bytes missing ({staged})"
+    try:
+        return stores(cfg.destination).get(key), ""
+    except StorageError as exc:
+        if exc.transient:
+            raise
+        return None, f"staged bytes missing ({staged}) and published object unreadable ({exc})"
 
 
 #: what the verdict reads of each image; rows, not ORM objects, read a chunk at a time

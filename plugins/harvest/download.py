@@ -47,6 +47,7 @@ from harvest.privacy import encrypt_private
 from harvest.quota import close_met_labels, labels_with_quota_met
 from harvest.report import StageReport
 from harvest.revalidate import NOT_MODIFIED, Known, known_images
+from harvest.sanitize import POLICY
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.storage import LocalStore, Store, open_store
@@ -303,10 +304,11 @@ def _work(
             return ImageRejected(f"{exc} (Content-Type {result.content_type})")
         return exc
     if inspected.staged:  # by the inspecting process: the stage's next sync covers it
-        store.adopt(*(key for key in (inspected.staging_key, inspected.clean_key) if key))
+        store.adopt(*dict.fromkeys(key for key in (inspected.staging_key, inspected.clean_key) if key))
     else:
         stage_inspected(store, inspected)
-    inspected.data = b""  # staged: the chunk's rows need only the description until they are written
+    # staged: the chunk's rows need only the description (and the copy's hash) until they are written
+    inspected.data, inspected.clean_data = b"", None
     return inspected
 
 
@@ -644,6 +646,7 @@ def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspecte
         "exif_private": encrypt_private(sensitive, cfg.metadata_key),
         "clean_sha256": result.clean_sha256,
         "clean_key": result.clean_key,
+        "metadata_policy": POLICY,
         "excluded": result.clean_error,
     }
 

@@ -4,7 +4,8 @@ Servers lie about types (HTML error pages served as ``image/jpeg``, SVG with scr
 so the format comes from the magic bytes, never from Content-Type or the URL. Pillow then decodes
 every pixel under a pixel budget: ``verify()`` alone accepts truncated files, and the budget stops
 decompression bombs before they allocate gigabytes. The same pass yields what later stages need
-without opening the file again: perceptual hash, entropy, EXIF and a copy without private fields.
+without opening the file again: perceptual hash, entropy, EXIF and the copy that is published (its
+own bytes up to its own end, metadata by allow-list: :mod:`harvest.sanitize`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image as PILImage
 
-from harvest.exif import read_exif, strip_sensitive
+from harvest.exif import read_exif
 from harvest.preprocess import to_rgb
+from harvest.sanitize import Cleaned, MetadataError, clean_file, polyglot_reason
 
 MAX_PIXELS = 64_000_000
 FORMATS = {
@@ -44,7 +46,6 @@ _TRANSPOSE = {
     7: PILImage.Transpose.TRANSVERSE,
     8: PILImage.Transpose.ROTATE_90,
 }
-STRIPPABLE = {"JPEG", "PNG", "WEBP"}
 #: The side, in pixels, the describing pass needs: the perceptual hash looks at 32x32 and the
 #: grey-level histogram is stable from a few thousand pixels on.
 HASH_SIDE = 64
@@ -75,9 +76,12 @@ class Inspected:
     orientation: int | None = None
     exif: dict = field(default_factory=dict)
     sensitive: dict = field(default_factory=dict)
-    #: the file without private metadata, when it had any; None when nothing had to be removed
+    #: the bytes to publish: the file up to its end with metadata by allow-list (``data`` itself
+    #: when nothing had to go); None when no such copy could be made, or after staging
     clean_data: bytes | None = None
-    #: why private metadata could not be removed (the image is then never published)
+    #: sha256 of the bytes to publish (kept when ``clean_data`` is dropped after staging)
+    clean_sha256: str | None = None
+    #: why no copy to publish could be made (the image is then never published)
     clean_error: str | None = None
     #: len(data), kept when the bytes are dropped after staging
     size_bytes: int = 0
@@ -97,13 +101,16 @@ class Inspected:
         return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
 
     @property
-    def clean_sha256(self) -> str | None:
-        return hashlib.sha256(self.clean_data).hexdigest() if self.clean_data is not None else None
-
-    @property
     def clean_key(self) -> str | None:
+        """Where the copy to publish is staged: the download's own key when nothing was removed."""
         digest = self.clean_sha256
-        return f"clean/{digest[:2]}/{digest}.{self.extension}" if digest else None
+        if digest is None:
+            return None
+        return self.staging_key if digest == self.sha256 else clean_key(digest, self.extension)
+
+
+def clean_key(digest: str, extension: str) -> str:
+    return f"clean/{digest[:2]}/{digest}.{extension}"
 
 
 def sniff(data: bytes) -> str:
@@ -212,8 +219,7 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
         exif=public,
         sensitive=sensitive,
     )
-    if sensitive:
-        _strip(inspected, image)
+    _clean(inspected, image)
     return inspected
 
 
@@ -234,28 +240,63 @@ def _shrink(image: PILImage.Image) -> PILImage.Image:
     return small
 
 
-def _strip(inspected: Inspected, image: PILImage.Image) -> None:
-    """Make the copy without private fields and prove it: it decodes and has none left."""
-    if inspected.format not in STRIPPABLE:
-        inspected.clean_error = f"private metadata in a {inspected.format} file cannot be stripped"
+def _clean(inspected: Inspected, image: PILImage.Image) -> None:
+    """Make the copy to publish, for every image, and prove it (:func:`_prove`). Identifying values
+    found in the removed blocks (XMP, IPTC) join the private fields. A copy that would still be an
+    archive or carry markup rejects the file."""
+    try:
+        cleaned = clean_file(inspected.data, inspected.format)
+    except MetadataError as exc:
+        inspected.clean_error = f"metadata could not be removed ({exc})"
+        return
+    for name, value in cleaned.private.items():
+        inspected.sensitive.setdefault(name, value)
+    reason = polyglot_reason(cleaned.data)
+    if reason:
+        raise ImageRejected(reason)
+    if cleaned.data == inspected.data:
+        inspected.clean_data, inspected.clean_sha256 = inspected.data, inspected.sha256
         return
     try:
-        clean = strip_sensitive(inspected.data, image, inspected.format)
-        with PILImage.open(io.BytesIO(clean), formats=[inspected.format]) as check:
-            check.load()
-            left = read_exif(check)[1]
-            if check.size != (inspected.width, inspected.height) or left:
-                raise ValueError(f"fields left after stripping: {sorted(left)}")
+        _prove(cleaned, image, inspected.format)
     except Exception as exc:  # noqa: BLE001 - the image stays unpublished with the reason
-        inspected.clean_error = f"private metadata could not be stripped ({type(exc).__name__}: {exc})"
+        inspected.clean_error = f"metadata could not be removed ({type(exc).__name__}: {exc})"
         return
-    inspected.clean_data = clean
+    inspected.clean_data = cleaned.data
+    inspected.clean_sha256 = hashlib.sha256(cleaned.data).hexdigest()
+
+
+def _prove(cleaned: Cleaned, image: PILImage.Image, fmt: str) -> None:
+    """The copy is a fixed point of the cleaning and Pillow finds no private EXIF in it. Where the
+    cleaning changed more than metadata segments and trailing bytes (``cleaned.restructured``), it
+    also decodes to the pixels of ``image`` (the source as inspect_image decoded it: a JPEG at the
+    hashing scale); otherwise the scans or image data are the source's own bytes, which is proof
+    enough without a second decode."""
+    clean = cleaned.data
+    again = clean_file(clean, fmt)
+    if again.data != clean or again.private:
+        raise ValueError(f"cleaning it again removes {again.removed}")
+    with PILImage.open(io.BytesIO(clean), formats=[fmt]) as check:
+        left = read_exif(check)[1]  # before loading: a TIFF's load applies and drops orientation
+        if left:
+            raise ValueError(f"fields left: {sorted(left)}")
+        if check.mode != image.mode:
+            raise ValueError(f"mode {check.mode} instead of {image.mode}")
+        if not cleaned.restructured:
+            return
+        if fmt == "JPEG":
+            check.draft(check.mode, (HASH_SIDE, HASH_SIDE))
+        check.load()
+        if check.size != image.size or check.tobytes() != image.tobytes():
+            raise ValueError("the pixels differ from the download's")
+        if check.mode in ("P", "PA") and check.getpalette() != image.getpalette():
+            raise ValueError("the palette differs from the download's")
 
 
 #: Inspected fields that travel between an inspecting process and the download stage as JSON
 _WIRE_FIELDS = (
     "sha256", "format", "width", "height", "mode", "has_alpha", "phash", "entropy", "orientation",
-    "exif", "sensitive", "clean_error", "size_bytes",
+    "exif", "sensitive", "clean_sha256", "clean_error", "size_bytes",
 )  # fmt: skip
 _LENGTH = struct.Struct(">I")
 
@@ -265,8 +306,9 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
 
     Runs in a process of its own (``python -c``) beside the download stage. Each request is the
     bytes, length-prefixed; each answer is a JSON description (or the reason for rejecting them)
-    followed by the stripped copy, if one was made. JSON rather than pickle: what comes back from
-    the process that parsed hostile bytes is data, never code. With ``staging`` (a local staging
+    followed by the copy to publish when it differs from the request and is not staged here
+    (``"clean"`` says which: "sent", "same", "staged" or null). JSON rather than pickle: what comes
+    back from the process that parsed hostile bytes is data, never code. With ``staging`` (a local staging
     folder), the process also writes the kept bytes there, unsynced (the stage syncs the batch
     before any row names them): a file write costs the downloading process's threads about as much
     as the request itself, in system calls that each hand its interpreter lock over."""
@@ -286,23 +328,33 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
             try:
                 inspected = inspect_image(data, min_width, min_height)
                 answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
-                clean = inspected.clean_data if inspected.clean_data is not None else b""
-                answer["clean"] = inspected.clean_data is not None
                 if store is not None:
                     try:
                         stage_inspected(store, inspected)
                         answer["staged"] = True
                     except Exception:  # noqa: BLE001 - the download thread writes it, and reports what fails
                         pass
+                answer["clean"] = _clean_answer(inspected, answer.get("staged", False))
+                clean = inspected.clean_data if answer["clean"] == "sent" else b""
             except ImageRejected as exc:
                 answer = {"rejected": str(exc)}
             write_frame(stdout, json.dumps(answer).encode("utf-8"), clean)
 
 
+def _clean_answer(inspected: Inspected, staged: bool) -> str | None:
+    """How the copy to publish travels back: not at all when there is none, is the request itself
+    or was staged by this process; else its bytes follow."""
+    if inspected.clean_sha256 is None:
+        return None
+    if inspected.clean_sha256 == inspected.sha256:
+        return "same"
+    return "staged" if staged else "sent"
+
+
 def stage_inspected(store, inspected: Inspected) -> None:
-    """The bytes, and the copy without private fields if one was made, under their content keys."""
+    """The bytes, and the copy to publish when it differs from them, under their content keys."""
     store.put_new(inspected.staging_key, inspected.data, inspected.mime_type)
-    if inspected.clean_data is not None:
+    if inspected.clean_data is not None and inspected.clean_key != inspected.staging_key:
         store.put_new(inspected.clean_key, inspected.clean_data, inspected.mime_type)
 
 
@@ -336,6 +388,6 @@ def read_answer(stream, data: bytes) -> Inspected:
     if "rejected" in answer:
         raise ImageRejected(answer["rejected"])
     inspected = Inspected(data=data, **answer["inspected"])
-    inspected.clean_data = clean if answer["clean"] else None
+    inspected.clean_data = {"sent": clean, "same": data}.get(answer["clean"])
     inspected.staged = answer.get("staged", False)
     return inspected

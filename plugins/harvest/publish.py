@@ -3,7 +3,8 @@
 Object keys are content-addressed (``images/{label}/{sha256}.{ext}``) and every upload is recorded,
 so a re-run uploads only what is missing and never replaces an object with different bytes. Before
 uploading, the curation verdict removes placeholders, near-blank images and near duplicates, and
-images carrying private EXIF are published from their stripped copy. The manifest is rebuilt from
+every image is published from its clean copy (its own bytes up to its own end, metadata by
+allow-list: :mod:`harvest.sanitize`), never from the downloaded bytes. The manifest is rebuilt from
 the state DB (into a temporary file, as the keepers are published a chunk at a time) and written
 last, in one atomic write, so it never names an object that is not there; objects withdrawn by a
 later verdict are deleted only after it.
@@ -27,6 +28,7 @@ from harvest.curate import Verdict, judge
 from harvest.labels import ImageNetClass, Target, resolve_labels
 from harvest.model_registry import resolve_model
 from harvest.report import StageReport
+from harvest.sanitize import POLICY
 from harvest.state.db import chunks, insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Status, utcnow
 from harvest.storage import StorageError, Store, Stores, open_store
@@ -55,7 +57,7 @@ class Kept:
     staging: str
     staging_key: str
     mime_type: str
-    #: sha256 of the bytes published, when private metadata was removed from the download
+    #: sha256 of the bytes published (the clean copy; the download's own when nothing was removed)
     content_sha256: str | None = None
 
     @property
@@ -222,26 +224,35 @@ def _skip_reason(reason: str) -> str:
     return reason.split(":")[0].split(" (")[0].split(" of ")[0]
 
 
-def _clean_copies(cfg: HarvestConfig, kept: list[Kept]) -> list[Kept]:
-    """Point images with private metadata at their stripped copy, under its own content address.
+def _clean_copies(cfg: HarvestConfig, kept: list[Kept], report: StageReport) -> list[Kept]:
+    """Point every image at its clean copy, under the copy's own content address. An image without
+    one made under the current metadata policy is not published: the downloaded bytes never are.
     ``kept`` is one chunk of keepers (at most STREAM_ROWS), so one IN list serves."""
     with session_scope(cfg.database_url) as session:
         rows = {
             sha256: (clean_sha256, clean_key)
             for sha256, clean_sha256, clean_key in session.execute(
                 select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
-                    Image.sha256.in_([k.sha256 for k in kept]), Image.clean_key.is_not(None)
+                    Image.sha256.in_([k.sha256 for k in kept]),
+                    Image.clean_key.is_not(None),
+                    Image.clean_sha256.is_not(None),
+                    Image.metadata_policy == POLICY,
                 )
             ).all()
         }
+    published = []
     for item in kept:
-        if item.sha256 in rows:
-            clean_sha256, clean_key = rows[item.sha256]
-            ext = item.key.rsplit(".", 1)[-1]
-            item.content_sha256 = clean_sha256
-            item.staging_key = clean_key
-            item.key = f"images/{item.label}/{clean_sha256}.{ext}"
-    return kept
+        if item.sha256 not in rows:
+            report.count("skipped", "no clean copy")
+            log.warning("publish: not publishing %s: no copy with metadata by allow-list", item.url)
+            continue
+        clean_sha256, clean_key = rows[item.sha256]
+        ext = item.key.rsplit(".", 1)[-1]
+        item.content_sha256 = clean_sha256
+        item.staging_key = clean_key
+        item.key = f"images/{item.label}/{clean_sha256}.{ext}"
+        published.append(item)
+    return published
 
 
 def _publication_state(cfg: HarvestConfig, items: list[Kept]) -> tuple[set[str], set[str]]:
@@ -275,7 +286,7 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     # the stage holds a chunk of rows at a time however large the run.
     with tempfile.TemporaryFile() as manifest:
         for chunk in chunks(picks, STREAM_ROWS):
-            kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report))
+            kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report), report)
             _publish_chunk(cfg, destination, stores, kept, report)
             if cfg.variant_widths or cfg.thumbnail_size:
                 from harvest.variants import publish_variants
@@ -391,22 +402,21 @@ def _withdraw(cfg: HarvestConfig, verdict: Verdict) -> list[tuple[str, str]]:
             if not active:
                 break
             after = active[-1].id
-            private = {
+            clean = {
                 sha256: clean_sha256
                 for sha256, clean_sha256 in session.execute(
                     select(Image.sha256, Image.clean_sha256).where(
-                        Image.sha256.in_({p.sha256 for p in active}), Image.private_fields.is_not(None)
+                        Image.sha256.in_({p.sha256 for p in active})
                     )
                 ).all()
             }
             for publication in active:
                 reason = verdict.reason(publication.sha256)
-                leaked = (
-                    publication.sha256 in private
-                    and publication.content_sha256 != private[publication.sha256]
-                )
+                # anything but the current clean copy (the downloaded bytes, a copy made by older
+                # rules) may carry metadata outside the allow-list or data after the image's end
+                leaked = (publication.content_sha256 or publication.sha256) != clean.get(publication.sha256)
                 if reason is None and leaked:
-                    reason = "published with private metadata; replaced by the stripped copy"
+                    reason = "published with metadata outside the allow-list; replaced by the clean copy"
                 if reason:
                     session.execute(
                         update(Publication)

@@ -141,9 +141,13 @@ class Image(Base):
     private_fields: Mapped[list | None] = mapped_column(JSON)
     #: Fernet token of the private fields as JSON, when a metadata key is configured
     exif_private: Mapped[str | None] = mapped_column(Text)
-    #: the copy without private metadata that is published instead of the original
+    #: the copy that is published: the file up to its end, metadata by allow-list (harvest.sanitize);
+    #: the download's own key and hash when nothing had to be removed
     clean_sha256: Mapped[str | None] = mapped_column(String(64))
     clean_key: Mapped[str | None] = mapped_column(Text)
+    #: the metadata rule set (harvest.sanitize.POLICY) the copy and the private fields follow; rows
+    #: made under another one are described again before they are published
+    metadata_policy: Mapped[str | None] = mapped_column(String(32))
     #: why the image is never published (placeholder, low information, unstrippable metadata)
     excluded: Mapped[str | None] = mapped_column(Text)
     #: the better copy this image is a near duplicate of, and how many phash bits they differ in
