@@ -63,12 +63,17 @@ def task_log(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str, at
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def log_events(text: str) -> list[str]:
-    """The ``event`` (message) of every JSON line of a task log."""
-    events = []
+def log_records(text: str) -> list[dict]:
+    """Every JSON line of a task log (a line that is not JSON becomes its ``event``)."""
+    records = []
     for line in text.splitlines():
         try:
-            events.append(str(json.loads(line).get("event", "")))
+            records.append(json.loads(line))
         except ValueError:
-            events.append(line)
-    return events
+            records.append({"event": line})
+    return records
+
+
+def log_events(text: str) -> list[str]:
+    """The ``event`` (message) of every line of a task log."""
+    return [str(record.get("event", "")) for record in log_records(text)]
