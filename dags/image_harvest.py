@@ -19,6 +19,8 @@ from pathlib import Path
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
+from harvest.config import run_timeout_hours, task_timeout_minutes
+
 # Defaults of the trigger form and of the nightly run; kept literal so parsing stays instant.
 _ENV_SEEDS = [s for s in os.environ.get("HARVEST_SEEDS", "").split(",") if s.strip()]
 _ENV_LABELS = [s for s in os.environ.get("HARVEST_LABELS", "").split(",") if s.strip()]
@@ -170,6 +172,12 @@ PARAMS = {
 }
 
 
+def _timeout(kind: str) -> timedelta:
+    """A task kind's execution timeout (HARVEST_<KIND>_TIMEOUT_MINUTES): a stuck task fails, and the
+    run goes on to its end instead of holding the DAG's only run slot."""
+    return timedelta(minutes=task_timeout_minutes(kind))
+
+
 def _asset_uri(destination: str) -> str:
     return destination if destination.startswith("s3://") else Path(destination).resolve().as_uri()
 
@@ -187,13 +195,15 @@ def _settings():
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    # one run at a time: a run that is stuck anyway is failed before the next night's is due
+    dagrun_timeout=timedelta(hours=run_timeout_hours()),
     params=PARAMS,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["harvest"],
     doc_md=__doc__,
 )
 def image_harvest():
-    @task
+    @task(execution_timeout=_timeout("validate"))
     def validate() -> dict:
         """Refuse bad input before any crawling; nothing to retry when the settings are wrong."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -213,7 +223,7 @@ def image_harvest():
         except ConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task(pool=NETWORK_POOL)
+    @task(pool=NETWORK_POOL, execution_timeout=_timeout("crawl"))
     def crawl_seeds(_: dict) -> dict:
         from harvest.crawl import run_crawl
         from harvest.pipeline import record_report
@@ -223,7 +233,7 @@ def image_harvest():
         record_report(cfg, report)
         return report.as_dict()
 
-    @task(pool=NETWORK_POOL)
+    @task(pool=NETWORK_POOL, execution_timeout=_timeout("extract"))
     def extract_links(_: dict) -> list[int]:
         """Returns the shard ids the download fans out over (its counts are in the log and state DB)."""
         from harvest.pipeline import collect_candidates, record_report
@@ -233,7 +243,7 @@ def image_harvest():
             record_report(cfg, report)
         return list(range(cfg.num_shards))
 
-    @task(pool=NETWORK_POOL)
+    @task(pool=NETWORK_POOL, execution_timeout=_timeout("download"))
     def download_images(shard: int) -> dict:
         from harvest.download import run_download
         from harvest.pipeline import record_report
@@ -243,7 +253,7 @@ def image_harvest():
         record_report(cfg, report)
         return report.as_dict()
 
-    @task
+    @task(execution_timeout=_timeout("classify"))
     def classify_images(_: list) -> dict:
         from harvest.classify import run_classify
         from harvest.pipeline import record_report
@@ -253,7 +263,7 @@ def image_harvest():
         record_report(cfg, report)
         return report.as_dict()
 
-    @task(outlets=[HARVEST_IMAGES])
+    @task(outlets=[HARVEST_IMAGES], execution_timeout=_timeout("publish"))
     def publish_images(_: dict) -> dict:
         """Publish, then announce the new images as asset events and log where they came from."""
         from harvest.pipeline import record_report, record_run_stats

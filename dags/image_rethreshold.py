@@ -10,9 +10,11 @@ images; a new model (or model version) scores them once and its results are kept
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+from harvest.config import task_timeout_minutes
 
 PARAMS = {
     "harvest_run_id": Param(
@@ -45,8 +47,16 @@ PARAMS = {
 def _settings():
     """The re-decision's config: the harvest run's state scope, and its manifest named as before."""
     from harvest.config import build_config
-    from harvest_airflow import database_url, original_params, resolved_database_url, s3_options, state_run_id
+    from harvest_airflow import (
+        database_url,
+        mask,
+        original_params,
+        resolved_database_url,
+        s3_options,
+        state_run_id,
+    )
 
+    mask(os.environ.get("HARVEST_METADATA_KEY"))  # read by build_config below: never in the task log
     params = dict(get_current_context()["params"])
     given = params["harvest_run_id"]
     scope = state_run_id(resolved_database_url(), given)
@@ -74,7 +84,7 @@ def _settings():
     doc_md=__doc__,
 )
 def image_rethreshold():
-    @task
+    @task(execution_timeout=timedelta(minutes=task_timeout_minutes("rethreshold")))
     def rethreshold() -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
 

@@ -5,6 +5,7 @@ Both DAG files import it inside their tasks, so parsing a DAG file never pays fo
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,8 @@ from harvest.config import (
     normalize_database_url,
     s3_options_from_connection,
 )
+
+log = logging.getLogger(__name__)
 
 
 def connection(conn_id: str):
@@ -54,24 +57,61 @@ def run_scope(run_id: str, logical_date) -> str:
     return f"interval__{logical_date.isoformat()}"
 
 
-def metadata_key() -> str | None:
-    """The Fernet key for private EXIF fields: the ``harvest_metadata_key`` connection's password or
-    the Airflow Variable of the same name."""
+#: The Airflow Variable holding the metadata key. Its name contains "secret", one of the words that make
+#: Airflow hide a Variable's value in its Variables page and API.
+METADATA_KEY_VARIABLE = "harvest_metadata_secret"
+#: The name the key had before; still read (and masked in the logs), but the Variables page shows it.
+LEGACY_METADATA_KEY_VARIABLE = "harvest_metadata_key"
+
+
+def mask(secret: str | None) -> None:
+    """Have Airflow replace ``secret`` with ``***`` in every log line of this task and its supervisor.
+
+    Airflow masks a Variable's value only when the Variable's name sounds secret, and a value from the
+    environment never, so every place that loads a secret says so itself."""
+    if secret:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+
+
+def _variable(name: str) -> str | None:
     from airflow.sdk import Variable
 
-    conn = connection("harvest_metadata_key")
-    if conn and conn.password:
-        return conn.password
     try:
-        return Variable.get("harvest_metadata_key", default=None)
+        return Variable.get(name, default=None)
     except Exception:  # noqa: BLE001 - no variable backend reachable: run without encryption
         return None
+
+
+def metadata_key() -> str | None:
+    """The Fernet key for private EXIF fields, masked in the logs: the ``harvest_metadata_key``
+    connection's password, else the Variable ``harvest_metadata_secret``, else the Variable under its
+    old name ``harvest_metadata_key``."""
+    conn = connection("harvest_metadata_key")
+    if conn and conn.password:
+        mask(conn.password)
+        return conn.password
+    key = _variable(METADATA_KEY_VARIABLE)
+    if not key:
+        key = _variable(LEGACY_METADATA_KEY_VARIABLE)
+        if key:
+            log.warning(
+                "the metadata key is in the Variable %r, whose value the Variables page shows; move it to "
+                "%r (masked there) or to the connection harvest_metadata_key",
+                LEGACY_METADATA_KEY_VARIABLE,
+                METADATA_KEY_VARIABLE,
+            )
+    mask(key)
+    return key or None
 
 
 def settings(context: dict[str, Any]) -> HarvestConfig:
     """The run's HarvestConfig from its Params, its run id and the Airflow connections."""
     env = dict(os.environ)
-    if not env.get("HARVEST_METADATA_KEY"):
+    if env.get("HARVEST_METADATA_KEY"):
+        mask(env["HARVEST_METADATA_KEY"])
+    else:
         env["HARVEST_METADATA_KEY"] = metadata_key() or ""
     return build_config(
         context["params"],
