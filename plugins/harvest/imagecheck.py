@@ -21,10 +21,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image as PILImage
 
+from harvest.decoding import (
+    BUDGET,
+    DEFAULT_MAX_PIXELS,
+    BudgetExceeded,
+    DecodeBudget,
+    declared_size,
+    decode_cost,
+    give_back,
+)
 from harvest.exif import read_exif, strip_sensitive
 from harvest.preprocess import to_rgb
 
-MAX_PIXELS = 64_000_000
+#: Images with more pixels are refused before decoding (HARVEST_MAX_PIXELS sets it for a run).
+MAX_PIXELS = DEFAULT_MAX_PIXELS
 FORMATS = {
     "JPEG": ("jpg", "image/jpeg"),
     "PNG": ("png", "image/png"),
@@ -157,16 +167,56 @@ def entropy_bits(grey: PILImage.Image) -> float:
     return float(-(shares * np.log2(shares)).sum())
 
 
-def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
-    """Prove ``data`` is a still raster image of a sane size and describe it (hash, EXIF, entropy)."""
+def inspect_image(
+    data: bytes,
+    min_width: int,
+    min_height: int,
+    max_pixels: int = MAX_PIXELS,
+    budget: DecodeBudget = BUDGET,
+) -> Inspected:
+    """Prove ``data`` is a still raster image of a sane size and describe it (hash, EXIF, entropy).
+
+    The decode first reserves its memory from ``budget`` (the process's, shared by its threads):
+    it waits while other decodes leave too little room, and is refused if it alone needs more."""
     fmt = sniff(data)
+    cost = inspection_cost(data, fmt, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data), formats=[fmt]) as image:
+        with budget.reserve(cost):
+            try:
+                return _decode(data, fmt, min_width, min_height, max_pixels)
+            finally:
+                give_back(cost)
+    except ImageRejected:
+        raise
+    except BudgetExceeded as exc:
+        raise ImageRejected(str(exc)) from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"decompression bomb: {exc}") from exc
+    except Exception as exc:
+        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+
+
+def inspection_cost(data: bytes, fmt: str, max_pixels: int = MAX_PIXELS) -> int:
+    """Bytes of the decode budget that inspecting ``data`` (sniffed as ``fmt``) reserves."""
+    return decode_cost(data, fmt, max_pixels, draft_side=HASH_SIDE)
+
+
+def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: int) -> Inspected:
+    """Open, check and decode the image, and describe it; its pixels are freed before returning,
+    whatever happens, so that they never outlive the reservation made for them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        with PILImage.open(io.BytesIO(data), formats=[fmt]) as image:
+            try:
                 width, height = image.size
-                if width * height > MAX_PIXELS:
+                if width * height > max_pixels:
                     raise ImageRejected(f"too many pixels ({width}x{height})")
+                declared = declared_size(data, fmt)
+                if declared is not None and width * height > declared.pixels:
+                    raise ImageRejected(
+                        f"decodes to {width}x{height}, more pixels than its header declares "
+                        f"({declared.width}x{declared.height})"
+                    )
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1:
                     raise ImageRejected(f"animated {fmt} ({frames} frames): only still images are kept")
@@ -181,12 +231,8 @@ def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
                     image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
                 image.load()
                 return _describe(image, data, fmt, width, height)
-    except ImageRejected:
-        raise
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"decompression bomb: {exc}") from exc
-    except Exception as exc:
-        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+            finally:
+                image.close()
 
 
 def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
@@ -220,17 +266,45 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
 def _shrink(image: PILImage.Image) -> PILImage.Image:
     """Roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than a
     resampling filter, and the hash only looks at 32x32 anyway. Callers never change the result in
-    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is."""
+    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is.
+    Neither path copies the whole image: see _reduce and _thumbnail."""
     factor = max(1, min(image.size) // HASH_SIDE)
     if factor > 1 and image.mode not in ("P", "PA", "1"):
         try:
-            return image.reduce(factor)
+            return _reduce(image, factor)
         except ValueError:  # a mode reduce() does not handle
             pass
     if image.width <= 2 * HASH_SIDE and image.height <= 2 * HASH_SIDE:
         return image  # thumbnail() would leave it as it is
-    small = image.copy()
-    small.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), PILImage.Resampling.BILINEAR)
+    return _thumbnail(image, 2 * HASH_SIDE)
+
+
+#: Rows of the image _reduce() converts at a time, about this many bytes at 4 bytes a pixel
+_BAND_BYTES = 4 * 1024 * 1024
+
+
+def _reduce(image: PILImage.Image, factor: int) -> PILImage.Image:
+    """``image.reduce(factor)``, pixel for pixel, in bands of rows. Pillow reduces RGBA and LA
+    through a premultiplied copy of the whole image, which doubles the memory of the decode; a band
+    of whole blocks (``factor`` rows each) reduces to the same pixels, so only a band is copied."""
+    if image.mode not in ("RGBA", "LA"):
+        return image.reduce(factor)
+    rows = factor * max(1, _BAND_BYTES // (4 * image.width * factor))
+    if rows >= image.height:
+        return image.reduce(factor)
+    small = PILImage.new(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height)))
+        small.paste(band.reduce(factor), (0, top // factor))
+    return small
+
+
+def _thumbnail(image: PILImage.Image, side: int) -> PILImage.Image:
+    """``image.copy().thumbnail((side, side), BILINEAR)`` without the copy: the thumbnail is made
+    on a second Image object that shares the decoded pixels (thumbnail() only replaces them with
+    the resized ones, it never writes into them)."""
+    small = image._new(image.im)  # noqa: SLF001 - a new Image around the same pixels, not a copy
+    small.thumbnail((side, side), PILImage.Resampling.BILINEAR)
     return small
 
 
@@ -260,7 +334,13 @@ _WIRE_FIELDS = (
 _LENGTH = struct.Struct(">I")
 
 
-def serve_inspections(min_width: int, min_height: int, staging: str | None = None) -> None:
+def serve_inspections(
+    min_width: int,
+    min_height: int,
+    staging: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    budget_bytes: int | None = None,
+) -> None:
     """Inspect every image that arrives on stdin and answer on stdout, until stdin closes.
 
     Runs in a process of its own (``python -c``) beside the download stage. Each request is the
@@ -272,6 +352,8 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
     as the request itself, in system calls that each hand its interpreter lock over."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answers
+    if budget_bytes is not None:  # the same refusals as in the download process
+        BUDGET.resize(budget_bytes)
     store = None
     if staging is not None:
         from harvest.storage import LocalStore
@@ -284,7 +366,7 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
                 return
             clean = b""
             try:
-                inspected = inspect_image(data, min_width, min_height)
+                inspected = inspect_image(data, min_width, min_height, max_pixels)
                 answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
                 clean = inspected.clean_data if inspected.clean_data is not None else b""
                 answer["clean"] = inspected.clean_data is not None
