@@ -16,6 +16,7 @@ import json
 import struct
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -267,11 +268,11 @@ def _shrink(image: PILImage.Image) -> PILImage.Image:
     """Roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than a
     resampling filter, and the hash only looks at 32x32 anyway. Callers never change the result in
     place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is.
-    Neither path copies the whole image: see _reduce and _thumbnail."""
+    Neither path copies the whole image: see reduce_in_bands and _thumbnail."""
     factor = max(1, min(image.size) // HASH_SIDE)
     if factor > 1 and image.mode not in ("P", "PA", "1"):
         try:
-            return _reduce(image, factor)
+            return reduce_in_bands(image, factor)
         except ValueError:  # a mode reduce() does not handle
             pass
     if image.width <= 2 * HASH_SIDE and image.height <= 2 * HASH_SIDE:
@@ -279,23 +280,34 @@ def _shrink(image: PILImage.Image) -> PILImage.Image:
     return _thumbnail(image, 2 * HASH_SIDE)
 
 
-#: Rows of the image _reduce() converts at a time, about this many bytes at 4 bytes a pixel
+#: Rows of the image reduce_in_bands() copies at a time: about this many bytes at 4 bytes a pixel
 _BAND_BYTES = 4 * 1024 * 1024
 
 
-def _reduce(image: PILImage.Image, factor: int) -> PILImage.Image:
-    """``image.reduce(factor)``, pixel for pixel, in bands of rows. Pillow reduces RGBA and LA
-    through a premultiplied copy of the whole image, which doubles the memory of the decode; a band
-    of whole blocks (``factor`` rows each) reduces to the same pixels, so only a band is copied."""
-    if image.mode not in ("RGBA", "LA"):
+def reduce_in_bands(
+    image: PILImage.Image,
+    factor: int,
+    convert: Callable[[PILImage.Image], PILImage.Image] | None = None,
+) -> PILImage.Image:
+    """``convert(image).reduce(factor)`` (or ``image.reduce(factor)``), pixel for pixel, in bands
+    of rows, so that no step copies the whole image: Pillow reduces RGBA and LA through a
+    premultiplied copy of all of it, and a conversion (to RGB for a thumbnail) copies all of it too.
+    Blocks of ``factor`` rows never straddle two bands, so the bands reduce to the same pixels."""
+    if convert is None and image.mode not in ("RGBA", "LA"):
         return image.reduce(factor)
     rows = factor * max(1, _BAND_BYTES // (4 * image.width * factor))
-    if rows >= image.height:
+    if convert is None and rows >= image.height:
         return image.reduce(factor)
-    small = PILImage.new(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+    small = None
     for top in range(0, image.height, rows):
         band = image.crop((0, top, image.width, min(top + rows, image.height)))
-        small.paste(band.reduce(factor), (0, top // factor))
+        if convert is not None:
+            band = convert(band)
+        if factor > 1:
+            band = band.reduce(factor)
+        if small is None:
+            small = PILImage.new(band.mode, (-(-image.width // factor), -(-image.height // factor)))
+        small.paste(band, (0, top // factor))
     return small
 
 
