@@ -14,8 +14,8 @@ reservation is never too small. Bytes per pixel are measured figures (Pillow 13,
 * PNG, GIF, BMP, TIFF: the pixels as Pillow holds them, 1 byte for palette and grey images (2 for
   16-bit grey), 4 for everything else (RGB is stored as 4 bytes too);
 * JPEG: decoded at reduced scale (``draft``), so only the reduced image and row buffers, unless the
-  file is progressive or has several scans: libjpeg then buffers every DCT coefficient, 2 bytes per
-  sample of each component;
+  file is progressive or its first scan leaves out components (so more scans follow): libjpeg then
+  buffers every DCT coefficient, 2 bytes per sample of each component;
 * WebP: 17 bytes a pixel, 20 for lossless files. libwebp's animation decoder, which Pillow uses for
   every WebP, keeps two full RGBA canvases, hands the frame over as a third copy, and Pillow decodes
   it into a fourth; the lossless decoder works through one more full buffer;
@@ -79,7 +79,7 @@ def declared_size(data: bytes, fmt: str) -> Declared | None:
         return None
     try:
         return reader(data)
-    except (struct.error, IndexError, ValueError):
+    except Exception:  # noqa: BLE001 - hostile bytes: whatever this reader cannot follow is unknown
         return None
 
 
@@ -210,9 +210,10 @@ def _tiff(data: bytes) -> Declared:
 
 
 def _jpeg(data: bytes) -> Declared:
-    """The largest frame before the first scan; buffered if it is progressive or a second scan
-    follows (libjpeg then keeps every coefficient of the image)."""
-    pos, frames, buffered = 2, [], False
+    """The largest frame before the first scan, and whether libjpeg buffers every coefficient: it
+    does for a progressive frame, and for a sequential one whose first scan leaves out some of the
+    frame's components (more scans follow), the test libjpeg itself makes (jdinput.c)."""
+    pos, frames, buffered, components = 2, [], False, 0
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise ValueError("JPEG marker expected")
@@ -225,14 +226,14 @@ def _jpeg(data: bytes) -> Declared:
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if marker in _SOF:
-            height, width, count = struct.unpack(">HHB", data[pos + 5 : pos + 10])
-            factors = [data[pos + 11 + 3 * i] for i in range(count)]
+            height, width, components = struct.unpack(">HHB", data[pos + 5 : pos + 10])
+            factors = [data[pos + 11 + 3 * i] for i in range(components)]
             full = max(f >> 4 for f in factors) * max(f & 15 for f in factors) or 1
             samples = max(sum((f >> 4) * (f & 15) for f in factors) / full, 1.0)
             frames.append(Declared(width, height, jpeg_samples=samples))
             buffered = buffered or marker in _PROGRESSIVE
-        elif marker == 0xDA:  # the first scan: a second one (a multi-scan file) follows its data
-            buffered = buffered or data.find(b"\xff\xda", pos + 2 + length) != -1
+        elif marker == 0xDA:  # the first scan
+            buffered = buffered or data[pos + 4] < components
             break
         pos += 2 + length
     if not frames:

@@ -213,6 +213,10 @@ def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: 
                 if width * height > max_pixels:
                     raise ImageRejected(f"too many pixels ({width}x{height})")
                 declared = declared_size(data, fmt)
+                if declared is not None and declared.pixels > max_pixels:  # nothing was reserved
+                    raise ImageRejected(
+                        f"too many pixels (its header declares {declared.width}x{declared.height})"
+                    )
                 if declared is not None and width * height > declared.pixels:
                     raise ImageRejected(
                         f"decodes to {width}x{height}, more pixels than its header declares "

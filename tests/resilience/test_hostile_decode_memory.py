@@ -10,6 +10,7 @@ stages against images served on loopback.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -340,3 +341,39 @@ def test_the_limits_are_settings():
         )
     assert "HARVEST_MAX_PIXELS must be between 4096 and 89478485" in str(info.value)
     assert "HARVEST_DECODE_BUDGET_MB must be an integer" in str(info.value)
+
+
+def test_header_readers_survive_hostile_headers():
+    """Whatever the first bytes are, reading the declared size gives a size or None, never an error,
+    and a reservation is always made (the worst case for the format when the header is unreadable)."""
+    import random
+
+    from PIL import Image
+
+    from harvest.decoding import declared_size
+    from harvest.imagecheck import inspection_cost
+
+    samples = {}
+    for fmt, options in (
+        ("PNG", {}),
+        ("GIF", {}),
+        ("WEBP", {}),
+        ("BMP", {}),
+        ("TIFF", {}),
+        ("JPEG", {"progressive": True}),
+    ):
+        out = io.BytesIO()
+        Image.new("RGB", (300, 200), (10, 200, 30)).save(out, fmt, **options)
+        samples[fmt] = out.getvalue()
+        assert (declared_size(samples[fmt], fmt).width, declared_size(samples[fmt], fmt).height) == (300, 200)
+    chance = random.Random(5)
+    for fmt, data in samples.items():
+        for _ in range(500):
+            mutated = bytearray(data[: chance.randrange(8, min(len(data), 400))])
+            for _ in range(chance.randrange(1, 6)):
+                mutated[chance.randrange(len(mutated))] = chance.randrange(256)
+            declared_size(bytes(mutated), fmt)
+            assert (
+                inspection_cost(bytes(mutated), fmt) > 0
+                or declared_size(bytes(mutated), fmt).pixels > 40_000_000
+            )
