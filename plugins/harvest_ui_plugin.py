@@ -3,7 +3,8 @@
 This is the only module Airflow's plugin loader imports from ``plugins/`` (``.airflowignore`` hides
 the packages, whose files are imported as packages instead). Every Airflow process loads plugins, the
 scheduler and each task too, so the gallery is built on its first request: only the API server ever
-imports it. Its routes require a logged-in Airflow user, like the rest of the UI.
+imports it. Its routes require a logged-in Airflow user who may read the runs of the harvest DAG
+(harvest_ui.access).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ class LazyGallery:
     @property
     def app(self) -> Any:
         if self._app is None:
-            from airflow.api_fastapi.core_api.security import get_user
-
+            from harvest_ui.access import airflow_gallery_access
             from harvest_ui.app import create_app
 
-            self._app = create_app(dependencies=[get_user])
+            self._app = create_app(dependencies=[airflow_gallery_access()])
         return self._app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

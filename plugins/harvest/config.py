@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harvest.decoding import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parents[1]
 DEFAULT_MODELS_DIR = PROJECT_DIR / "include" / "models"
@@ -120,6 +122,11 @@ class HarvestConfig:
     #: processes that decode and hash downloaded images; 0 keeps them in the download threads, None
     #: ("auto") decides per shard from the cores and the shard's size (harvest.download)
     inspect_processes: int | None = None
+    #: images with more pixels are refused before decoding (HARVEST_MAX_PIXELS)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: MB of decoded pixels a download process holds at once, its inspecting processes included
+    #: (HARVEST_DECODE_BUDGET_MB); see harvest.decoding
+    decode_budget_mb: int = DEFAULT_DECODE_BUDGET_MB
     #: Fernet key that encrypts private EXIF fields in the state DB; without it they are not stored
     metadata_key: str | None = field(default=None, repr=False)
 
@@ -659,6 +666,11 @@ def _quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, 
         "placeholder_distance": _env_int(env, "HARVEST_PLACEHOLDER_DISTANCE", 4, 0, 24, problems),
         "webdataset_shard_size": _env_int(env, "HARVEST_WEBDATASET_SHARD_SIZE", 1000, 1, 1_000_000, problems),
         "thumbnail_size": _env_int(env, "HARVEST_THUMBNAIL_SIZE", 0, 0, 4096, problems),
+        # above 89,478,485 pixels Pillow itself refuses images as decompression bombs
+        "max_pixels": _env_int(env, "HARVEST_MAX_PIXELS", DEFAULT_MAX_PIXELS, 4096, 89_478_485, problems),
+        "decode_budget_mb": _env_int(
+            env, "HARVEST_DECODE_BUDGET_MB", DEFAULT_DECODE_BUDGET_MB, 16, 1_048_576, problems
+        ),
     }
     raw = (env.get("HARVEST_INSPECT_PROCESSES") or "").strip().lower()
     settings["inspect_processes"] = None  # "auto": decided per shard (harvest.download)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 import harvest
 from harvest.config import HarvestConfig
 from harvest.crawl import make_client
+from harvest.decoding import BUDGET, MB, BudgetExceeded, DecodeBudget
 from harvest.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.http import FetchError, HttpClient
 from harvest.imagecheck import (
@@ -37,6 +38,7 @@ from harvest.imagecheck import (
     ImageRejected,
     Inspected,
     inspect_image,
+    inspection_cost,
     read_answer,
     sniff,
     stage_inspected,
@@ -89,9 +91,23 @@ class _Inspectors:
     measured slower than none: the threads then wait for room as well). Started with
     ``python -c``: a child imports only Pillow, NumPy and the inspection code, not whatever the
     parent's main module pulls in. Given a local ``staging`` folder, they also write the bytes they
-    accept into it."""
+    accept into it.
 
-    def __init__(self, count: int, min_width: int, min_height: int, staging: str | None = None):
+    Memory: each request reserves its decode cost (read from the image's header) from this
+    process's decode budget before it is sent, and holds it until its answer is read, so the
+    processes together never decode more than one budget's worth, however many there are; each
+    process decodes one image at a time, and refuses one whose pixels exceed what its header
+    declared (the reservation could then be too small)."""
+
+    def __init__(
+        self,
+        count: int,
+        min_width: int,
+        min_height: int,
+        staging: str | None = None,
+        max_pixels: int = MAX_PIXELS,
+        budget: DecodeBudget = BUDGET,
+    ):
         package_root = str(Path(harvest.__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
         self._env = {
@@ -101,11 +117,13 @@ class _Inspectors:
             # there, and OpenBLAS starting one per core costs each process ~70 ms of CPU at import
             **dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"), "1"),
         }
+        self._max_pixels = max_pixels
+        self._budget = budget
         self._command = [
             sys.executable,
             "-c",
             "from harvest.imagecheck import serve_inspections; "
-            f"serve_inspections({min_width}, {min_height}, {staging!r})",
+            f"serve_inspections({min_width}, {min_height}, {staging!r}, {max_pixels}, {budget.capacity})",
         ]
         self._tickets = itertools.count()
         #: guards the list of processes and their loads; notified when a dead one's replacement is in
@@ -191,9 +209,22 @@ class _Inspectors:
         return inspector.process.returncode
 
     def inspect(self, data: bytes) -> Inspected:
-        """Like inspect_image(). Bytes that kill the inspecting process get a second process; if
-        that one dies too, the bytes are rejected (a decoder crash must not stop the stage). Requests
-        queued behind the one that killed a process are sent again without counting an attempt."""
+        """Like inspect_image(), with the decode's cost reserved here until the answer is in."""
+        try:
+            cost = inspection_cost(data, sniff(data), self._max_pixels)
+        except ImageRejected:
+            cost = 0  # not an image: the inspecting process says so before decoding anything
+        try:
+            with self._budget.reserve(cost):
+                return self._inspect_elsewhere(data)
+        except BudgetExceeded as exc:
+            raise ImageRejected(str(exc)) from None
+
+    def _inspect_elsewhere(self, data: bytes) -> Inspected:
+        """The answer of an inspecting process. Bytes that kill the inspecting process get a second
+        process; if that one dies too, the bytes are rejected (a decoder crash must not stop the
+        stage). Requests queued behind the one that killed a process are sent again without
+        counting an attempt."""
         attempt = 0
         while True:
             inspector, ticket = self._enter(), None
@@ -264,7 +295,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _inspect(data: bytes, cfg: HarvestConfig, inspectors: _Inspectors | None) -> Inspected:
     if inspectors is None:
-        return inspect_image(data, cfg.min_width, cfg.min_height)
+        return inspect_image(data, cfg.min_width, cfg.min_height, cfg.max_pixels)
     return inspectors.inspect(data)
 
 
@@ -349,6 +380,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     report.reasons.update(screened.reasons)
     client = make_client(cfg)
     store = open_store(cfg.staging, cfg.s3)
+    BUDGET.resize(cfg.decode_budget_mb * MB)  # shared by the download threads and inspecting processes
     with session_scope(cfg.database_url) as session:
         total = session.scalar(
             select(func.count())
@@ -438,7 +470,7 @@ def _inspection_processes(count: int, cfg: HarvestConfig, store: Store) -> Itera
         yield None
         return
     staging = store.location if isinstance(store, LocalStore) else None
-    inspectors = _Inspectors(count, cfg.min_width, cfg.min_height, staging)
+    inspectors = _Inspectors(count, cfg.min_width, cfg.min_height, staging, cfg.max_pixels)
     try:
         yield inspectors
     finally:

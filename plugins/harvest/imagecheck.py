@@ -17,16 +17,27 @@ import json
 import struct
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image as PILImage
 
+from harvest.decoding import (
+    BUDGET,
+    DEFAULT_MAX_PIXELS,
+    BudgetExceeded,
+    DecodeBudget,
+    declared_size,
+    decode_cost,
+    give_back,
+)
 from harvest.exif import read_exif
 from harvest.preprocess import to_rgb
 from harvest.sanitize import Cleaned, MetadataError, clean_file, polyglot_reason
 
-MAX_PIXELS = 64_000_000
+#: Images with more pixels are refused before decoding (HARVEST_MAX_PIXELS sets it for a run).
+MAX_PIXELS = DEFAULT_MAX_PIXELS
 FORMATS = {
     "JPEG": ("jpg", "image/jpeg"),
     "PNG": ("png", "image/png"),
@@ -164,16 +175,60 @@ def entropy_bits(grey: PILImage.Image) -> float:
     return float(-(shares * np.log2(shares)).sum())
 
 
-def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
-    """Prove ``data`` is a still raster image of a sane size and describe it (hash, EXIF, entropy)."""
+def inspect_image(
+    data: bytes,
+    min_width: int,
+    min_height: int,
+    max_pixels: int = MAX_PIXELS,
+    budget: DecodeBudget = BUDGET,
+) -> Inspected:
+    """Prove ``data`` is a still raster image of a sane size and describe it (hash, EXIF, entropy).
+
+    The decode first reserves its memory from ``budget`` (the process's, shared by its threads):
+    it waits while other decodes leave too little room, and is refused if it alone needs more."""
     fmt = sniff(data)
+    cost = inspection_cost(data, fmt, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data), formats=[fmt]) as image:
+        with budget.reserve(cost):
+            try:
+                return _decode(data, fmt, min_width, min_height, max_pixels)
+            finally:
+                give_back(cost)
+    except ImageRejected:
+        raise
+    except BudgetExceeded as exc:
+        raise ImageRejected(str(exc)) from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"decompression bomb: {exc}") from exc
+    except Exception as exc:
+        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+
+
+def inspection_cost(data: bytes, fmt: str, max_pixels: int = MAX_PIXELS) -> int:
+    """Bytes of the decode budget that inspecting ``data`` (sniffed as ``fmt``) reserves."""
+    return decode_cost(data, fmt, max_pixels, draft_side=HASH_SIDE)
+
+
+def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: int) -> Inspected:
+    """Open, check and decode the image, and describe it; its pixels are freed before returning,
+    whatever happens, so that they never outlive the reservation made for them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        with PILImage.open(io.BytesIO(data), formats=[fmt]) as image:
+            try:
                 width, height = image.size
-                if width * height > MAX_PIXELS:
+                if width * height > max_pixels:
                     raise ImageRejected(f"too many pixels ({width}x{height})")
+                declared = declared_size(data, fmt)
+                if declared is not None and declared.pixels > max_pixels:  # nothing was reserved
+                    raise ImageRejected(
+                        f"too many pixels (its header declares {declared.width}x{declared.height})"
+                    )
+                if declared is not None and width * height > declared.pixels:
+                    raise ImageRejected(
+                        f"decodes to {width}x{height}, more pixels than its header declares "
+                        f"({declared.width}x{declared.height})"
+                    )
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1:
                     raise ImageRejected(f"animated {fmt} ({frames} frames): only still images are kept")
@@ -188,12 +243,8 @@ def inspect_image(data: bytes, min_width: int, min_height: int) -> Inspected:
                     image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
                 image.load()
                 return _describe(image, data, fmt, width, height)
-    except ImageRejected:
-        raise
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"decompression bomb: {exc}") from exc
-    except Exception as exc:
-        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+            finally:
+                image.close()
 
 
 def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
@@ -226,17 +277,56 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
 def _shrink(image: PILImage.Image) -> PILImage.Image:
     """Roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than a
     resampling filter, and the hash only looks at 32x32 anyway. Callers never change the result in
-    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is."""
+    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is.
+    Neither path copies the whole image: see reduce_in_bands and _thumbnail."""
     factor = max(1, min(image.size) // HASH_SIDE)
     if factor > 1 and image.mode not in ("P", "PA", "1"):
         try:
-            return image.reduce(factor)
+            return reduce_in_bands(image, factor)
         except ValueError:  # a mode reduce() does not handle
             pass
     if image.width <= 2 * HASH_SIDE and image.height <= 2 * HASH_SIDE:
         return image  # thumbnail() would leave it as it is
-    small = image.copy()
-    small.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), PILImage.Resampling.BILINEAR)
+    return _thumbnail(image, 2 * HASH_SIDE)
+
+
+#: Rows of the image reduce_in_bands() copies at a time: about this many bytes at 4 bytes a pixel
+_BAND_BYTES = 4 * 1024 * 1024
+
+
+def reduce_in_bands(
+    image: PILImage.Image,
+    factor: int,
+    convert: Callable[[PILImage.Image], PILImage.Image] | None = None,
+) -> PILImage.Image:
+    """``convert(image).reduce(factor)`` (or ``image.reduce(factor)``), pixel for pixel, in bands
+    of rows, so that no step copies the whole image: Pillow reduces RGBA and LA through a
+    premultiplied copy of all of it, and a conversion (to RGB for a thumbnail) copies all of it too.
+    Blocks of ``factor`` rows never straddle two bands, so the bands reduce to the same pixels."""
+    if convert is None and image.mode not in ("RGBA", "LA"):
+        return image.reduce(factor)
+    rows = factor * max(1, _BAND_BYTES // (4 * image.width * factor))
+    if convert is None and rows >= image.height:
+        return image.reduce(factor)
+    small = None
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height)))
+        if convert is not None:
+            band = convert(band)
+        if factor > 1:
+            band = band.reduce(factor)
+        if small is None:
+            small = PILImage.new(band.mode, (-(-image.width // factor), -(-image.height // factor)))
+        small.paste(band, (0, top // factor))
+    return small
+
+
+def _thumbnail(image: PILImage.Image, side: int) -> PILImage.Image:
+    """``image.copy().thumbnail((side, side), BILINEAR)`` without the copy: the thumbnail is made
+    on a second Image object that shares the decoded pixels (thumbnail() only replaces them with
+    the resized ones, it never writes into them)."""
+    small = image._new(image.im)  # noqa: SLF001 - a new Image around the same pixels, not a copy
+    small.thumbnail((side, side), PILImage.Resampling.BILINEAR)
     return small
 
 
@@ -301,7 +391,13 @@ _WIRE_FIELDS = (
 _LENGTH = struct.Struct(">I")
 
 
-def serve_inspections(min_width: int, min_height: int, staging: str | None = None) -> None:
+def serve_inspections(
+    min_width: int,
+    min_height: int,
+    staging: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    budget_bytes: int | None = None,
+) -> None:
     """Inspect every image that arrives on stdin and answer on stdout, until stdin closes.
 
     Runs in a process of its own (``python -c``) beside the download stage. Each request is the
@@ -314,6 +410,8 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
     as the request itself, in system calls that each hand its interpreter lock over."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answers
+    if budget_bytes is not None:  # the same refusals as in the download process
+        BUDGET.resize(budget_bytes)
     store = None
     if staging is not None:
         from harvest.storage import LocalStore
@@ -326,7 +424,7 @@ def serve_inspections(min_width: int, min_height: int, staging: str | None = Non
                 return
             clean = b""
             try:
-                inspected = inspect_image(data, min_width, min_height)
+                inspected = inspect_image(data, min_width, min_height, max_pixels)
                 answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
                 if store is not None:
                     try:

@@ -1,7 +1,8 @@
 """The gallery's FastAPI app: one HTML page, a JSON API over the state DB, thumbnails, a trigger.
 
 Paths are relative, so the same app works on its own (``uvicorn``) and mounted under ``/harvest`` in
-the Airflow API server. Inside Airflow every route requires a logged-in Airflow user.
+the Airflow API server. Inside Airflow every route requires a logged-in Airflow user who may read the
+runs of the harvest DAG (harvest_ui.access).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Airflow's session cookie; forwarded as a bearer token when the gallery triggers a DAG run.
 AIRFLOW_TOKEN_COOKIE = "_token"
 MAX_PAGE = 1000
+#: Items a page of the grid shows by default: each brings a thumbnail request.
+PAGE = 48
+#: Thumbnails are per user (only users who may read the harvest DAG get them): browsers keep them an
+#: hour, shared caches not at all.
+THUMBNAIL_CACHE = "private, max-age=3600"
 
 
 class RethresholdBody(BaseModel):
@@ -100,7 +106,7 @@ def create_app(
         domain: str | None = None,
         status: str | None = None,
         offset: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
     ) -> JSONResponse:
         wanted = _statuses(status)
         everything = items_for(cfg, run)
@@ -146,15 +152,21 @@ def create_app(
 
     @app.get("/thumbnails/{sha256}.jpg", include_in_schema=False)
     async def thumbnail(cfg: Settings, sha256: str) -> FileResponse:
+        """The image's thumbnail; 404 with the reason when there is none (no bytes, or too costly
+        to decode: see harvest_ui.thumbnails)."""
         try:
             path = await run_in_threadpool(
-                ensure_thumbnail, cfg.database_url, cfg.thumbnails_dir, sha256, THUMBNAIL_SIZE, cfg.s3
+                ensure_thumbnail,
+                cfg.database_url,
+                cfg.thumbnails_dir,
+                sha256,
+                THUMBNAIL_SIZE,
+                cfg.s3,
+                cfg.preview_mb,
             )
         except ThumbnailError as exc:
             raise HTTPException(404, str(exc)) from exc
-        return FileResponse(
-            path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"}
-        )
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": THUMBNAIL_CACHE})
 
     @app.post("/api/rethreshold")
     def rethreshold(cfg: Settings, body: RethresholdBody, request: Request) -> dict:

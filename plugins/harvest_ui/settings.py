@@ -26,6 +26,12 @@ from harvest.config import (
 DEFAULT_RETHRESHOLD_DAG = "image_rethreshold"
 #: Longest side of a thumbnail in pixels; the grid scales them in the browser.
 THUMBNAIL_SIZE = 256
+#: The DAG whose runs the gallery shows: seeing the gallery takes read access to its runs
+#: (HARVEST_GALLERY_DAG).
+DEFAULT_GALLERY_DAG = "image_harvest"
+#: Most a single thumbnail's decode may cost, in MB (HARVEST_GALLERY_PREVIEW_MB): a 24-megapixel
+#: progressive JPEG, a 28-megapixel PNG, a 6-megapixel WebP, any baseline JPEG (decoded at 1/8).
+DEFAULT_PREVIEW_MB = 128
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class GallerySettings:
     rethreshold_dag: str = DEFAULT_RETHRESHOLD_DAG
     #: Base URL of Airflow's REST API; empty means the server the gallery itself is mounted in.
     airflow_api_url: str = ""
+    gallery_dag: str = DEFAULT_GALLERY_DAG
+    preview_mb: int = DEFAULT_PREVIEW_MB
 
 
 def _airflow_connection(conn_id: str) -> Any | None:
@@ -68,4 +76,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, use_airflow: bool = T
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
         rethreshold_dag=env.get("HARVEST_RETHRESHOLD_DAG") or DEFAULT_RETHRESHOLD_DAG,
         airflow_api_url=(env.get("HARVEST_AIRFLOW_API_URL") or "").rstrip("/"),
+        gallery_dag=env.get("HARVEST_GALLERY_DAG") or DEFAULT_GALLERY_DAG,
+        preview_mb=_positive_int(env.get("HARVEST_GALLERY_PREVIEW_MB"), DEFAULT_PREVIEW_MB),
     )
+
+
+def _positive_int(raw: str | None, default: int) -> int:
+    """A setting the gallery can live without: a missing or bad value gives the default."""
+    try:
+        value = int((raw or "").strip())
+    except ValueError:
+        return default
+    return value if value > 0 else default

@@ -165,7 +165,7 @@ def test_thumbnails_are_small_jpegs_cached_by_sha256(client, harvested):
         response = client.get(f"/thumbnails/{item['sha256']}.jpg")
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "image/jpeg"
-        assert "immutable" in response.headers["cache-control"]
+        assert response.headers["cache-control"] == "private, max-age=3600"  # per user, never shared
         with Image.open(io.BytesIO(response.content)) as thumb:
             assert max(thumb.size) == min(THUMBNAIL_SIZE, max(item["width"], item["height"]))
             assert abs(thumb.size[0] / thumb.size[1] - item["width"] / item["height"]) < 0.02

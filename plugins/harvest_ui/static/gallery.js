@@ -5,7 +5,8 @@
 
 const BASE = location.origin + location.pathname.replace(/\/?$/, "/");
 const STATUSES = ["kept", "rejected", "duplicate", "skipped", "failed", "unclassified", "pending"];
-const PAGE = 200;
+// one page of the grid: each card asks the server for a thumbnail
+const PAGE = 48;
 const $ = (id) => document.getElementById(id);
 
 const state = { items: [], total: 0, scores: [], runs: [], selected: null, offset: 0 };
@@ -70,7 +71,7 @@ async function refresh() {
   const f = filters();
   state.offset = 0;
   const [data, scores, stats] = await Promise.all([
-    getJSON("api/items", { ...f, limit: PAGE }),
+    getJSON("api/items", { ...f, limit: PAGE, offset: 0 }),
     getJSON("api/scores", { run: f.run, label: f.label, domain: f.domain }),
     getJSON("api/stats", { run: f.run, label: f.label }),
   ]);
@@ -88,12 +89,22 @@ async function refresh() {
   updateThreshold();
 }
 
-async function more() {
-  state.offset += PAGE;
-  const data = await getJSON("api/items", { ...filters(), limit: PAGE, offset: state.offset });
-  state.items = state.items.concat(data.items);
+// Another page of the grid in place of this one: the page never holds more than PAGE thumbnails.
+async function showPage(offset) {
+  const data = await getJSON("api/items", { ...filters(), limit: PAGE, offset: Math.max(0, offset) });
+  state.offset = data.offset;
+  state.items = data.items;
+  state.total = data.total;
   renderGrid();
   updateThreshold();
+  $("grid").scrollIntoView({ block: "start" });
+}
+
+// A thumbnail, or a placeholder when the server has none (no bytes, or too costly to decode).
+function thumb(item, attrs = {}) {
+  const image = el("img", { src: new URL(`thumbnails/${item.sha256}.jpg`, BASE).href, alt: item.alt || "", ...attrs });
+  image.addEventListener("error", () => image.replaceWith(el("div", { class: "nothumb", text: "no preview" })), { once: true });
+  return image;
 }
 
 // The target label; for an image no target matched, the model's best guess, set apart in italics.
@@ -105,7 +116,7 @@ function labelOf(item) {
 
 function card(item) {
   const image = item.sha256 && item.status !== "failed"
-    ? el("img", { class: "thumb", src: new URL(`thumbnails/${item.sha256}.jpg`, BASE).href, alt: item.alt || "", loading: "lazy" })
+    ? thumb(item, { class: "thumb", loading: "lazy" })
     : el("div", { class: "nothumb", text: item.status });
   const score = item.score === null ? "" : item.score.toFixed(3);
   const node = el("div", { class: `card ${item.status}`, tabindex: "0", "data-id": item.id, "data-status": item.status,
@@ -120,8 +131,14 @@ function card(item) {
 
 function renderGrid() {
   $("grid").replaceChildren(...state.items.map(card));
-  $("summary").textContent = `${state.total} image${state.total === 1 ? "" : "s"}` + (state.items.length < state.total ? ` (showing ${state.items.length})` : "");
-  $("more").hidden = state.items.length >= state.total;
+  const first = state.offset + 1;
+  const last = state.offset + state.items.length;
+  $("summary").textContent = `${state.total} image${state.total === 1 ? "" : "s"}` + (state.items.length < state.total ? ` (showing ${first}–${last})` : "");
+  const pages = Math.max(1, Math.ceil(state.total / PAGE));
+  $("pager").hidden = pages === 1;
+  $("page-info").textContent = `page ${Math.floor(state.offset / PAGE) + 1} of ${pages}`;
+  $("prev").disabled = state.offset === 0;
+  $("next").disabled = last >= state.total;
 }
 
 function setThreshold(value) {
@@ -170,7 +187,7 @@ async function openPanel(id) {
   const top = el("table", { class: "top" }, el("tr", {}, el("th", { text: "Top predictions" }), el("th", { text: "Score" })));
   for (const p of item.top) top.append(el("tr", {}, el("td", { text: `${p.name} (${p.wnid})` }), el("td", { class: "num", text: p.score.toFixed(4) })));
   const body = [el("h2", { text: item.label || item.status }), dl];
-  if (item.sha256 && item.status !== "failed") body.unshift(el("img", { src: new URL(`thumbnails/${item.sha256}.jpg`, BASE).href, alt: item.alt || "" }));
+  if (item.sha256 && item.status !== "failed") body.unshift(thumb(item));
   if (item.top.length) body.push(top);
   $("panel-body").replaceChildren(...body);
   $("panel").hidden = false;
@@ -231,7 +248,8 @@ function main() {
   $("size").addEventListener("input", () => document.documentElement.style.setProperty("--size", `${$("size").value}px`));
   $("threshold").addEventListener("input", () => { $("threshold").dataset.touched = "1"; updateThreshold(); });
   $("filters").addEventListener("change", (event) => { if (event.target.id !== "size") refresh().catch(showError); });
-  $("more").addEventListener("click", () => more().catch(showError));
+  $("prev").addEventListener("click", () => showPage(state.offset - PAGE).catch(showError));
+  $("next").addEventListener("click", () => showPage(state.offset + PAGE).catch(showError));
   $("panel-close").addEventListener("click", () => { $("panel").hidden = true; });
   $("rethreshold").addEventListener("click", askRethreshold);
   $("rethreshold-cancel").addEventListener("click", () => { $("rethreshold-confirm").hidden = true; });
