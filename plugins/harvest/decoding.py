@@ -330,6 +330,6 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: The default decode budget of a process, in MB: a 40-megapixel lossless WebP (779 MB, the
 #: costliest image the default pixel cap lets through) fits, so that no image under the cap is
 #: refused for its cost alone; the budget only makes decodes wait for each other.
-DEFAULT_DECODE_BUDGET_MB = 800
+DEFAULT_DECODE_BUDGET_MB = 900
 #: The decode budget of this process, shared by every thread that decodes images in it.
 BUDGET = DecodeBudget(DEFAULT_DECODE_BUDGET_MB * MB)

@@ -204,9 +204,16 @@ def inspect_image(
         raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
 
 
+#: Copies of the file that making the copy to publish and proving it hold at once, beside the
+#: decode: the copy and its second cleaning for JPEG and PNG; the rebuilt containers of the other
+#: formats hold more (see docs/security/memory.md)
+_CLEANING_COPIES = {"JPEG": 2, "PNG": 2, "TIFF": 5}
+
+
 def inspection_cost(data: bytes, fmt: str, max_pixels: int = MAX_PIXELS) -> int:
     """Bytes of the decode budget that inspecting ``data`` (sniffed as ``fmt``) reserves."""
-    return decode_cost(data, fmt, max_pixels, draft_side=HASH_SIDE)
+    decode = decode_cost(data, fmt, max_pixels, draft_side=HASH_SIDE)
+    return decode + _CLEANING_COPIES.get(fmt, 3) * len(data) if decode else 0
 
 
 def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: int) -> Inspected:
@@ -361,26 +368,43 @@ def _prove(cleaned: Cleaned, image: PILImage.Image, fmt: str) -> None:
     cleaning changed more than metadata segments and trailing bytes (``cleaned.restructured``), it
     also decodes to the pixels of ``image`` (the source as inspect_image decoded it: a JPEG at the
     hashing scale); otherwise the scans or image data are the source's own bytes, which is proof
-    enough without a second decode."""
+    enough without a second decode. ``image`` is closed here: the copy's decode must not hold a
+    second set of pixels beside the source's, outside what the decode budget reserved."""
     clean = cleaned.data
     again = clean_file(clean, fmt)
     if again.data != clean or again.private:
         raise ValueError(f"cleaning it again removes {again.removed}")
+    source = _pixel_fingerprint(image) if cleaned.restructured else None
+    mode = image.mode
+    image.close()
     with PILImage.open(io.BytesIO(clean), formats=[fmt]) as check:
-        left = read_exif(check)[1]  # before loading: a TIFF's load applies and drops orientation
+        # before loading: a TIFF's load applies and drops orientation. Pillow looks for a PNG's EXIF
+        # after the image data by decoding all of it, outside the decode budget; the fixed point
+        # above proves the copy has none there, so only an eXIf before the pixels is read
+        late_png_exif = fmt == "PNG" and "exif" not in check.info
+        left = {} if late_png_exif else read_exif(check)[1]
         if left:
             raise ValueError(f"fields left: {sorted(left)}")
-        if check.mode != image.mode:
-            raise ValueError(f"mode {check.mode} instead of {image.mode}")
-        if not cleaned.restructured:
+        if check.mode != mode:
+            raise ValueError(f"mode {check.mode} instead of {mode}")
+        if source is None:
             return
         if fmt == "JPEG":
             check.draft(check.mode, (HASH_SIDE, HASH_SIDE))
         check.load()
-        if check.size != image.size or check.tobytes() != image.tobytes():
-            raise ValueError("the pixels differ from the download's")
-        if check.mode in ("P", "PA") and check.getpalette() != image.getpalette():
-            raise ValueError("the palette differs from the download's")
+        if _pixel_fingerprint(check) != source:
+            raise ValueError("the pixels (or palette) differ from the download's")
+
+
+def _pixel_fingerprint(image: PILImage.Image) -> tuple:
+    """Size, palette and a digest of the pixels, read in bands of rows so that no step copies the
+    whole image (``tobytes()`` would)."""
+    digest = hashlib.sha256()
+    rows = max(1, _BAND_BYTES // (4 * max(1, image.width)))
+    for top in range(0, image.height, rows):
+        digest.update(image.crop((0, top, image.width, min(top + rows, image.height))).tobytes())
+    palette = image.getpalette() if image.mode in ("P", "PA") else None
+    return image.size, palette, digest.digest()
 
 
 #: Inspected fields that travel between an inspecting process and the download stage as JSON

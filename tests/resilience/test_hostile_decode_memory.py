@@ -334,7 +334,7 @@ def test_the_limits_are_settings():
     )
     assert (cfg.max_pixels, cfg.decode_budget_mb) == (20_000_000, 256)
     default = build_config(params, "run", env={})
-    assert (default.max_pixels, default.decode_budget_mb) == (40_000_000, 800)
+    assert (default.max_pixels, default.decode_budget_mb) == (40_000_000, 900)
     with pytest.raises(ConfigError) as info:
         build_config(
             params, "run", env={"HARVEST_MAX_PIXELS": "100000000", "HARVEST_DECODE_BUDGET_MB": "lots"}
