@@ -48,6 +48,10 @@ class FetchError(Exception):
         super().__init__(f"{url}: {reason}")
 
 
+class DeadlineExceeded(FetchError):
+    """The request's total deadline passed while the server was being read from."""
+
+
 class HopRefused(FetchError):
     """A URL of the redirect chain was refused by the caller's check (not a failure of the site)."""
 
@@ -463,6 +467,7 @@ class HttpClient:
         # so no queue holds a request longer than total_timeout. Not counted: reading robots.txt on
         # first contact (a request with its own deadline) and a Retry-After this request waits out.
         deadline = time.monotonic() + held + self.total_timeout
+        served = 0.0  # seconds the hops so far spent on the servers
         seen: set[str] = set()
         current = url
         for _ in range(self.max_redirects + 1):
@@ -480,7 +485,11 @@ class HttpClient:
             host = (urlsplit(current).hostname or "").lower()
             try:
                 with self.gate.slot(host, deadline):
-                    result = self._hop(current, host, max_bytes, accept, deadline, headers)
+                    started = time.monotonic()
+                    try:
+                        result = self._hop(current, host, max_bytes, accept, deadline, headers, served)
+                    finally:
+                        served += time.monotonic() - started
             except HostPaused as exc:
                 raise FetchError(current, exc.reason) from exc
             except SlotTimeout as exc:
@@ -520,9 +529,12 @@ class HttpClient:
         accept: str,
         deadline: float,
         headers: dict[str, str] | None = None,
+        served: float = 0.0,
     ) -> FetchResult | str:
-        """One request; returns the result, or the Location to follow. Feeds the host's failure count."""
+        """One request; returns the result, or the Location to follow. Feeds the host's failure count.
+        ``served``: seconds the earlier hops of the request spent on servers."""
         conditional = any(name.lower() in CONDITIONAL_HEADERS for name in headers or {})
+        started = time.monotonic()
         watch = _Watch()
         _watching.current = watch
         alarm = self._watchdog.call_at(deadline, watch.abort)
@@ -550,7 +562,7 @@ class HttpClient:
             if watch.fired:  # shut under a body without a length: the cut looked like its end
                 raise self._past_deadline(current)
         except FetchError as exc:
-            if exc.transient:
+            if exc.transient and self._host_to_blame(exc, served + time.monotonic() - started):
                 self.gate.failed(host, exc.reason)
             raise
         finally:
@@ -559,8 +571,14 @@ class HttpClient:
         self.gate.succeeded(host)
         return result
 
+    def _host_to_blame(self, exc: FetchError, served: float) -> bool:
+        """Whether a transient failure counts toward pausing the host. A deadline that passed
+        while the request had spent most of it queued for the host says little about the server:
+        it counts only when the servers had at least half the deadline."""
+        return not isinstance(exc, DeadlineExceeded) or served >= self.total_timeout / 2
+
     def _past_deadline(self, url: str) -> FetchError:
-        return FetchError(url, f"exceeded total deadline of {self.total_timeout}s", transient=True)
+        return DeadlineExceeded(url, f"exceeded total deadline of {self.total_timeout}s", transient=True)
 
     def _read(
         self,

@@ -110,7 +110,8 @@ def test_a_request_that_cannot_get_a_slot_before_its_deadline_fails_naming_its_u
 
 def test_time_queued_behind_a_slow_request_counts_toward_the_deadline(tmp_path):
     """One slot per host; the first request holds it for 0.8 s. The second, asked for right after,
-    may not take 0.8 s of queue plus 0.8 s of its own: its deadline is 1 s from when it was asked."""
+    may not take 0.8 s of queue plus 0.8 s of its own: its deadline is 1 s from when it was asked.
+    That failure is not the host's, so it does not count toward pausing the host."""
     with serve() as server:
         server.routes.update(
             {"/slow-a.html": Response(b"a", delay=0.8), "/slow-b.html": Response(b"b", delay=0.8)}
@@ -121,6 +122,7 @@ def test_time_queued_behind_a_slow_request_counts_toward_the_deadline(tmp_path):
             HARVEST_HOST_DELAY="0",
             HARVEST_HOST_CONCURRENCY="1",
             HARVEST_RESPECT_ROBOTS="0",
+            HARVEST_HOST_FAILURE_LIMIT="1",
         ).with_(total_timeout=1.0)
         client = make_client(cfg)
         first = threading.Thread(target=client.get, args=(f"{server.base}/slow-a.html", 1000), daemon=True)
@@ -134,6 +136,8 @@ def test_time_queued_behind_a_slow_request_counts_toward_the_deadline(tmp_path):
     assert late.value.url == f"{server.base}/slow-b.html"
     assert "timed out" in late.value.reason or "exceeded total deadline of 1.0s" in late.value.reason
     assert elapsed < 1.4, elapsed
+    # cut short by its time in the queue, not by the server: the host is not paused for it
+    assert client.gate.paused_hosts() == {}
 
 
 def test_a_retry_after_within_the_limit_is_still_waited_for_beyond_the_deadline(tmp_path):
