@@ -85,6 +85,8 @@ class HarvestConfig:
     host_concurrency: int = 2
     host_delay: float = 0.5
     host_failure_limit: int = 5
+    #: the longest robots.txt Crawl-delay waited for; a host asking for more is deferred to a later run
+    max_crawl_delay: float = 30.0
     status_retries: int = 3
     max_retry_after: float = 120.0
     total_timeout: float = 60.0
@@ -95,6 +97,10 @@ class HarvestConfig:
     url_deny: tuple[str, ...] = ()
     honour_nofollow: bool = True
     allow_svg: bool = False
+    #: what extracting one page may take: seconds, and images named (every mention counts); a page
+    #: over either is recorded as failed with the reason instead of holding the stage
+    extract_seconds: float = 20.0
+    extract_max_images: int = 10_000
     site_profiles_dir: str | None = None
     user_agent: str = DEFAULT_USER_AGENT
     allow_private_networks: bool = False
@@ -296,13 +302,32 @@ def _env_float(
 
 
 def _patterns(value: Any, name: str, problems: list[str]) -> tuple[str, ...]:
+    """URL patterns, each compiled by the engine the crawl matches them with (RE2: linear time on
+    any URL a site makes up); one it cannot run, such as a backreference or a lookaround, is a
+    problem naming the pattern and the reason."""
+    from harvest.urls import PatternError, compile_url_pattern
+
     patterns = _as_list(value) if not isinstance(value, str) else [p.strip() for p in value.splitlines()]
     for pattern in patterns:
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            problems.append(f"{name}: {pattern!r} is not a valid regular expression ({exc})")
+            compile_url_pattern(pattern)
+        except PatternError as exc:
+            problems.append(
+                f"{name}: {pattern!r} is not a valid regular expression ({exc}); patterns run on "
+                "RE2, which has no backreferences or lookaround"
+            )
     return tuple(p for p in patterns if p)
+
+
+def _public_suffix_domains(domains: list[str]) -> list[str]:
+    """A domain filter of ``co.uk`` or ``github.io`` would admit every site registered under it."""
+    from harvest.urls import is_public_suffix
+
+    return [
+        f"domains: {d!r} is a public suffix, shared by unrelated sites; name a site under it (e.g. example.{d})"
+        for d in domains
+        if is_public_suffix(d)
+    ]
 
 
 def _networks(raw: str | None, problems: list[str]) -> tuple[str, ...]:
@@ -525,6 +550,7 @@ def build_config(
     problems.extend(
         f"domains: {d!r} is not a host name (e.g. flickr.com)" for d in domains if "/" in d or ":" in d
     )
+    problems.extend(_public_suffix_domains(domains))
     problems.extend(p for p in (_validate_seed(s) for s in seeds) if p)
 
     labels = _as_list(params.get("labels"))
@@ -579,6 +605,11 @@ def build_config(
     host_concurrency = _env_int(env, "HARVEST_HOST_CONCURRENCY", 2, 1, 64, problems)
     host_delay = _env_float(env, "HARVEST_HOST_DELAY", 0.5, 0.0, 600.0, problems)
     host_failure_limit = _env_int(env, "HARVEST_HOST_FAILURE_LIMIT", 5, 1, 10_000, problems)
+    # at most the request deadline (60 s), which counts time queued for the host: a longer delay
+    # could never be waited for
+    max_crawl_delay = _env_float(env, "HARVEST_MAX_CRAWL_DELAY", 30.0, 0.0, 60.0, problems)
+    extract_seconds = _env_float(env, "HARVEST_EXTRACT_SECONDS", 20.0, 0.1, 3_600.0, problems)
+    extract_max_images = _env_int(env, "HARVEST_EXTRACT_MAX_IMAGES", 10_000, 1, 10_000_000, problems)
     max_pages_per_host = _env_int(env, "HARVEST_MAX_PAGES_PER_HOST", 500, 1, 10_000_000, problems)
     max_query_variants = _env_int(env, "HARVEST_MAX_QUERY_VARIANTS", 20, 1, 10_000_000, problems)
     url_allow = _patterns(params.get("url_allow"), "url_allow", problems)
@@ -628,6 +659,9 @@ def build_config(
         host_concurrency=host_concurrency,
         host_delay=host_delay,
         host_failure_limit=host_failure_limit,
+        max_crawl_delay=max_crawl_delay,
+        extract_seconds=extract_seconds,
+        extract_max_images=extract_max_images,
         allowed_networks=allowed_networks,
         max_pages_per_host=max_pages_per_host,
         max_query_variants=max_query_variants,

@@ -47,7 +47,9 @@ def make_client(cfg: HarvestConfig) -> HttpClient:
         total_timeout=cfg.total_timeout,
         allow_private_networks=cfg.allow_private_networks,
         allowed_networks=cfg.allowed_networks,
-        gate=HostGate(cfg.host_concurrency, cfg.host_delay, cfg.host_failure_limit),
+        gate=HostGate(
+            cfg.host_concurrency, cfg.host_delay, cfg.host_failure_limit, max_delay=cfg.max_crawl_delay
+        ),
         retry_attempts=cfg.status_retries,
         max_retry_after=cfg.max_retry_after,
     )

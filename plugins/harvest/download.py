@@ -365,6 +365,7 @@ def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
                     Candidate.error.like("%connection failed%"),
                     Candidate.error.like("%HTTP 5__%"),
                     Candidate.error.like("%HTTP 429%"),
+                    Candidate.error.like("%deferred to a later run%"),  # Crawl-delay over the cap
                 ),
             )
             .values(status=Status.PENDING)

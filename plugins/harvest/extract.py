@@ -11,6 +11,7 @@ import logging
 import pickle
 import re
 import tempfile
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,14 +83,120 @@ BLOCK_TAGS = {
     "main",
 }
 NEARBY_TEXT_CHARS = 300
-#: Placeholders lazy-loading scripts put in ``src`` until the real image scrolls into view.
-_PLACEHOLDER = re.compile(
-    r"(placeholder|blank|spacer|transparent|lazy|loading|grey|gray|empty)[^/]*\.(gif|png|svg)$"
-)
+# Every pattern below runs on text a site chooses (attribute values, URLs of up to a whole page):
+# each is a literal, an alternation of literals or anchored with single-position quantifiers, so a
+# search costs time linear in the text. Anything needing more (CSS) is scanned by code.
+#: Placeholders lazy-loading scripts put in ``src`` until the real image scrolls into view: one of
+#: these words in the file name of a .gif, .png or .svg (see _is_placeholder).
+_PLACEHOLDER_WORD = re.compile(r"placeholder|blank|spacer|transparent|lazy|loading|grey|gray|empty")
+_PLACEHOLDER_TYPES = (".gif", ".png", ".svg")
 _TRACKER_NAME = re.compile(r"/(pixel|beacon|track(ing)?|1x1|spacer|clear)\.(gif|png)$")
 _SPRITE = re.compile(r"sprite", re.IGNORECASE)
-_BACKGROUND = re.compile(r"background(?:-image)?\s*:[^;]*?url\(\s*(['\"]?)(.*?)\1\s*\)", re.IGNORECASE)
 _DESCRIPTOR = re.compile(r"^(\d+(?:\.\d+)?)([wx])$")
+#: CSS properties whose url() values are images of the element (a custom property such as
+#: ``--hero-background`` counts too, as it usually feeds one of them)
+_BACKGROUND_PROPERTIES = ("background", "background-image")
+#: a style attribute in pieces: a run of ordinary characters, or one character that matters
+_CSS_TOKEN = re.compile(r"""[^"'()\\;\n]+|\\.?|.""", re.DOTALL)
+_URL_OPEN = re.compile(r"url\(", re.IGNORECASE)
+_SPACES = re.compile(r"\s*")
+_UNQUOTED_URL = re.compile(r"""[^()"'\s]*""")
+
+
+class ExtractionBudgetExceeded(Exception):
+    """A page needed more work than the run allows for one page; the message says which limit."""
+
+
+class ExtractBudget:
+    """What extracting one page may take: ``seconds`` from the start, and ``max_images`` images
+    named (every mention counts, a data: URI too). Checked as the page's images are collected, so a
+    page built to make extraction slow stops at the budget instead of holding the stage."""
+
+    def __init__(self, seconds: float = 30.0, max_images: int = 10_000):
+        self.seconds = seconds
+        self.max_images = max_images
+        self.deadline = time.monotonic() + seconds
+        self.images = 0
+
+    def image(self) -> None:
+        self.images += 1
+        if self.images > self.max_images:
+            raise ExtractionBudgetExceeded(
+                f"more than {self.max_images} images named on the page (HARVEST_EXTRACT_MAX_IMAGES)"
+            )
+        self.check()
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise ExtractionBudgetExceeded(
+                f"extraction took more than {self.seconds:g}s (HARVEST_EXTRACT_SECONDS); "
+                f"{self.images} images named so far"
+            )
+
+
+def _style_declarations(style: str) -> list[tuple[str, str]]:
+    """(property, value) of each declaration of a style attribute, split at the semicolons outside
+    strings and parentheses (a data: URI or a URL may hold one), in one pass over the text."""
+    declarations: list[tuple[str, str]] = []
+    current: list[str] = []
+    quote, depth = "", 0
+    for match in _CSS_TOKEN.finditer(style):
+        token = match.group()
+        if quote:
+            if token == quote or token == "\n":
+                quote = ""
+        elif token in ('"', "'"):
+            quote = token
+        elif token == "(":
+            depth += 1
+        elif token == ")":
+            depth = max(depth - 1, 0)
+        elif token == ";" and depth == 0:
+            declarations.append(_declaration("".join(current)))
+            current = []
+            continue
+        current.append(token)
+    declarations.append(_declaration("".join(current)))
+    return declarations
+
+
+def _declaration(text: str) -> tuple[str, str]:
+    name, _, value = text.partition(":")
+    return name.strip().lower(), value
+
+
+def _css_urls(value: str) -> list[str]:
+    """The arguments of the ``url(...)`` functions in a CSS value, quoted or not. Scanned left to
+    right without going back, so a value of ``url(`` a million times costs one pass."""
+    urls: list[str] = []
+    position = 0
+    while (opening := _URL_OPEN.search(value, position)) is not None:
+        start = _SPACES.match(value, opening.end()).end()
+        quote = value[start : start + 1]
+        if quote in ('"', "'"):
+            end = value.find(quote, start + 1)
+            if end < 0:
+                break  # the string never closes: the rest of the value is inside it
+            url, after = value[start + 1 : end], end + 1
+        else:
+            after = _UNQUOTED_URL.match(value, start).end()
+            url = value[start:after]
+        after = _SPACES.match(value, after).end()
+        if value[after : after + 1] == ")" and url.strip():
+            urls.append(url.strip())
+            after += 1
+        position = max(after, opening.end())
+    return urls
+
+
+def background_urls(style: str) -> list[str]:
+    """Image URLs of an inline style's ``background`` and ``background-image`` declarations."""
+    return [
+        url
+        for name, value in _style_declarations(style)
+        if name.endswith(_BACKGROUND_PROPERTIES)
+        for url in _css_urls(value)
+    ]
 
 
 @dataclass
@@ -182,7 +289,16 @@ def _is_data_uri(raw: str | None) -> bool:
 
 
 def _is_placeholder(raw: str | None) -> bool:
-    return bool(raw) and (_is_data_uri(raw) or bool(_PLACEHOLDER.search(raw.split("?")[0].lower())))
+    """A data: URI, or a .gif/.png/.svg whose file name has a placeholder word (blank.gif)."""
+    if not raw:
+        return False
+    if _is_data_uri(raw):
+        return True
+    path = raw.split("?", 1)[0].lower()
+    if not path.endswith(_PLACEHOLDER_TYPES):
+        return False
+    name = path[path.rfind("/") + 1 : -len(".gif")]
+    return _PLACEHOLDER_WORD.search(name) is not None
 
 
 def _in_chrome(tag: Tag) -> bool:
@@ -202,9 +318,17 @@ def _is_caption(tag) -> bool:
     return any("caption" in name.lower() or name.lower() == "gallerytext" for name in classes)
 
 
-def _image_count(container: Tag) -> int:
-    """Images in a container, not counting the <noscript> copy of a lazy-loaded one."""
-    return sum(1 for img in container.find_all("img") if img.find_parent("noscript") is None)
+def _holds_several_images(container: Tag) -> bool:
+    """More than one image in a container, not counting the <noscript> copy of a lazy-loaded one.
+    Stops at the second: asked for each image of a gallery, a full count costs the gallery's size
+    squared."""
+    found = 0
+    for node in container.descendants:
+        if isinstance(node, Tag) and node.name == "img" and node.find_parent("noscript") is None:
+            found += 1
+            if found > 1:
+                return True
+    return False
 
 
 def _caption(tag: Tag) -> str | None:
@@ -212,7 +336,7 @@ def _caption(tag: Tag) -> str | None:
     (WordPress wp-caption-text, a MediaWiki infobox-caption). Only containers holding this one
     image are searched, so a caption is never borrowed from another image."""
     for depth, parent in enumerate(tag.parents):
-        if depth > 4 or parent.name in SECTION_TAGS or _image_count(parent) > 1:
+        if depth > 4 or parent.name in SECTION_TAGS or _holds_several_images(parent):
             break
         if parent.name == "figure":
             caption = parent.find("figcaption", recursive=False)
@@ -228,7 +352,7 @@ def _nearby_text(tag: Tag, caption: str | None) -> str | None:
     """Text of the closest block around this image alone (without the caption); failing that, the
     paragraph or heading just before it."""
     for depth, parent in enumerate(tag.parents):
-        if depth > 4 or parent.name in SECTION_TAGS or parent.name is None or _image_count(parent) > 1:
+        if depth > 4 or parent.name in SECTION_TAGS or parent.name is None or _holds_several_images(parent):
             break
         if parent.name not in BLOCK_TAGS:
             continue
@@ -249,10 +373,11 @@ def _nearby_text(tag: Tag, caption: str | None) -> str | None:
 class _Collector:
     """Collects what one page says about its images, then merges mentions of the same image."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, budget: ExtractBudget | None = None):
         self.base = base
         self.found: list[Found] = []
         self.data_uris = 0
+        self.budget = budget or ExtractBudget(float("inf"), 2**62)
 
     def url(self, raw: str | None) -> str | None:
         if not raw or _is_data_uri(raw):
@@ -273,16 +398,19 @@ class _Collector:
         junk: str | None = None,
         context: Tag | None = None,
     ) -> None:
+        self.budget.image()
         if _is_data_uri(raw):
             self.data_uris += 1
             return
         url = self.url(raw)
         if not url:
             return
-        clean = []
+        clean, seen = [], {url}
         for variant in variants or []:
+            self.budget.image()  # a rendition is an image URL the page names too
             variant_url = self.url(variant["url"])
-            if variant_url and variant_url != url and variant_url not in {v["url"] for v in clean}:
+            if variant_url and variant_url not in seen:
+                seen.add(variant_url)
                 clean.append({"url": variant_url, "descriptor": variant.get("descriptor")})
         context = context if context is not None else tag
         caption = _caption(context) if context is not None else None
@@ -439,28 +567,38 @@ def find_images(html: bytes | str, page_url: str) -> list[Found]:
     return extract_page(html, page_url).items
 
 
-def extract_page(html: bytes | str, page_url: str, profile: SiteProfile | None = None) -> PageImages:
+def extract_page(
+    html: bytes | str,
+    page_url: str,
+    profile: SiteProfile | None = None,
+    budget: ExtractBudget | None = None,
+) -> PageImages:
     """The page's images; a site profile narrows them to its ``images`` selectors (the others are
-    kept as junk so the skip is recorded) and attaches its ``fields`` to each."""
+    kept as junk so the skip is recorded) and attaches its ``fields`` to each. Raises
+    ExtractionBudgetExceeded when the page needs more than ``budget`` (default: no limit)."""
     soup = BeautifulSoup(html_text(html), "lxml")
     base = page_url
     base_tag = soup.find("base", href=True)
     if base_tag:
         base = canonicalize(str(base_tag["href"]), page_url) or page_url
-    collect = _Collector(base)
+    collect = _Collector(base, budget)
+    collect.budget.check()
     _collect(soup, collect, whole_page=True)
     items = collect.merged()
     if profile is not None:
-        _apply_profile(soup, items, profile)
+        _apply_profile(soup, items, profile, collect.budget)
     for item in items:  # a tag holds its whole page: kept, every page of a run would stay in memory
         item.elements = []
     return PageImages(items, collect.data_uris)
 
 
-def _apply_profile(soup: BeautifulSoup, items: list[Found], profile: SiteProfile) -> None:
+def _apply_profile(
+    soup: BeautifulSoup, items: list[Found], profile: SiteProfile, budget: ExtractBudget
+) -> None:
     fields = page_fields(soup, profile)
     selected = {id(element) for element in selected_elements(soup, profile)} if profile.images else None
     for item in items:
+        budget.check()
         item.fields = fields
         if selected is None or item.junk:
             continue
@@ -495,6 +633,7 @@ def _collect(root: Tag, collect: _Collector, whole_page: bool) -> None:
 
     # a <noscript> that a parser kept as text still holds the real <img> of a lazy-loaded picture
     for noscript in root.find_all("noscript"):
+        collect.budget.check()
         text = noscript.string
         if text and "<img" in text.lower():
             fragment = BeautifulSoup(text, "lxml")
@@ -577,8 +716,9 @@ def _collect(root: Tag, collect: _Collector, whole_page: bool) -> None:
         )
 
     for tag in root.find_all(style=True):
-        for match in _BACKGROUND.finditer(str(tag["style"])):
-            collect.add(match.group(2), "style", tag, title=tag.get("title"), alt=tag.get("aria-label"))
+        collect.budget.check()
+        for url in background_urls(str(tag["style"])):
+            collect.add(url, "style", tag, title=tag.get("title"), alt=tag.get("aria-label"))
 
 
 def _skip_reason(item: Found, cfg: HarvestConfig) -> str | None:
@@ -639,13 +779,15 @@ def _robots_reason(robots: RobotsCache | None, url: str) -> str | None:
     return reason
 
 
-def _earlier_pages(store, profiles: list[SiteProfile], pages: list[Page]) -> list[tuple[str, list[Found]]]:
+def _earlier_pages(
+    cfg: HarvestConfig, store, profiles: list[SiteProfile], pages: list[Page]
+) -> list[tuple[str, list[Found]]]:
     """The header/nav/footer images of pages an earlier attempt extracted, for judging site chrome
     (the only images that judgement counts); nothing is written."""
     found = []
     for page in pages:
         try:
-            page_url, items = _extract_stored(store, profiles, page)
+            page_url, items = _extract_stored(cfg, store, profiles, page)
         except Exception as exc:  # noqa: BLE001 - it was extracted once; without it the judgement has less
             log.warning("extract: %s: cannot read it again to judge site chrome: %s", page.url, exc)
             continue
@@ -653,12 +795,29 @@ def _earlier_pages(store, profiles: list[SiteProfile], pages: list[Page]) -> lis
     return found
 
 
-def _extract_stored(store, profiles: list[SiteProfile], page: Page) -> tuple[str, PageImages]:
-    """(the page's final URL, what its staged HTML names), parsed with its site's profile."""
+def _extract_stored(
+    cfg: HarvestConfig, store, profiles: list[SiteProfile], page: Page
+) -> tuple[str, PageImages]:
+    """(the page's final URL, what its staged HTML names), parsed with its site's profile, within
+    the run's per-page budget."""
     page_url = page.final_url or page.url
-    return page_url, extract_page(
-        store.get(page.content_key), page_url, site_profile_for(profiles, host_of(page_url))
-    )
+    html = store.get(page.content_key)
+    budget = ExtractBudget(cfg.extract_seconds, cfg.extract_max_images)
+    return page_url, extract_page(html, page_url, site_profile_for(profiles, host_of(page_url)), budget)
+
+
+def _record_page_failure(cfg: HarvestConfig, page: Page, exc: Exception, report: StageReport) -> None:
+    """The page is marked failed with the reason; a page over its budget says which limit it hit."""
+    if isinstance(exc, ExtractionBudgetExceeded):
+        error, group = f"extraction stopped, page over its budget: {exc}", "extraction budget exceeded"
+    else:
+        error, group = f"extraction failed: {exc}", f"extraction failed: {type(exc).__name__}"
+    log.warning("extract: %s: %s", page.url, error)
+    with session_scope(cfg.database_url) as session:
+        session.execute(
+            update(Page).where(Page.id == page.id).values(extract_status=Status.FAILED, error=error)
+        )
+    report.count("failed", group)
 
 
 def run_extract(cfg: HarvestConfig) -> StageReport:
@@ -691,24 +850,19 @@ def run_extract(cfg: HarvestConfig) -> StageReport:
     with tempfile.TemporaryFile(prefix="extract-") as spill:
         for page in pages:
             try:
-                page_url, found = _extract_stored(store, profiles, page)
+                page_url, found = _extract_stored(cfg, store, profiles, page)
             except Exception as exc:  # one broken page must not stop the others
                 if isinstance(exc, StorageError) and exc.transient:
                     raise  # the store failed, not the page: the stage fails and a re-run reads the page again
-                log.warning("extract: %s: %s", page.url, exc)
-                with session_scope(cfg.database_url) as session:
-                    session.execute(
-                        update(Page)
-                        .where(Page.id == page.id)
-                        .values(extract_status=Status.FAILED, error=f"extraction failed: {exc}")
-                    )
-                report.count("failed", f"extraction failed: {type(exc).__name__}")
+                _record_page_failure(cfg, page, exc, report)
                 continue
             chrome_seen.append((page_url, [item for item in found.items if item.in_chrome]))
             pickle.dump((page.id, page_url, found.items), spill, protocol=pickle.HIGHEST_PROTOCOL)
             parsed += 1
             data_uris += found.data_uris
-        chrome = chrome_images(chrome_seen + (_earlier_pages(store, profiles, extracted) if pages else []))
+        chrome = chrome_images(
+            chrome_seen + (_earlier_pages(cfg, store, profiles, extracted) if pages else [])
+        )
         del chrome_seen
         robots = _robots(cfg)
         new_candidates = 0

@@ -28,7 +28,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from harvest.plain_get import PlainResponse, prepared_url, send_plain
-from harvest.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
+from harvest.politeness import HostGate, HostPaused, SlotTimeout, backoff_delay, parse_retry_after
 
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 NOT_MODIFIED = 304
@@ -48,6 +48,10 @@ class FetchError(Exception):
         super().__init__(f"{url}: {reason}")
 
 
+class DeadlineExceeded(FetchError):
+    """The request's total deadline passed while the server was being read from."""
+
+
 class HopRefused(FetchError):
     """A URL of the redirect chain was refused by the caller's check (not a failure of the site)."""
 
@@ -64,44 +68,106 @@ class FetchResult:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: IPv4 in the last 32 bits
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+#: IPv6 networks refused outright: the local-use NAT64 prefix (RFC 8215; where its IPv4 sits depends
+#: on the operator's prefix length) and deprecated site-local addresses, which some stacks still route
+_REFUSED_V6 = {
+    ipaddress.ip_network("64:ff9b:1::/48"): "local-use NAT64 prefix 64:ff9b:1::/48",
+    ipaddress.ip_network("fec0::/10"): "deprecated site-local prefix fec0::/10",
+}
+
+
+def _ip(address: str) -> IPAddress:
+    return ipaddress.ip_address(address.split("%")[0])
+
+
+def embedded_ipv4(ip: IPAddress) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address stands for, each with the name of its form: traffic to
+    NAT64, 6to4, Teredo, mapped or compatible addresses reaches those IPv4 hosts, so the guard
+    judges the IPv4 address, not the IPv6 wrapper."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    if ip.ipv4_mapped is not None:
+        return [("IPv4-mapped", ip.ipv4_mapped)]
+    if ip.sixtofour is not None:
+        return [("6to4", ip.sixtofour)]
+    if ip.teredo is not None:
+        server, client = ip.teredo  # the client is stored XOR 0xffffffff; ipaddress undoes it
+        return [("Teredo client", client), ("Teredo server", server)]
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _NAT64:
+        return [("NAT64", low32)]
+    if ip in _IPV4_TRANSLATED:
+        return [("IPv4-translated", low32)]
+    if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # :: and ::1 are the unspecified and loopback addresses
+        return [("IPv4-compatible", low32)]
+    return []
+
+
 def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    """Globally reachable, and so is every IPv4 address it embeds."""
+    return _non_public_reason(_ip(address), ()) is None
+
+
+def _non_public_reason(ip: IPAddress, allowed: tuple[str, ...]) -> str | None:
+    """None if ``ip`` may be contacted: public, or inside one of the ``allowed`` networks; else why not
+    ("" for a plain private, loopback, link-local, reserved... address)."""
+    if any(ip in ipaddress.ip_network(net, strict=False) for net in allowed):
+        return None
+    embedded = embedded_ipv4(ip)
+    if embedded:
+        for kind, ipv4 in embedded:
+            if _non_public_reason(ipv4, allowed) is not None:
+                return f"{kind} form of {ipv4}"
+        return None
+    for network, reason in _REFUSED_V6.items():
+        if ip.version == network.version and ip in network:
+            return reason
     # is_global excludes private, loopback, link-local, shared (100.64/10), reserved and unspecified
-    return ip.is_global and not ip.is_multicast
+    if ip.is_global and not ip.is_multicast:
+        return None
+    return ""
 
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Which peer addresses may be contacted: public ones, plus explicitly allowed networks."""
+    """Which peer addresses may be contacted: public ones, plus explicitly allowed networks. An IPv6
+    address that embeds an IPv4 address (NAT64, 6to4, Teredo, mapped) is judged by that address."""
 
     allow_private_networks: bool = False
     allowed_networks: tuple[str, ...] = ()
 
-    def permits(self, address: str) -> bool:
+    def refusal(self, address: str) -> str | None:
+        """None if ``address`` may be contacted, else what it is ("non-public address X (...)")."""
         if self.allow_private_networks or _is_public(address):
-            return True
-        ip = ipaddress.ip_address(address.split("%")[0])
-        return any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_networks)
+            return None
+        reason = _non_public_reason(_ip(address), self.allowed_networks)
+        if reason is None:
+            return None
+        return f"non-public address {address}" + (f" ({reason})" if reason else "")
+
+    def permits(self, address: str) -> bool:
+        return self.refusal(address) is None
 
 
 class AddressRefused(Exception):
     """Raised inside a connection when the socket's peer is not a permitted address."""
 
 
-def _refusal(host: str, address: str, connected: bool) -> str:
+def _refusal(host: str, what: str, connected: bool) -> str:
     verb = "connected to" if connected else "resolves to"
-    return (
-        f"refused: {host} {verb} non-public address {address} (set HARVEST_ALLOW_PRIVATE_NETWORKS=1 to allow)"
-    )
+    return f"refused: {host} {verb} {what} (set HARVEST_ALLOW_PRIVATE_NETWORKS=1 to allow)"
 
 
 def _checked(conn: HTTPConnection, sock: socket.socket, policy: AddressPolicy) -> socket.socket:
     address = str(sock.getpeername()[0])
-    if not policy.permits(address):
+    refusal = policy.refusal(address)
+    if refusal is not None:
         sock.close()
-        raise AddressRefused(_refusal(conn.host, address, connected=True))
+        raise AddressRefused(_refusal(conn.host, refusal, connected=True))
     return sock
 
 
@@ -225,8 +291,9 @@ def check_url(
     if allow_private_networks:
         return
     for address in _addresses(url, host, parts.port or 80, resolved):
-        if not policy.permits(address):
-            raise FetchError(url, _refusal(host, address, connected=False))
+        refusal = policy.refusal(address)
+        if refusal is not None:
+            raise FetchError(url, _refusal(host, refusal, connected=False))
 
 
 def _addresses(
@@ -362,9 +429,10 @@ class HttpClient:
         ``headers`` are sent with every hop; when they make the request conditional (If-None-Match,
         If-Modified-Since), a 304 is a result with status 304 and no body, not an error."""
         attempt = 0
+        held = 0.0  # the Retry-After wait before this attempt: the attempt's deadline starts after it
         while True:
             try:
-                return self._get_once(url, max_bytes, accept, hop_check, first_contact, headers)
+                return self._get_once(url, max_bytes, accept, hop_check, first_contact, headers, held)
             except FetchError as exc:
                 if exc.status not in RETRY_STATUSES or attempt >= self.retry_attempts:
                     raise
@@ -381,6 +449,7 @@ class HttpClient:
                         transient=True,
                     ) from exc
                 self.gate.hold(host, wait)
+                held = wait
                 attempt += 1
 
     def _get_once(
@@ -391,10 +460,14 @@ class HttpClient:
         hop_check: Callable[[str], str | None] | None,
         first_contact: bool = True,
         headers: dict[str, str] | None = None,
+        held: float = 0.0,
     ) -> FetchResult:
-        # the deadline counts time spent on the servers only: a hop queued behind other requests to
-        # its host (politeness slots, Crawl-delay) would otherwise time out before sending a byte
-        remaining = self.total_timeout
+        # one deadline for the whole request, queue included: time spent waiting for the host's
+        # politeness slot (other requests in flight, its delay or Crawl-delay, a back-off hold) counts,
+        # so no queue holds a request longer than total_timeout. Not counted: reading robots.txt on
+        # first contact (a request with its own deadline) and a Retry-After this request waits out.
+        deadline = time.monotonic() + held + self.total_timeout
+        served = 0.0  # seconds the hops so far spent on the servers
         seen: set[str] = set()
         current = url
         for _ in range(self.max_redirects + 1):
@@ -406,17 +479,25 @@ class HttpClient:
             if refusal:
                 raise HopRefused(current, refusal)
             if first_contact:
+                contacting = time.monotonic()
                 self._first_contact(current)
+                deadline += time.monotonic() - contacting
             host = (urlsplit(current).hostname or "").lower()
             try:
-                with self.gate.slot(host):
+                with self.gate.slot(host, deadline):
                     started = time.monotonic()
                     try:
-                        result = self._hop(current, host, max_bytes, accept, started + remaining, headers)
+                        result = self._hop(current, host, max_bytes, accept, deadline, headers, served)
                     finally:
-                        remaining -= time.monotonic() - started
+                        served += time.monotonic() - started
             except HostPaused as exc:
                 raise FetchError(current, exc.reason) from exc
+            except SlotTimeout as exc:
+                raise FetchError(
+                    current,
+                    f"timed out: {exc.reason}; the total deadline of {self.total_timeout}s counts time queued",
+                    transient=True,
+                ) from exc
             if isinstance(result, FetchResult):
                 return result
             current = urljoin(current, result)
@@ -448,9 +529,12 @@ class HttpClient:
         accept: str,
         deadline: float,
         headers: dict[str, str] | None = None,
+        served: float = 0.0,
     ) -> FetchResult | str:
-        """One request; returns the result, or the Location to follow. Feeds the host's failure count."""
+        """One request; returns the result, or the Location to follow. Feeds the host's failure count.
+        ``served``: seconds the earlier hops of the request spent on servers."""
         conditional = any(name.lower() in CONDITIONAL_HEADERS for name in headers or {})
+        started = time.monotonic()
         watch = _Watch()
         _watching.current = watch
         alarm = self._watchdog.call_at(deadline, watch.abort)
@@ -478,7 +562,7 @@ class HttpClient:
             if watch.fired:  # shut under a body without a length: the cut looked like its end
                 raise self._past_deadline(current)
         except FetchError as exc:
-            if exc.transient:
+            if exc.transient and self._host_to_blame(exc, served + time.monotonic() - started):
                 self.gate.failed(host, exc.reason)
             raise
         finally:
@@ -487,8 +571,14 @@ class HttpClient:
         self.gate.succeeded(host)
         return result
 
+    def _host_to_blame(self, exc: FetchError, served: float) -> bool:
+        """Whether a transient failure counts toward pausing the host. A deadline that passed
+        while the request had spent most of it queued for the host says little about the server:
+        it counts only when the servers had at least half the deadline."""
+        return not isinstance(exc, DeadlineExceeded) or served >= self.total_timeout / 2
+
     def _past_deadline(self, url: str) -> FetchError:
-        return FetchError(url, f"exceeded total deadline of {self.total_timeout}s", transient=True)
+        return DeadlineExceeded(url, f"exceeded total deadline of {self.total_timeout}s", transient=True)
 
     def _read(
         self,

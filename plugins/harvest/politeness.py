@@ -1,5 +1,6 @@
 """Per-host politeness shared by every thread of a task: a concurrency cap, a minimum delay between
-request starts, host-wide back-off after 429/503, and a pause for hosts that keep failing.
+request starts, host-wide back-off after 429/503, and a pause for hosts that keep failing or that ask
+for a longer Crawl-delay than the run allows.
 
 A site operator judges a crawler by what arrives at one host, so the limits are per host name and
 enforced in one place that all of a task's threads go through.
@@ -22,6 +23,16 @@ class HostPaused(Exception):
 
     def __init__(self, host: str, reason: str):
         self.host = host
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SlotTimeout(Exception):
+    """No slot of the host came free before the request's deadline."""
+
+    def __init__(self, host: str, waited: float, reason: str):
+        self.host = host
+        self.waited = waited
         self.reason = reason
         super().__init__(reason)
 
@@ -72,10 +83,13 @@ class HostGate:
         delay: float = 0.5,
         failure_limit: int = 5,
         clock: Callable[[], float] = time.monotonic,
+        max_delay: float = float("inf"),
     ):
         self.concurrency = max(1, concurrency)
         self.delay = max(0.0, delay)
         self.failure_limit = max(1, failure_limit)
+        #: the longest Crawl-delay honoured; a host asking for more is deferred to a later run
+        self.max_delay = max_delay
         self._clock = clock
         self._cond = threading.Condition()
         self._hosts: dict[str, _Host] = {}
@@ -87,9 +101,18 @@ class HostGate:
         return state
 
     def set_delay(self, host: str, seconds: float) -> None:
-        """Raise the host's delay (a robots.txt Crawl-delay); never below the configured minimum."""
+        """Raise the host's delay (a robots.txt Crawl-delay); never below the configured minimum. A
+        delay over ``max_delay`` is not waited for: the host is paused with the reason, so its URLs
+        fail at once and a later run retries them, instead of one host holding the task for hours."""
         with self._cond:
             state = self._host(host)
+            if seconds > self.max_delay:
+                state.paused = state.paused or (
+                    f"host {host} deferred to a later run: robots.txt crawl-delay {seconds:g} s "
+                    f"exceeds cap {self.max_delay:g} s (HARVEST_MAX_CRAWL_DELAY)"
+                )
+                self._cond.notify_all()
+                return
             state.delay = max(self.delay, seconds)
             if state.last_start is not None:
                 state.next_start = max(state.next_start, state.last_start + state.delay)
@@ -106,9 +129,12 @@ class HostGate:
             self._cond.notify_all()
 
     @contextmanager
-    def slot(self, host: str) -> Iterator[None]:
-        """Wait for a free slot of ``host`` and its delay; raises HostPaused for a paused host."""
+    def slot(self, host: str, deadline: float | None = None) -> Iterator[None]:
+        """Wait for a free slot of ``host`` and its delay; raises HostPaused for a paused host, and
+        SlotTimeout when ``deadline`` (on the gate's clock) passes first or is sure to: a host's next
+        start only ever moves later, so a request that cannot start in time fails at once."""
         with self._cond:
+            queued = self._clock()
             while True:
                 state = self._host(host)
                 if state.paused:
@@ -119,7 +145,11 @@ class HostGate:
                     state.last_start = now
                     state.next_start = now + state.delay
                     break
+                if deadline is not None and (now >= deadline or state.next_start > deadline):
+                    raise SlotTimeout(host, now - queued, self._late(host, state, now - queued))
                 wait = state.next_start - now if state.active < self.concurrency else 1.0
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
                 self._cond.wait(timeout=max(min(wait, 1.0), 0.001))
         try:
             yield
@@ -127,6 +157,13 @@ class HostGate:
             with self._cond:
                 self._host(host).active -= 1
                 self._cond.notify_all()
+
+    def _late(self, host: str, state: _Host, waited: float) -> str:
+        busy = f"{state.active} of {self.concurrency} requests in flight"
+        return (
+            f"waited {waited:.1f}s for a request slot at {host} ({busy}, {state.delay:g}s between "
+            f"requests, next start in {max(state.next_start - self._clock(), 0.0):.1f}s)"
+        )
 
     def succeeded(self, host: str) -> None:
         with self._cond:

@@ -2,7 +2,8 @@
 
 Follows RFC 9309: a missing robots.txt (4xx) allows everything; one that cannot be fetched because
 the server or network fails (5xx, no answer) disallows the whole host until a later run. The
-Crawl-delay of the group that matches our User-Agent raises the host's politeness delay.
+Crawl-delay of the group that matches our User-Agent raises the host's politeness delay, up to the
+run's cap; a host asking for more is deferred to a later run (harvest.politeness).
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ class RobotsCache:
         parser = Protego.parse(text)
         delay = parser.crawl_delay(self.agent)
         if delay:
-            self.client.gate.set_delay(host, float(delay))
-            log.info("robots: %s asks for a crawl delay of %ss", host, delay)
+            self.client.gate.set_delay(host, float(delay))  # over the cap, the gate defers the host
+            deferred = self.client.gate.paused_hosts().get(host)
+            if deferred:
+                log.warning("robots: %s", deferred)
+            else:
+                log.info("robots: %s asks for a crawl delay of %ss", host, delay)
         return RobotsRules(host, parser)
 
     def prime(self, origin: str) -> None:

@@ -6,13 +6,12 @@ per-host page budget and by how many query-string variants of one path are accep
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from harvest.config import HarvestConfig
-from harvest.urls import host_of, same_site
+from harvest.urls import compile_url_pattern, host_of, same_site
 
 
 class Scope:
@@ -20,8 +19,10 @@ class Scope:
 
     def __init__(self, cfg: HarvestConfig, known_urls: Iterable[str] = ()):
         self.same_domain = cfg.same_domain
-        self.allow = [re.compile(p) for p in cfg.url_allow]
-        self.deny = [re.compile(p) for p in cfg.url_deny]
+        # RE2, not re: a pattern is matched against URLs the crawled sites choose, and a
+        # backtracking engine can spend exponential time on one URL
+        self.allow = [compile_url_pattern(p) for p in cfg.url_allow]
+        self.deny = [compile_url_pattern(p) for p in cfg.url_deny]
         self.max_pages_per_host = cfg.max_pages_per_host
         self.max_query_variants = cfg.max_query_variants
         self.per_host: Counter[str] = Counter()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 import string
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+
+import re2
+from publicsuffixlist import PublicSuffixList
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif")
 TRACKING_PREFIXES = ("utm_", "pk_", "mtm_")
@@ -97,16 +102,64 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+@lru_cache(maxsize=2)
+def _suffix_list(accept_unknown: bool) -> PublicSuffixList:
+    """The Public Suffix List as the installed package ships it: nothing is fetched at run time.
+    ``accept_unknown``: a top-level label the list does not know (``.corp``) counts as a suffix."""
+    return PublicSuffixList(accept_unknown=accept_unknown)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=4096)
 def registered_domain(host: str) -> str:
-    """Crude site identity for ``same_domain``: the last two labels (www.example.com -> example.com)."""
-    labels = host.split(".")
-    if len(labels) <= 2 or all(label.isdigit() for label in labels):
+    """The site a host belongs to: its public suffix (by the Public Suffix List, private section
+    included, so ``github.io`` and ``co.uk`` are suffixes) plus one label: ``www.bbc.co.uk`` ->
+    ``bbc.co.uk``, while ``user.github.io`` is a site of its own. An IP address, a bare suffix or
+    a single label (``localhost``) is its own site."""
+    host = host.lower().rstrip(".")
+    if not host or _is_ip(host):
         return host
-    return ".".join(labels[-2:])
+    return _suffix_list(True).privatesuffix(host) or host
+
+
+def is_public_suffix(name: str) -> bool:
+    """``com``, ``co.uk``, ``github.io``: a name under which unrelated people have their sites."""
+    name = name.lower().strip(".")
+    return bool(name) and not _is_ip(name) and _suffix_list(False).is_public(name)
 
 
 def same_site(url: str, seed_url: str) -> bool:
     return registered_domain(host_of(url)) == registered_domain(host_of(seed_url))
+
+
+class PatternError(ValueError):
+    """A url_allow/url_deny pattern the linear-time engine cannot run; says why."""
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # the reason is returned to the caller, not printed by the library
+    return options
+
+
+def compile_url_pattern(pattern: str):
+    """A url_allow/url_deny pattern compiled by RE2, which runs in time linear in the URL whatever
+    the pattern (no backtracking): the URLs come from the sites crawled. RE2 has no backreferences
+    or lookaround; such patterns raise :class:`PatternError`."""
+    try:
+        return re2.compile(pattern, _re2_options())
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else str(exc)
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternError(reason) from exc
 
 
 def looks_like_image(url: str) -> bool:
