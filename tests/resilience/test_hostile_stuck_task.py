@@ -174,6 +174,12 @@ def table_locked(database_url: str, table: str) -> Iterator[None]:
         engine.dispose()
 
 
+def _terminated_log(cluster, run_id: str) -> list[str]:
+    """The extract task's log events once its supervisor has written that it ended the task, else []."""
+    events = log_events(task_log(cluster, "image_harvest", run_id, "extract_links", attempt=1))
+    return events if any("Terminating process" in event for event in events) else []
+
+
 def _run(cluster, run_id: str) -> dict:
     ((state, start, end),) = cluster.query(
         "SELECT state, start_date, end_date FROM dag_run WHERE dag_id = 'image_harvest' AND run_id = :r",
@@ -245,8 +251,11 @@ def test_a_hanging_task_fails_on_its_timeout_and_the_next_run_starts(
             stuck_tasks = {
                 task: _task_state(cluster, second, task) for task in ("crawl_seeds", "extract_links")
             }
+            # the supervisor writes its last lines once it has ended the task (before the lock goes)
+            extract_log = cluster.wait_for(
+                "the stuck extract's log to end", lambda: _terminated_log(cluster, second), timeout=60
+            )
         crawl_log = log_records(task_log(cluster, "image_harvest", first, "crawl_seeds", attempt=1))
-        extract_log = log_events(task_log(cluster, "image_harvest", second, "extract_links", attempt=1))
         tries = cluster.query(
             "SELECT try_number, state, start_date, end_date FROM task_instance_history "
             "WHERE dag_id = 'image_harvest' AND run_id = :r AND task_id = 'crawl_seeds' ORDER BY try_number",
