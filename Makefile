@@ -44,6 +44,7 @@ screenshots: setup
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dags plugins include scripts tests
 	$(VENV)/bin/ruff format --check dags plugins include scripts tests
+	PYTHONPATH=$(CURDIR)/plugins:$(CURDIR) $(VENV)/bin/lint-imports  # contracts: pyproject.toml [tool.importlinter]
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix dags plugins include scripts tests

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "plugins"))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from harvest.config import DEFAULT_MODELS_DIR, build_config  # noqa: E402
+from harvest.settings.config import DEFAULT_MODELS_DIR, build_config  # noqa: E402
 
 
 def photos() -> list[Image.Image]:
@@ -139,7 +139,8 @@ def rss_child(count: int) -> None:
     The peak is reset (``/proc/self/clear_refs``) after staging and model loading, so it measures the
     stage alone, not the generation of the test images.
     """
-    from harvest.classify import load_classifier, run_classify
+    from harvest.model.runtime import load_classifier
+    from harvest.stages.classify import run_classify
 
     with tempfile.TemporaryDirectory() as tmp:
         images = make_images(count, seed=count)
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_child(args.rss_child)
         return 0
 
-    from harvest.classify import decode_for_model, load_classifier, run_classify, worker_cores
+    from harvest.model.runtime import decode_for_model, load_classifier, worker_cores
+    from harvest.stages.classify import run_classify
 
     started = time.monotonic()
     images = make_images(args.images)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from harvest.config import HarvestConfig  # noqa: E402
-from harvest.extract import extract_page  # noqa: E402
-from harvest.http import HttpClient  # noqa: E402
-from harvest.politeness import HostGate  # noqa: E402
+from harvest.settings.config import HarvestConfig  # noqa: E402
+from harvest.stages.extract import extract_page  # noqa: E402
+from harvest.web.http import HttpClient  # noqa: E402
+from harvest.web.politeness import HostGate  # noqa: E402
 
 PAGES = 40
 IMAGES_PER_PAGE = 150

@@ -21,9 +21,9 @@ sys.path.insert(0, str(REPO / "plugins"))
 from sqlalchemy import select  # noqa: E402
 
 from harvest import demo_site  # noqa: E402
-from harvest.classify import load_classifier  # noqa: E402
-from harvest.config import DEFAULT_MODELS_DIR, build_config  # noqa: E402
+from harvest.model.runtime import load_classifier  # noqa: E402
 from harvest.pipeline import run_all  # noqa: E402
+from harvest.settings.config import DEFAULT_MODELS_DIR, build_config  # noqa: E402
 from harvest.state.db import session_scope  # noqa: E402
 from harvest.state.models import Candidate  # noqa: E402
 

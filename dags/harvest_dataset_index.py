@@ -29,8 +29,8 @@ def harvest_dataset_index():
     def rebuild_index() -> dict:
         import os
 
-        from harvest.config import default_destination, is_s3
-        from harvest.dataset_index import rebuild_indexes
+        from harvest.dataset.index import rebuild_indexes
+        from harvest.settings.config import default_destination, is_s3
         from harvest_airflow import s3_options
 
         events = get_current_context()["triggering_asset_events"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
-from harvest.config import run_timeout_hours, task_timeout_minutes
+from harvest.settings.config import run_timeout_hours, task_timeout_minutes
 
 # Defaults of the trigger form and of the nightly run; kept literal so parsing stays instant.
 _ENV_SEEDS = [s for s in os.environ.get("HARVEST_SEEDS", "").split(",") if s.strip()]
@@ -208,8 +208,8 @@ def image_harvest():
         """Refuse bad input before any crawling; nothing to retry when the settings are wrong."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from harvest.config import ConfigError
         from harvest.pipeline import prepare_run
+        from harvest.settings.config import ConfigError
 
         context = get_current_context()
         params = context["params"]
@@ -225,8 +225,8 @@ def image_harvest():
 
     @task(pool=NETWORK_POOL, execution_timeout=_timeout("crawl"))
     def crawl_seeds(_: dict) -> dict:
-        from harvest.crawl import run_crawl
         from harvest.pipeline import record_report
+        from harvest.stages.crawl import run_crawl
 
         cfg = _settings()
         report = run_crawl(cfg)
@@ -245,8 +245,8 @@ def image_harvest():
 
     @task(pool=NETWORK_POOL, execution_timeout=_timeout("download"))
     def download_images(shard: int) -> dict:
-        from harvest.download import run_download
         from harvest.pipeline import record_report
+        from harvest.stages.download import run_download
 
         cfg = _settings()
         report = run_download(cfg, shard)
@@ -255,8 +255,8 @@ def image_harvest():
 
     @task(execution_timeout=_timeout("classify"))
     def classify_images(_: list) -> dict:
-        from harvest.classify import run_classify
         from harvest.pipeline import record_report
+        from harvest.stages.classify import run_classify
 
         cfg = _settings()
         report = run_classify(cfg)
@@ -267,7 +267,7 @@ def image_harvest():
     def publish_images(_: dict) -> dict:
         """Publish, then announce the new images as asset events and log where they came from."""
         from harvest.pipeline import record_report, record_run_stats
-        from harvest.publish import run_publish
+        from harvest.stages.publish import run_publish
 
         cfg = _settings()
         report = run_publish(cfg)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from harvest.config import task_timeout_minutes
+from harvest.settings.config import task_timeout_minutes
 
 PARAMS = {
     "harvest_run_id": Param(
@@ -46,7 +46,7 @@ PARAMS = {
 
 def _settings():
     """The re-decision's config: the harvest run's state scope, and its manifest named as before."""
-    from harvest.config import build_config
+    from harvest.settings.config import build_config
     from harvest_airflow import (
         database_url,
         mask,
@@ -88,9 +88,9 @@ def image_rethreshold():
     def rethreshold() -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from harvest.config import ConfigError
         from harvest.pipeline import record_report
         from harvest.rethreshold import run_rethreshold
+        from harvest.settings.config import ConfigError
 
         try:
             cfg = _settings()

@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harvest.config import DEFAULT_MODELS_DIR, ConfigError, s3_options_from_env
-    from harvest.train_filter import train_filter
+    from harvest.model.train_filter import train_filter
+    from harvest.settings.config import DEFAULT_MODELS_DIR, ConfigError, s3_options_from_env
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(

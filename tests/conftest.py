@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harvest import demo_site
-from harvest.config import DEFAULT_MODELS_DIR, S3Options
+from harvest.settings.config import DEFAULT_MODELS_DIR, S3Options
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "HARVEST_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -177,6 +177,6 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def classifier(models_dir):
     """The real EfficientNet-Lite0, loaded once for the session (TensorFlow start-up is seconds)."""
-    from harvest.classify import load_classifier
+    from harvest.model.runtime import load_classifier
 
     return load_classifier("efficientnet_lite0", models_dir)

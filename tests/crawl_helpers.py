@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from harvest.config import HarvestConfig, build_config
 from harvest.pipeline import prepare_run
+from harvest.settings.config import HarvestConfig, build_config
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Page
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from harvest.config import S3Options
+from harvest.settings.config import S3Options
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate
 from harvest.storage import make_s3_client

@@ -8,9 +8,9 @@ import os
 
 from PIL import Image
 
-from harvest.classify import model_key
-from harvest.config import HarvestConfig, build_config
-from harvest.labels import resolve_labels
+from harvest.model.labels import resolve_labels
+from harvest.model.registry import model_key
+from harvest.settings.config import HarvestConfig, build_config
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Candidate, Prediction, Run, utcnow
 

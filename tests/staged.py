@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 from stage_setup import record_run
 
-from harvest.config import HarvestConfig, build_config
+from harvest.settings.config import HarvestConfig, build_config
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Candidate, Status, utcnow
 from harvest.state.models import Image as ImageRow

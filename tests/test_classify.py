@@ -7,10 +7,11 @@ import pytest
 from sqlalchemy import select
 from staged import jpeg, sample_photos, stage, staged_config
 
-from harvest import scores
-from harvest.classify import ahead, batched, run_classify
-from harvest.labels import resolve_labels
-from harvest.publish import decide, select_kept
+from harvest.model import scores
+from harvest.model.labels import resolve_labels
+from harvest.model.scores import decide
+from harvest.stages.classify import ahead, batched, run_classify
+from harvest.stages.publish import select_kept
 from harvest.state.db import session_scope
 from harvest.state.models import Prediction
 
@@ -81,7 +82,7 @@ def test_group_score_sums_the_breeds(database_url, tmp_path, classifier):
 
 
 def _target(wnids, folder="t", group=None):
-    from harvest.labels import Target
+    from harvest.model.labels import Target
 
     return Target(label=folder, folder=folder, wnids=frozenset(wnids), group=group)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harvest.config import DEFAULT_MODELS_DIR, ConfigError, S3Options, build_config
+from harvest.settings.config import DEFAULT_MODELS_DIR, ConfigError, S3Options, build_config
 
 GOOD = {"seeds": ["https://example.com/"], "labels": ["goldfish"]}
 

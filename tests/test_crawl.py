@@ -9,8 +9,8 @@ import pytest
 from crawl_helpers import crawl_config, pages
 from loopback_site import Response, html, serve
 
-from harvest.config import ConfigError
-from harvest.crawl import page_links, run_crawl
+from harvest.settings.config import ConfigError
+from harvest.stages.crawl import page_links, run_crawl
 
 
 def _calendar(server, path: str) -> Response:

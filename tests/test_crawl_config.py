@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
-from harvest.config import ConfigError, build_config
-from harvest.crawl import make_client
+from harvest.settings.config import ConfigError, build_config
+from harvest.web.client import make_client
 
 GOOD = {"seeds": ["https://example.com/"], "labels": ["goldfish"]}
 

@@ -15,7 +15,15 @@ from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, expected_image_keys, ma
 from harvest.demo_site import DEMO_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("tensorflow", "keras", "boto3", "bs4", "harvest.crawl", "harvest.classify", "harvest.state")
+HEAVY = (
+    "tensorflow",
+    "keras",
+    "boto3",
+    "bs4",
+    "harvest.stages.crawl",
+    "harvest.stages.classify",
+    "harvest.state",
+)
 
 
 def _airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -17,9 +17,9 @@ from conftest import _create_database, _drop_database, free_port
 from helpers import bucket_objects, comparable_across_runs, manifest_rows
 from sqlalchemy import func, select
 
-from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
+from harvest.settings.config import build_config
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Page
 
@@ -31,7 +31,7 @@ SHARDS = 6
 @pytest.fixture(scope="module")
 def cluster_env(tmp_path_factory, s3_endpoint, site):
     """Databases, bucket and settings shared by the cluster and the comparison run."""
-    from harvest.config import S3Options
+    from harvest.settings.config import S3Options
     from harvest.storage import make_s3_client
 
     s3 = S3Options(s3_endpoint, "test-access-key", "test-secret-key", "us-east-1")

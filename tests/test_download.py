@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harvest.download import MAX_PIXELS, ImageRejected, Inspected, inspect_image
+from harvest.stages.download import MAX_PIXELS, ImageRejected, Inspected, inspect_image
 
 
 def encode(fmt: str, size: tuple[int, int] = (100, 80), mode: str = "RGB") -> bytes:
@@ -179,8 +179,8 @@ def test_perceptual_hash_is_imagehash_phash(fmt, size, mode):
     gives on the same reduced picture: near-duplicate checks compare against hashes stored earlier."""
     import imagehash
 
-    from harvest.imagecheck import _shrink, phash_hex
-    from harvest.preprocess import to_rgb
+    from harvest.images.imagecheck import _shrink, phash_hex
+    from harvest.images.preprocess import to_rgb
 
     for seed in range(4):
         data = encode_image(photo_like(seed, size, mode), fmt)
@@ -200,7 +200,7 @@ def encode_image(image: Image.Image, fmt: str) -> bytes:
 
 
 def test_inspecting_processes_answer_like_inspect_image_and_survive_a_crash():
-    from harvest.download import _Inspectors
+    from harvest.stages.download import _Inspectors
 
     data = encode_image(photo_like(1, (320, 240), "RGB"), "JPEG")
     inspectors = _Inspectors(1, 64, 64)
@@ -219,7 +219,7 @@ def test_inspecting_processes_answer_like_inspect_image_and_survive_a_crash():
 
 
 def test_bytes_that_kill_the_inspecting_process_twice_are_rejected():
-    from harvest.download import _Inspectors
+    from harvest.stages.download import _Inspectors
 
     inspectors = _Inspectors(1, 64, 64)
     try:
@@ -235,7 +235,7 @@ def test_bytes_that_kill_the_inspecting_process_twice_are_rejected():
 
 
 def test_inspecting_processes_stage_the_bytes_they_accept(tmp_path):
-    from harvest.download import _Inspectors
+    from harvest.stages.download import _Inspectors
     from harvest.storage import LocalStore
 
     data = encode_image(photo_like(2, (320, 240), "RGB"), "JPEG")
@@ -253,7 +253,7 @@ def test_inspecting_processes_stage_the_bytes_they_accept(tmp_path):
 
 
 def test_bytes_an_inspecting_process_cannot_stage_are_left_to_the_download_thread(tmp_path):
-    from harvest.download import _Inspectors
+    from harvest.stages.download import _Inspectors
 
     not_a_folder = tmp_path / "staging"
     not_a_folder.write_bytes(b"")  # every write under it fails
@@ -270,7 +270,7 @@ def test_bytes_an_inspecting_process_cannot_stage_are_left_to_the_download_threa
 #: an inspecting process that dies on bytes starting with DIE, as a decoder crashing would
 DYING_INSPECTOR = """
 import os
-from harvest import imagecheck
+from harvest.images import imagecheck
 
 real = imagecheck.inspect_image
 
@@ -289,7 +289,7 @@ def test_requests_queued_behind_bytes_that_kill_the_process_are_answered():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from harvest.download import _Inspectors
+    from harvest.stages.download import _Inspectors
 
     images = [encode_image(photo_like(seed, (160, 120), "RGB"), "PNG") for seed in range(6)]
     inspectors = _Inspectors(1, 64, 64)
@@ -316,7 +316,7 @@ def test_requests_queued_behind_bytes_that_kill_the_process_are_answered():
 
 
 def test_shards_get_inspecting_processes_when_they_pay():
-    from harvest.download import PROCESSES_FROM, inspection_processes
+    from harvest.stages.download import PROCESSES_FROM, inspection_processes
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     assert inspection_processes(3, 10) == 3 and inspection_processes(0, 100_000) == 0

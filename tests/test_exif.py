@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from stage_setup import encode
 
-from harvest.exif import read_exif
-from harvest.imagecheck import inspect_image
-from harvest.sanitize import MetadataError, clean_file
+from harvest.images.exif import read_exif
+from harvest.images.imagecheck import inspect_image
+from harvest.images.sanitize import MetadataError, clean_file
 
 
 def _exif() -> Image.Exif:

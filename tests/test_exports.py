@@ -11,10 +11,10 @@ import pytest
 from helpers import EXPECTED_KEPT
 from PIL import Image
 
-from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
-from harvest.publish import run_publish
+from harvest.settings.config import build_config
+from harvest.stages.publish import run_publish
 
 
 @pytest.fixture

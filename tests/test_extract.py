@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harvest.config import HarvestConfig
-from harvest.extract import Found, _skip_reason, best_from_srcset, find_images, shard_of
+from harvest.settings.config import HarvestConfig
+from harvest.stages.extract import Found, _skip_reason, best_from_srcset, find_images
+from harvest.urls import shard_of
 
 PAGE = "http://example.com/gallery/page.html"
 
@@ -299,7 +300,7 @@ def test_loading_lazy_placeholder_alone_is_junk():
 
 
 def test_data_uri_only_image_yields_nothing_but_is_counted():
-    from harvest.extract import extract_page
+    from harvest.stages.extract import extract_page
 
     page = extract_page('<img src="data:image/png;base64,iVBOR" alt="inline">', PAGE)
     assert (page.items, page.data_uris) == ([], 1)
@@ -381,7 +382,7 @@ def test_images_in_header_nav_footer_are_marked_as_chrome():
 
 
 def test_chrome_images_repeated_on_most_pages_of_a_site():
-    from harvest.extract import chrome_images
+    from harvest.stages.extract import chrome_images
 
     logo = Found("http://a.example/logo.png", "img", in_chrome=True)
     once = Found("http://a.example/header-photo.jpg", "img", in_chrome=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harvest.config import HarvestConfig
-from harvest.extract import Found, _skip_reason, extract_page
+from harvest.settings.config import HarvestConfig
+from harvest.stages.extract import Found, _skip_reason, extract_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 CFG = HarvestConfig(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from crawl_helpers import candidates, crawl_config
 from loopback_site import Response, html, serve
 
-from harvest.crawl import run_crawl
-from harvest.extract import run_extract
+from harvest.stages.crawl import run_crawl
+from harvest.stages.extract import run_extract
 
 HEAD = '<link rel="icon" href="/favicon.png"><link rel="apple-touch-icon" href="/touch.png">'
 CHROME = """<header><img src="/static/logo.png" alt="Site"></header>

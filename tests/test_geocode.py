@@ -13,10 +13,10 @@ from sqlalchemy import select
 from stage_setup import make_config, record_answers, seed_candidates
 from test_hostile_downloads import gps_jpeg
 
-from harvest.download import run_download
-from harvest.geocode import place_of
-from harvest.privacy import decrypt_private
-from harvest.publish import run_publish
+from harvest.images.geocode import place_of
+from harvest.images.privacy import decrypt_private
+from harvest.stages.download import run_download
+from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Image as ImageRow
 

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from stage_setup import encode, make_config, seed_candidates
 from test_download import blank_png
 
-from harvest.download import run_download
-from harvest.exif import read_exif
-from harvest.privacy import decrypt_private
+from harvest.images.exif import read_exif
+from harvest.images.privacy import decrypt_private
+from harvest.stages.download import run_download
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, ImageUrl
 from harvest.state.models import Image as ImageRow

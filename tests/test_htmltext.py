@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from harvest.crawl import page_links
-from harvest.extract import find_images
-from harvest.htmltext import html_text
+from harvest.pages.htmltext import html_text
+from harvest.stages.crawl import page_links
+from harvest.stages.extract import find_images
 
 BODY = '<a href="/next.html">next</a><img src="/img/x.jpg" alt="caf\u00e9">'
 

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from harvest import http as harvest_http
-from harvest.http import FetchError, FetchResult, HttpClient, check_url
-from harvest.plain_get import PlainResponse
+from harvest.web import http as harvest_http
+from harvest.web.http import FetchError, FetchResult, HttpClient, check_url
+from harvest.web.plain_get import PlainResponse
 
 PAGE = b"<!doctype html><html><body><h1>Hello</h1></body></html>"
 BIG = b"x" * 10_000
@@ -266,7 +266,7 @@ def test_cookies_come_back_and_compressed_bodies_are_decoded_as_a_session_would(
 
 
 def test_a_plain_get_sends_what_requests_sends(base):
-    """A GET with nothing to add (no proxy, no cookie) skips requests' layers (harvest.plain_get):
+    """A GET with nothing to add (no proxy, no cookie) skips requests' layers (harvest.web.plain_get):
     the server must see the same request line and fields as from requests itself."""
     url = f"{base}/echo-request/caf\u00e9 menu?q=a b&x=%41"
     plain = client().get(url, max_bytes=10_000).body
@@ -430,7 +430,7 @@ def test_time_queued_behind_the_hosts_other_requests_counts_toward_the_deadline(
     """One slot per host: the second request waits ~0.6s for the first and would read for ~0.6s
     more; its deadline started when it was asked for, so it fails naming its URL (a queue behind a
     slow or Crawl-delayed host cannot hold a request longer than the deadline)."""
-    from harvest.politeness import HostGate
+    from harvest.web.politeness import HostGate
 
     shared = client(total_timeout=1.0, gate=HostGate(concurrency=1, delay=0.0, failure_limit=100))
     first = threading.Thread(target=shared.get, args=(f"{base}/drip", 1_000))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harvest.config import DEFAULT_MODELS_DIR, ConfigError
-from harvest.labels import load_classes, normalize, resolve_labels
+from harvest.model.labels import load_classes, normalize, resolve_labels
+from harvest.settings.config import DEFAULT_MODELS_DIR, ConfigError
 
 GOLDFISH = "n01443537"
 GREAT_WHITE_SHARK = "n01484850"

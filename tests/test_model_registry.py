@@ -15,10 +15,11 @@ import pytest
 from PIL import Image
 from staged import jpeg, stage, staged_config
 
-from harvest.classify import load_classifier, run_classify
-from harvest.config import DEFAULT_MODELS_DIR, ConfigError, build_config
-from harvest.model_registry import resolve_model
-from harvest.publish import manifest_key, run_publish
+from harvest.model.registry import resolve_model
+from harvest.model.runtime import load_classifier
+from harvest.settings.config import DEFAULT_MODELS_DIR, ConfigError, build_config
+from harvest.stages.classify import run_classify
+from harvest.stages.publish import manifest_key, run_publish
 
 COLOURS = ["red", "green", "blue"]
 
@@ -141,7 +142,7 @@ def test_a_custom_model_runs_the_stages_with_its_own_labels(colour_models, datab
 
 
 def test_imagenet_labels_do_not_apply_to_a_custom_model(colour_models):
-    from harvest.labels import resolve_labels
+    from harvest.model.labels import resolve_labels
 
     spec = resolve_model(str(colour_models["keras"]), DEFAULT_MODELS_DIR)
     with pytest.raises(ConfigError, match="'dog' is not a class of the model"):

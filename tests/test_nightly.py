@@ -17,9 +17,9 @@ from helpers import manifest_rows
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS, build_site
 from harvest.pipeline import run_all
+from harvest.settings.config import build_config
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Page, Run
 

@@ -16,9 +16,9 @@ from helpers import (
 )
 from sqlalchemy import func, select
 
-from harvest.config import ConfigError, build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import prepare_run, run_all
+from harvest.settings.config import ConfigError, build_config
 from harvest.state.db import session_scope
 from harvest.state.models import Image, Page, Publication, Run
 

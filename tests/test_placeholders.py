@@ -15,8 +15,8 @@ from skimage import data
 from sqlalchemy import select
 from stage_setup import encode, make_config, record_answers, seed_candidates
 
-from harvest.download import run_download
-from harvest.publish import run_publish
+from harvest.stages.download import run_download
+from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Image as ImageRow
 from harvest.state.models import ImageUrl, Publication

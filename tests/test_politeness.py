@@ -13,9 +13,9 @@ import pytest
 from crawl_helpers import crawl_config, pages
 from loopback_site import Response, html, serve
 
-from harvest.crawl import run_crawl
-from harvest.http import FetchError, HttpClient
-from harvest.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
+from harvest.stages.crawl import run_crawl
+from harvest.web.http import FetchError, HttpClient
+from harvest.web.politeness import HostGate, HostPaused, backoff_delay, parse_retry_after
 
 
 def client(gate: HostGate | None = None, **kwargs) -> HttpClient:

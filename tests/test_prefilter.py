@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from helpers import EXPECTED_KEPT, candidate_states, manifest_rows
 
-from harvest.config import DEFAULT_MODELS_DIR, build_config
 from harvest.demo_site import DEMO_LABELS
-from harvest.labels import resolve_labels
+from harvest.model.labels import resolve_labels
+from harvest.pages.prefilter import judge, vocabulary, words_of
 from harvest.pipeline import run_all
-from harvest.prefilter import judge, vocabulary, words_of
+from harvest.settings.config import DEFAULT_MODELS_DIR, build_config
 
 
 def verdict(alt, url="http://x.example/a.jpg", labels=("daisy",), title=None):
@@ -95,10 +95,10 @@ def test_demo_site_fewer_downloads_same_dataset(site, classifier):
 
 
 def test_promoted_candidates_are_downloaded_first(site):
-    from harvest.crawl import run_crawl
-    from harvest.download import _claim
+    from harvest.pages.prefilter import apply_prefilter
     from harvest.pipeline import collect_candidates, prepare_run
-    from harvest.prefilter import apply_prefilter
+    from harvest.stages.crawl import run_crawl
+    from harvest.stages.download import _claim
 
     cfg = build_config(
         {"seeds": [f"{site}/index.html"], "labels": ["espresso"], "text_prefilter": True}, "manual__promote"

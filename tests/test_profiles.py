@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harvest.config import ConfigError, build_config
-from harvest.profiles import apply_profile, list_profiles, load_profile
+from harvest.settings.config import ConfigError, build_config
+from harvest.settings.profiles import apply_profile, list_profiles, load_profile
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_profile_mistakes_are_named(profiles, name, message):
 
 
 def test_shipped_profiles_are_valid(tmp_path):
-    from harvest.config import DEFAULT_PROFILES_DIR
+    from harvest.settings.config import DEFAULT_PROFILES_DIR
 
     names = list_profiles(DEFAULT_PROFILES_DIR)
     assert names, "include/profiles/ ships at least one example"

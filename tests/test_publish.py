@@ -17,9 +17,9 @@ from sqlalchemy import select
 from stage_setup import make_config, record_answers, seed_candidates
 from test_hostile_downloads import gps_jpeg
 
-from harvest.download import run_download
-from harvest.exif import read_exif
-from harvest.publish import run_publish
+from harvest.images.exif import read_exif
+from harvest.stages.download import run_download
+from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Image as ImageRow
 from harvest.storage import MULTIPART_THRESHOLD, PART_SIZE, WRITING, WRITING_MARKER, S3Store, make_s3_client
@@ -105,7 +105,7 @@ def test_delete_removes_the_object(s3, bucket, tmp_path):
 def test_images_stored_before_descriptions_are_described_and_leaks_withdrawn(postgres_url, tmp_path):
     """An image downloaded and published by an older version (no hash, no EXIF record, original
     bytes published with GPS) is described at the next publish and replaced by its stripped copy."""
-    from harvest.curate import DESCRIPTION
+    from harvest.dataset.curate import DESCRIPTION
     from harvest.state.models import Publication, utcnow
     from harvest.storage import LocalStore
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from harvest.config import ConfigError, build_config
 from harvest.pipeline import run_params
+from harvest.settings.config import ConfigError, build_config
 
 PARAMS = {"seeds": ["https://example.org/"], "labels": ["goldfish"]}
 

@@ -8,9 +8,9 @@ import pytest
 from crawl_helpers import candidates, crawl_config, pages
 from loopback_site import Response, html, serve
 
-from harvest.crawl import run_crawl
-from harvest.extract import run_extract
-from harvest.render import chromium_path
+from harvest.settings.config import chromium_path
+from harvest.stages.crawl import run_crawl
+from harvest.stages.extract import run_extract
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no Chromium installed")
 

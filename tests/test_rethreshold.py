@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import select
 from staged import jpeg, sample_photos, stage, staged_config
 
-from harvest.classify import Classifier, run_classify
-from harvest.config import ConfigError
-from harvest.publish import manifest_key, run_publish
+from harvest.model.runtime import Classifier
 from harvest.rethreshold import run_rethreshold
+from harvest.settings.config import ConfigError
+from harvest.stages.classify import run_classify
+from harvest.stages.publish import manifest_key, run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Prediction
 
@@ -62,7 +63,7 @@ def test_new_labels_top_k_and_threshold_need_no_model(harvested):
 def test_rethreshold_does_not_import_tensorflow(harvested):
     probe = (
         "import json, sys\n"
-        "from harvest.config import build_config\n"
+        "from harvest.settings.config import build_config\n"
         "from harvest.rethreshold import run_rethreshold\n"
         f"cfg = build_config({{'labels': ['daisy'], 'destination': {harvested.destination!r}}}, "
         f"{harvested.run_id!r}, database_url={harvested.database_url!r}, require_seeds=False)\n"

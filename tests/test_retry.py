@@ -7,14 +7,14 @@ from flaky_proxy import flaky_s3_proxy
 from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, comparable_across_runs, manifest_rows
 from sqlalchemy import func, select
 
-from harvest.classify import run_classify
-from harvest.config import S3Options, build_config
-from harvest.crawl import run_crawl
 from harvest.demo_site import DEMO_LABELS
-from harvest.download import run_download
-from harvest.extract import run_extract
 from harvest.pipeline import prepare_run, run_all
-from harvest.publish import run_publish
+from harvest.settings.config import S3Options, build_config
+from harvest.stages.classify import run_classify
+from harvest.stages.crawl import run_crawl
+from harvest.stages.download import run_download
+from harvest.stages.extract import run_extract
+from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, Publication
 from harvest.storage import LocalStore, StorageError

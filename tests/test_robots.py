@@ -8,9 +8,10 @@ import pytest
 from crawl_helpers import candidates, crawl_config, pages
 from loopback_site import Response, html, jpeg, serve
 
-from harvest.crawl import make_client, run_crawl
-from harvest.extract import run_extract
-from harvest.robots import agent_token
+from harvest.stages.crawl import run_crawl
+from harvest.stages.extract import run_extract
+from harvest.web.client import make_client
+from harvest.web.robots import agent_token
 
 ROBOTS = b"""
 User-agent: otherbot
@@ -174,7 +175,7 @@ def test_a_redirect_into_a_disallowed_path_is_not_followed(tmp_path):
 
 def test_crawl_delay_holds_in_the_download_stage_too(tmp_path):
     """The download stage's client reads robots.txt before its first request to an image host."""
-    from harvest.download import run_download
+    from harvest.stages.download import run_download
 
     with serve() as server:
         server.routes["/robots.txt"] = Response(

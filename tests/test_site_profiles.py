@@ -7,10 +7,10 @@ import pytest
 from crawl_helpers import candidates, crawl_config, pages
 from loopback_site import html, serve
 
-from harvest.config import ConfigError
-from harvest.crawl import run_crawl
-from harvest.extract import run_extract
-from harvest.site_profiles import SiteProfileError, parse_profile, site_profile_for
+from harvest.settings.config import ConfigError
+from harvest.settings.site_profiles import SiteProfileError, parse_profile, site_profile_for
+from harvest.stages.crawl import run_crawl
+from harvest.stages.extract import run_extract
 
 PROFILE = """
 hosts: [127.0.0.1]
@@ -122,6 +122,6 @@ def test_render_without_a_browser_is_refused_before_the_run(tmp_path, monkeypatc
     profiles.mkdir()
     (profiles / "spa.yaml").write_text("hosts: [a.example]\nrender: true")
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.setattr("harvest.render.Path.exists", lambda self: False)
+    monkeypatch.setattr("harvest.settings.config.Path.exists", lambda self: False)
     with pytest.raises(ConfigError, match="asks for render: true but no Chromium was found"):
         crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(profiles))

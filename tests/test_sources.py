@@ -10,10 +10,10 @@ import pytest
 from helpers import candidate_states, manifest_rows
 from sqlalchemy import select
 
-from harvest.config import ConfigError, build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import prepare_run, run_all
-from harvest.sources import SourceError, allowed_domain, read_url_list
+from harvest.settings.config import ConfigError, build_config
+from harvest.stages.sources import SourceError, allowed_domain, read_url_list
 from harvest.state.db import session_scope
 from harvest.state.models import Run
 from harvest.storage import make_s3_client
@@ -125,7 +125,7 @@ def test_bad_lists_are_refused_before_any_work(tmp_path):
     (tmp_path / "nourl.csv").write_text("link,label\nhttps://a.example/x.jpg,cat\n")
     cfg = build_config({"url_list": str(tmp_path / "nourl.csv"), "labels": ["goldfish"]}, "r3")
     prepare_run(cfg)
-    from harvest.sources import run_ingest
+    from harvest.stages.sources import run_ingest
 
     with pytest.raises(SourceError, match="no column named one of url"):
         run_ingest(cfg)

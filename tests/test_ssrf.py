@@ -14,10 +14,10 @@ import pytest
 from crawl_helpers import crawl_config, pages
 from loopback_site import Response, html, serve
 
-from harvest import http as harvest_http
-from harvest.config import ConfigError
-from harvest.crawl import run_crawl
-from harvest.http import AddressPolicy, FetchError, HttpClient
+from harvest.settings.config import ConfigError
+from harvest.stages.crawl import run_crawl
+from harvest.web import http as harvest_http
+from harvest.web.http import AddressPolicy, FetchError, HttpClient
 
 ALLOWED = ("127.0.0.2/32",)
 

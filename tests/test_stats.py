@@ -6,13 +6,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from harvest.config import build_config
-from harvest.dataset_index import build_index
+from harvest.dataset.index import build_index
+from harvest.dataset.stats import domain_stats, format_table
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
+from harvest.settings.config import build_config
 from harvest.state.db import session_scope
 from harvest.state.models import Run
-from harvest.stats import domain_stats, format_table
 from harvest.storage import LocalStore
 
 

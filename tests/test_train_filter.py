@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harvest.classify import load_classifier
-from harvest.config import ConfigError
-from harvest.labels import resolve_labels
-from harvest.model_registry import resolve_model
+from harvest.model.labels import resolve_labels
+from harvest.model.registry import resolve_model
+from harvest.model.runtime import load_classifier
+from harvest.model.train_filter import list_examples, split, train_filter
+from harvest.settings.config import ConfigError
 from harvest.storage import open_store
-from harvest.train_filter import list_examples, split, train_filter
 
 
 def _striped(rng, vertical: bool) -> bytes:
@@ -61,7 +61,7 @@ def test_trained_head_separates_and_is_selectable_like_any_model(tmp_path, class
     assert target.folder == "vertical"
     fresh = np.random.default_rng(99)
     images = [_striped(fresh, vertical) for vertical in (True, False, True, False)]
-    from harvest.classify import decode_for_model
+    from harvest.model.runtime import decode_for_model
 
     batch = np.stack([decode_for_model(data, spec.preprocess) for data in images])
     predicted = load_classifier(spec, out).predict(batch).argmax(axis=1)

@@ -27,8 +27,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from harvest.config import PARAM_DEFAULTS, ConfigError, HarvestConfig, build_config
 from harvest.report import StageReport
+from harvest.settings.config import PARAM_DEFAULTS, ConfigError, HarvestConfig, build_config
 
 log = logging.getLogger("harvest.cli")
 
@@ -65,7 +65,7 @@ def default_params(env: Mapping[str, str]) -> dict[str, Any]:
 
 def recorded_params(database_url: str | None, run_id: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The Params a prepared run recorded, so a later stage needs only its run id."""
-    from harvest.config import default_database_url, normalize_database_url
+    from harvest.settings.config import default_database_url, normalize_database_url
     from harvest.state.db import session_scope
     from harvest.state.models import Run
 
@@ -112,22 +112,22 @@ def run_stage(cfg: HarvestConfig, stage: str, shard: int | None = None, classifi
         log.info("prepared: %s", pipeline.prepare_run(cfg))
         return []
     if stage == "crawl":
-        from harvest.crawl import run_crawl
+        from harvest.stages.crawl import run_crawl
 
         reports = [run_crawl(cfg)]
     elif stage == "extract":
         reports = pipeline.collect_candidates(cfg)
     elif stage == "download":
-        from harvest.download import run_download
+        from harvest.stages.download import run_download
 
         shards = range(cfg.num_shards) if shard is None else [shard]
         reports = [run_download(cfg, s) for s in shards]
     elif stage == "classify":
-        from harvest.classify import run_classify
+        from harvest.stages.classify import run_classify
 
         reports = [run_classify(cfg, classifier)]
     else:
-        from harvest.publish import run_publish
+        from harvest.stages.publish import run_publish
 
         reports = [run_publish(cfg)]
     for report in reports:

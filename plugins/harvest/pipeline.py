@@ -7,18 +7,18 @@ from dataclasses import asdict
 
 from sqlalchemy import select
 
-from harvest.classify import run_classify
-from harvest.config import ConfigError, HarvestConfig
-from harvest.crawl import run_crawl, seed_pages
-from harvest.download import run_download
-from harvest.extract import run_extract
-from harvest.labels import resolve_labels
-from harvest.model_registry import resolve_model
+from harvest.dataset.quota import shortfalls
+from harvest.model.labels import resolve_labels
+from harvest.model.registry import resolve_model
 from harvest.preflight import check_destinations
-from harvest.publish import run_publish
-from harvest.quota import shortfalls
 from harvest.report import StageReport
-from harvest.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
+from harvest.settings.config import ConfigError, HarvestConfig
+from harvest.stages.classify import run_classify
+from harvest.stages.crawl import run_crawl, seed_pages
+from harvest.stages.download import run_download
+from harvest.stages.extract import run_extract
+from harvest.stages.publish import run_publish
+from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
 
@@ -99,7 +99,7 @@ def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
 
 def record_run_stats(cfg: HarvestConfig) -> dict:
     """Per-domain success statistics and quota shortfalls, stored with the run and logged."""
-    from harvest.stats import domain_stats, format_table
+    from harvest.dataset.stats import domain_stats, format_table
 
     stats = domain_stats(cfg.database_url, cfg.run_id)
     summary = {"domains": [item.as_dict() for item in stats], "quota_shortfalls": shortfalls(cfg)}

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harvest.config import ConfigError, HarvestConfig, S3Options, is_s3
+from harvest.settings.config import ConfigError, HarvestConfig, S3Options, is_s3
 
 
 def check_location(location: str, s3: S3Options | None, role: str) -> None:

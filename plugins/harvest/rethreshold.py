@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 from sqlalchemy import and_, func, select
 
-from harvest.config import ConfigError, HarvestConfig
-from harvest.labels import resolve_labels
-from harvest.model_registry import resolve_model
-from harvest.publish import run_publish
+from harvest.model.labels import resolve_labels
+from harvest.model.registry import resolve_model
 from harvest.report import StageReport
+from harvest.settings.config import ConfigError, HarvestConfig
+from harvest.stages.publish import run_publish
 from harvest.state.db import migrate, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Run, Status
 
@@ -46,7 +46,8 @@ def run_rethreshold(cfg: HarvestConfig, load: Callable | None = None) -> list[St
     missing = unscored(cfg, spec.key)
     reports: list[StageReport] = []
     if missing:
-        from harvest.classify import load_classifier, run_classify
+        from harvest.model.runtime import load_classifier
+        from harvest.stages.classify import run_classify
 
         log.info("rethreshold: %d images not yet scored by %s; classifying them", missing, spec.key)
         classifier = (load or load_classifier)(spec, cfg.models_dir)

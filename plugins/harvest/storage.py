@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
-from harvest.config import S3Options, is_s3
+from harvest.settings.config import S3Options, is_s3
 
 
 class StorageError(Exception):

@@ -6,6 +6,7 @@ import ipaddress
 import posixpath
 import re
 import string
+import zlib
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -164,3 +165,8 @@ def compile_url_pattern(pattern: str):
 
 def looks_like_image(url: str) -> bool:
     return urlsplit(url).path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def shard_of(url: str, num_shards: int) -> int:
+    """Stable across processes and retries (unlike hash()), so a retried shard sees the same rows."""
+    return zlib.crc32(url.encode("utf-8")) % num_shards

@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any
 
-from harvest.config import (
+from harvest.settings.config import (
     HarvestConfig,
     S3Options,
     build_config,

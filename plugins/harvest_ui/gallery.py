@@ -1,7 +1,7 @@
 """What the gallery shows, derived from the state DB tables the stages already write.
 
 No table records "kept" or "duplicate" as such: the publish stage decides from the stored predictions
-and the run's Params. The gallery repeats that decision (with :func:`harvest.publish.decide`), so it
+and the run's Params. The gallery repeats that decision (with :func:`harvest.model.scores.decide`), so it
 shows exactly what a run kept and can say what another threshold would keep.
 """
 
@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import inspect, select
 
-from harvest.classify import model_key
-from harvest.config import DEFAULT_THRESHOLD
-from harvest.labels import Target, resolve_labels
-from harvest.publish import decide
+from harvest.model.labels import Target, resolve_labels
+from harvest.model.registry import model_key
+from harvest.model.scores import decide
+from harvest.settings.config import DEFAULT_THRESHOLD
 from harvest.state.db import get_engine, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Run, Status
 

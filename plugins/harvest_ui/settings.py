@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harvest.config import (
+from harvest.settings.config import (
     DEFAULT_MODELS_DIR,
     S3Options,
     default_database_url,

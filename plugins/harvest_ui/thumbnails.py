@@ -4,7 +4,7 @@ Originals can be megabytes and sit in S3; the grid needs a few kilobytes each. B
 content-addressed, a thumbnail never goes stale.
 
 Thumbnails are made inside the Airflow API server, so what a decode may cost there is bounded like in
-the download stage (harvest.decoding): JPEGs are decoded at reduced scale, the cost of a decode is
+the download stage (harvest.images.decoding): JPEGs are decoded at reduced scale, the cost of a decode is
 read from the image's header first, an image whose preview would cost more than
 HARVEST_GALLERY_PREVIEW_MB gets none (the gallery shows a placeholder), and the decodes in flight
 together never exceed twice that. No step after the decode copies the whole image.
@@ -24,10 +24,10 @@ from pathlib import Path
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from harvest.config import S3Options
-from harvest.decoding import MB, BudgetExceeded, DecodeBudget, declared_cost, declared_size, give_back
-from harvest.imagecheck import ImageRejected, reduce_in_bands, sniff
-from harvest.preprocess import to_rgb
+from harvest.images.decoding import MB, BudgetExceeded, DecodeBudget, declared_cost, declared_size, give_back
+from harvest.images.imagecheck import ImageRejected, reduce_in_bands, sniff
+from harvest.images.preprocess import to_rgb
+from harvest.settings.config import S3Options
 from harvest.state.db import session_scope
 from harvest.state.models import Image, Publication
 from harvest.storage import StorageError, Stores

@@ -15,9 +15,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from staged import jpeg, sample_photos  # noqa: E402
 
-from harvest.classify import decode_for_model  # noqa: E402
-from harvest.config import DEFAULT_MODELS_DIR  # noqa: E402
-from harvest.labels import resolve_labels  # noqa: E402
+from harvest.model.labels import resolve_labels  # noqa: E402
+from harvest.model.runtime import decode_for_model  # noqa: E402
+from harvest.settings.config import DEFAULT_MODELS_DIR  # noqa: E402
 
 # photo -> (class expected at top-1, WordNet group expected to hold most of the probability)
 EXPECTED = {

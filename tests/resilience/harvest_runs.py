@@ -22,9 +22,9 @@ import sqlalchemy
 from loopback_site import Response, SiteServer, serve
 from sqlalchemy import func, select
 
-from harvest.config import HarvestConfig, S3Options, build_config
 from harvest.demo_site import DEMO_LABELS
-from harvest.publish import manifest_key
+from harvest.settings.config import HarvestConfig, S3Options, build_config
+from harvest.stages.publish import manifest_key
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Page, Prediction, Publication, Run
 from harvest.storage import make_s3_client, open_store
@@ -168,11 +168,11 @@ def demo_config(
 
 def stage_runners(cfg: HarvestConfig, classifier) -> dict[str, Callable[[], object]]:
     """The stages after prepare_run, in order, each a call (download: every shard)."""
-    from harvest.classify import run_classify
-    from harvest.crawl import run_crawl
-    from harvest.download import run_download
     from harvest.pipeline import collect_candidates
-    from harvest.publish import run_publish
+    from harvest.stages.classify import run_classify
+    from harvest.stages.crawl import run_crawl
+    from harvest.stages.download import run_download
+    from harvest.stages.publish import run_publish
 
     return {
         "crawl": lambda: run_crawl(cfg),

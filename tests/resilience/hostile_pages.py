@@ -100,8 +100,8 @@ PAGES: dict[str, Callable[[int], bytes]] = {
 
 
 def _extract(name: str, size: int, budgeted: bool, queue) -> None:
-    import harvest.extract as extract
-    from harvest.config import HarvestConfig
+    import harvest.stages.extract as extract
+    from harvest.settings.config import HarvestConfig
 
     page = PAGES[name](size)
     budget = None

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from harvest.config import HarvestConfig, build_config
+from harvest.settings.config import HarvestConfig, build_config
 
 _stopped: list[str] = []
 
@@ -59,9 +59,9 @@ def peak_kib() -> int:
 def main(path: str) -> None:
     sys.addaudithook(_tripwire)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    from harvest.crawl import run_crawl
-    from harvest.download import run_download
     from harvest.pipeline import collect_candidates, prepare_run, record_report
+    from harvest.stages.crawl import run_crawl
+    from harvest.stages.download import run_download
 
     settings = json.loads(Path(path).read_text())
     if settings.get("dump_stacks_after"):  # a hang shows where every thread waits

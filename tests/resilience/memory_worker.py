@@ -61,7 +61,7 @@ class TreeWatch:
 
 def main(path: str) -> None:
     try:
-        from harvest.decoding import BUDGET
+        from harvest.images.decoding import BUDGET
     except ImportError:  # a version without a decode budget
         BUDGET = None  # noqa: N806
 

@@ -291,8 +291,8 @@ def harvest(
     from sqlalchemy import select
     from stage_setup import make_config, record_answers, seed_candidates
 
-    from harvest.download import run_download
-    from harvest.publish import manifest_key, run_publish
+    from harvest.stages.download import run_download
+    from harvest.stages.publish import manifest_key, run_publish
     from harvest.state.db import session_scope
     from harvest.state.models import Candidate
     from harvest.storage import open_store

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harvest.config import S3Options, build_config
+from harvest.settings.config import S3Options, build_config
 
 STAGES = ("prepare", "crawl", "extract", "download", "classify", "publish")
 BARRIER_TIMEOUT = 120.0
@@ -26,7 +26,7 @@ _classifier = None
 def _load(models_dir: str) -> None:
     """Worker start-up: the real classifier, once per process."""
     global _classifier
-    from harvest.classify import load_classifier
+    from harvest.model.runtime import load_classifier
 
     _classifier = load_classifier("efficientnet_lite0", Path(models_dir))
 
@@ -52,11 +52,11 @@ class Job:
 
 def run_job(job: Job) -> dict[str, list[dict]]:
     """The stages of ``job``, each started together with the other process's; their reports."""
-    from harvest.classify import run_classify
-    from harvest.crawl import run_crawl
-    from harvest.download import run_download
     from harvest.pipeline import collect_candidates, prepare_run
-    from harvest.publish import run_publish
+    from harvest.stages.classify import run_classify
+    from harvest.stages.crawl import run_crawl
+    from harvest.stages.download import run_download
+    from harvest.stages.publish import run_publish
 
     cfg = build_config(job.params, job.run_id, env=job.env, database_url=job.database_url, s3=job.s3)
     stages = {

@@ -1,4 +1,4 @@
-"""Render one page with harvest.render.Renderer and report how Chromium's renderer processes run while
+"""Render one page with harvest.web.render.Renderer and report how Chromium's renderer processes run while
 the page is rendered (when it asks for its script): their seccomp mode (2 = the sandbox's filter) and
 whether ``--no-sandbox`` was passed. Prints one JSON line. Run by test_hostile_render.py as an
 unprivileged user."""
@@ -9,9 +9,9 @@ import json
 import os
 from pathlib import Path
 
-from harvest.http import HttpClient
-from harvest.render import Renderer
-from harvest.robots import RobotsCache
+from harvest.web.http import HttpClient
+from harvest.web.render import Renderer
+from harvest.web.robots import RobotsCache
 
 
 def descendants(root: int) -> list[int]:

@@ -436,9 +436,9 @@ def outcome(harvest: Harvest) -> Outcome:
     the site generates (every picture arrived unaltered; about 1 ms per image to re-generate)."""
     from sqlalchemy import func, select
 
-    from harvest.classify import model_key
-    from harvest.config import DEFAULT_MODELS_DIR
-    from harvest.publish import manifest_key
+    from harvest.model.registry import model_key
+    from harvest.settings.config import DEFAULT_MODELS_DIR
+    from harvest.stages.publish import manifest_key
     from harvest.state.db import session_scope
     from harvest.state.models import Candidate, Prediction, Publication, Status
 

@@ -17,10 +17,10 @@ from flaky_proxy import flaky_s3_proxy
 from helpers import DEFAULT_EXPORT_KEYS
 from sqlalchemy import func, select
 
-from harvest.config import S3Options
-from harvest.crawl import run_crawl
 from harvest.pipeline import collect_candidates, prepare_run, run_all
-from harvest.publish import run_publish
+from harvest.settings.config import S3Options
+from harvest.stages.crawl import run_crawl
+from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, Prediction
 

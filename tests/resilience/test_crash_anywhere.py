@@ -28,9 +28,9 @@ from conftest import _create_database, _drop_database
 from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, manifest_rows
 
 from harvest.cli import run_stage
-from harvest.config import S3Options, build_config
 from harvest.demo_site import DEMO_LABELS
-from harvest.publish import manifest_key
+from harvest.settings.config import S3Options, build_config
+from harvest.stages.publish import manifest_key
 from harvest.state.db import session_scope
 from harvest.storage import make_s3_client
 

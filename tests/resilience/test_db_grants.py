@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy
 from helpers import DEFAULT_EXPORT_KEYS, EXPECTED_KEPT, expected_image_keys, manifest_rows
 
-from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
+from harvest.settings.config import build_config
 from harvest.state.db import dispose_engines, migrate
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -13,8 +13,8 @@ import pytest
 from conftest import free_port
 from sqlalchemy import func, select
 
-from harvest.config import ConfigError, S3Options, build_config
 from harvest.pipeline import prepare_run
+from harvest.settings.config import ConfigError, S3Options, build_config
 from harvest.state.db import session_scope
 from harvest.state.models import Page
 

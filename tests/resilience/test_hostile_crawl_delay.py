@@ -15,10 +15,11 @@ import pytest
 from crawl_helpers import candidates, crawl_config, pages
 from loopback_site import Response, html, jpeg, serve
 
-from harvest.crawl import make_client, run_crawl
-from harvest.download import run_download
-from harvest.extract import run_extract
-from harvest.http import FetchError
+from harvest.stages.crawl import run_crawl
+from harvest.stages.download import run_download
+from harvest.stages.extract import run_extract
+from harvest.web.client import make_client
+from harvest.web.http import FetchError
 
 DEFERRED = (
     "host {host} deferred to a later run: robots.txt crawl-delay 86400 s exceeds cap 30 s "

@@ -153,7 +153,7 @@ def idle_inspector_kib() -> int:
     inspection code, Pillow and NumPy imported."""
     plugins = str(Path(harvest.__file__).resolve().parents[1])
     probe = (
-        "import harvest.imagecheck, pathlib; "
+        "import harvest.images.imagecheck, pathlib; "
         "print(next(l for l in pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')))"
     )
     out = subprocess.run(
@@ -191,7 +191,7 @@ def test_inspecting_processes_together_stay_within_the_decode_budget(huge_pngs, 
 
 def test_the_default_pixel_cap_refuses_what_the_old_one_let_through():
     """7999x7999 RGBA (64 megapixels, a ~1 MB file) passed the old cap and cost ~500 MB to decode."""
-    from harvest.imagecheck import ImageRejected, inspect_image
+    from harvest.images.imagecheck import ImageRejected, inspect_image
 
     (png,) = rgba_png(7999, 1)
     with pytest.raises(ImageRejected, match=r"^too many pixels \(7999x7999\)$"):
@@ -199,8 +199,8 @@ def test_the_default_pixel_cap_refuses_what_the_old_one_let_through():
 
 
 def test_an_image_costlier_than_the_whole_budget_is_refused_at_once():
-    from harvest.decoding import DecodeBudget
-    from harvest.imagecheck import ImageRejected, inspect_image
+    from harvest.images.decoding import DecodeBudget
+    from harvest.images.imagecheck import ImageRejected, inspect_image
 
     (png,) = rgba_png(3000, 1)  # 36 MB decoded
     budget = DecodeBudget(16 * MB)
@@ -217,8 +217,8 @@ def test_an_image_costlier_than_the_whole_budget_is_refused_at_once():
 def test_concurrent_decodes_wait_for_room_and_all_finish():
     """Six threads, room for two of these decodes at a time: all six are described, never more
     than the budget is reserved, and the budget is whole again afterwards."""
-    from harvest.decoding import DecodeBudget
-    from harvest.imagecheck import inspect_image, inspection_cost, sniff
+    from harvest.images.decoding import DecodeBudget
+    from harvest.images.imagecheck import inspect_image, inspection_cost, sniff
 
     pngs = rgba_png(2000, 6)  # 16 MB decoded each
     cost = inspection_cost(pngs[0], sniff(pngs[0]))
@@ -232,7 +232,7 @@ def test_concurrent_decodes_wait_for_room_and_all_finish():
 def test_the_budget_serves_in_order_and_never_deadlocks():
     """A large reservation is not overtaken for ever by small ones; one that the capacity can no
     longer hold, after a resize, is refused instead of waiting."""
-    from harvest.decoding import BudgetExceeded, DecodeBudget
+    from harvest.images.decoding import BudgetExceeded, DecodeBudget
 
     budget = DecodeBudget(100 * MB)
     order: list[str] = []
@@ -289,7 +289,7 @@ COST_CASES = {
 #: the peak of a decode in a fresh process, above its state just before the decode
 MEASURE_DECODE = """
 import pathlib, sys
-from harvest.imagecheck import inspect_image, inspection_cost, sniff
+from harvest.images.imagecheck import inspect_image, inspection_cost, sniff
 def peak():
     return next(int(l.split()[1]) * 1024 for l in pathlib.Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
 data = pathlib.Path(sys.argv[1]).read_bytes()
@@ -326,7 +326,7 @@ def test_the_reservation_covers_what_the_decode_really_takes(name, tmp_path):
 
 
 def test_the_limits_are_settings():
-    from harvest.config import ConfigError, build_config
+    from harvest.settings.config import ConfigError, build_config
 
     params = {"seeds": ["http://example.org/"], "labels": ["daisy"]}
     cfg = build_config(
@@ -350,8 +350,8 @@ def test_header_readers_survive_hostile_headers():
 
     from PIL import Image
 
-    from harvest.decoding import declared_size
-    from harvest.imagecheck import inspection_cost
+    from harvest.images.decoding import declared_size
+    from harvest.images.imagecheck import inspection_cost
 
     samples = {}
     for fmt, options in (

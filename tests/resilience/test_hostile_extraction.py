@@ -19,9 +19,9 @@ from crawl_helpers import crawl_config
 from loopback_site import Response, html, serve
 from sqlalchemy import select
 
-from harvest.crawl import run_crawl
-from harvest.extract import find_images, run_extract
-from harvest.htmltext import html_text
+from harvest.pages.htmltext import html_text
+from harvest.stages.crawl import run_crawl
+from harvest.stages.extract import find_images, run_extract
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Page
 
@@ -50,7 +50,7 @@ def test_a_page_cap_of_hostile_markup_is_read_in_linear_time(name):
 
 
 def test_background_images_of_inline_styles():
-    from harvest.extract import background_urls
+    from harvest.stages.extract import background_urls
 
     style = (
         "color: red; BACKGROUND-IMAGE: url( 'a.jpg' ), url(b.png); "

@@ -145,7 +145,7 @@ def test_a_large_image_is_previewed_within_its_decode_cost(gallery_db, tmp_path,
     with Image.open(io.BytesIO(bytes.fromhex(answer["body"]))) as thumb:
         assert thumb.format == "JPEG" and thumb.size == (256, 192)
 
-    from harvest.decoding import declared_cost, declared_size
+    from harvest.images.decoding import declared_cost, declared_size
 
     cost = declared_cost(declared_size(data, fmt), draft_side=512)
     assert answer["grew"] < cost + len(data) + 16 * MB, (cost, len(data))
@@ -156,7 +156,7 @@ def test_the_grid_shows_a_page_of_48_at_a_time(tmp_path):
     from conftest import free_port
     from ui.browser import chromium, serve_app
 
-    from harvest.config import DEFAULT_MODELS_DIR
+    from harvest.settings.config import DEFAULT_MODELS_DIR
     from harvest.state.models import Candidate, Run
     from harvest_ui.app import create_app
     from harvest_ui.settings import GallerySettings

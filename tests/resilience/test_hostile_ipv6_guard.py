@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import pytest
 from loopback_site import Response, html, serve
 
-from harvest.http import AddressPolicy, FetchError, HttpClient, check_url
+from harvest.web.http import AddressPolicy, FetchError, HttpClient, check_url
 
 ALLOWED = ("127.0.0.2/32",)
 

@@ -21,7 +21,7 @@ from PIL import Image
 from sqlalchemy import select, text
 from test_hostile_downloads import gps_jpeg
 
-from harvest.privacy import decrypt_private
+from harvest.images.privacy import decrypt_private
 from harvest.state.db import session_scope
 from harvest.state.models import Image as ImageRow
 from harvest.state.models import ImageUrl

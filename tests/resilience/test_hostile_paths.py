@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 import harvest
-from harvest.config import ConfigError, build_config
 from harvest.pipeline import prepare_run
+from harvest.settings.config import ConfigError, build_config
 from harvest.storage import WRITING, LocalStore
 
 #: the checkout whose code is under test (its dags/, plugins/, include/ and docker-compose.yaml)

@@ -26,8 +26,9 @@ import pytest
 from crawl_helpers import crawl_config, pages
 from loopback_site import Response, html, serve
 
-from harvest.crawl import run_crawl
-from harvest.render import Renderer, chromium_path, chromium_sandbox, launch_args
+from harvest.settings.config import chromium_path
+from harvest.stages.crawl import run_crawl
+from harvest.web.render import Renderer, chromium_sandbox, launch_args
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no Chromium installed")
 
@@ -182,8 +183,8 @@ def test_no_request_of_a_rendered_page_reaches_a_private_address(tmp_path, monke
 def test_the_page_scripts_ran_and_popups_were_closed(target):
     """The same page rendered directly: the scripts ran (the browser still works behind its dead proxy)
     and both windows the page opened were closed."""
-    from harvest.http import HttpClient
-    from harvest.robots import RobotsCache
+    from harvest.web.http import HttpClient
+    from harvest.web.robots import RobotsCache
 
     client = HttpClient("harvest-test", allowed_networks=("127.0.0.2/32",))
     renderer = Renderer(client, RobotsCache(client, "harvest-test"))

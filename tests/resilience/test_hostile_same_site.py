@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from crawl_helpers import crawl_config
 
-from harvest.config import ConfigError
-from harvest.scope import Scope
+from harvest.settings.config import ConfigError
 from harvest.urls import registered_domain
+from harvest.web.scope import Scope
 
 
 @pytest.mark.parametrize(

@@ -32,10 +32,10 @@ from sqlalchemy import select
 from test_download import blank_png
 
 import harvest
-from harvest.classify import run_classify
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import record_report, record_run_stats
-from harvest.publish import run_publish
+from harvest.stages.classify import run_classify
+from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Page, Run
 

@@ -28,12 +28,20 @@ import sqlalchemy
 from conftest import _create_database, _drop_database, free_port
 from loopback_site import html, serve
 
-from harvest.config import RUN_TIMEOUT_HOURS, TASK_TIMEOUT_MINUTES
+from harvest.settings.config import RUN_TIMEOUT_HOURS, TASK_TIMEOUT_MINUTES
 
 from .local_cluster import local_cluster, log_events, log_records, task_log
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("tensorflow", "keras", "boto3", "bs4", "harvest.crawl", "harvest.classify", "harvest.state")
+HEAVY = (
+    "tensorflow",
+    "keras",
+    "boto3",
+    "bs4",
+    "harvest.stages.crawl",
+    "harvest.stages.classify",
+    "harvest.state",
+)
 KINDS = {
     "validate": "validate",
     "crawl_seeds": "crawl",

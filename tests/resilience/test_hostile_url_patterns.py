@@ -14,9 +14,9 @@ import pytest
 from crawl_helpers import crawl_config, pages
 from loopback_site import html, serve
 
-from harvest.config import ConfigError
-from harvest.crawl import run_crawl
-from harvest.scope import Scope
+from harvest.settings.config import ConfigError
+from harvest.stages.crawl import run_crawl
+from harvest.web.scope import Scope
 
 #: backtracks 2**n times in a backtracking engine on n a's followed by a character it cannot match
 NESTED = r"/(a+)+$"

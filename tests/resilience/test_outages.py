@@ -19,12 +19,12 @@ import pytest
 from flaky_proxy import flaky_s3_proxy
 from sqlalchemy.exc import OperationalError
 
-from harvest.classify import run_classify
-from harvest.config import S3Options
-from harvest.crawl import run_crawl
-from harvest.download import run_download
 from harvest.pipeline import collect_candidates, prepare_run, run_all
-from harvest.publish import run_publish
+from harvest.settings.config import S3Options
+from harvest.stages.classify import run_classify
+from harvest.stages.crawl import run_crawl
+from harvest.stages.download import run_download
+from harvest.stages.publish import run_publish
 from harvest.storage import StorageError
 
 from .harvest_runs import (

@@ -28,7 +28,7 @@ from PIL import Image
 
 from harvest import demo_site
 from harvest.demo_site import DEMO_LABELS
-from harvest.exif import read_exif
+from harvest.images.exif import read_exif
 from harvest.storage import make_s3_client
 
 REPO = Path(__file__).resolve().parents[2]

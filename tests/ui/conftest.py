@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import _create_database, _drop_database
 
-from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
+from harvest.settings.config import build_config
 from harvest_ui.settings import GallerySettings, load_settings
 
 RUN_ALL_LABELS = "manual__2026-11-20T10:00:00+00:00"

@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from helpers import EXPECTED_KEPT
 from PIL import Image
 
-from harvest.classify import model_key
-from harvest.config import build_config
 from harvest.demo_site import DEMO_LABELS
-from harvest.labels import resolve_labels
-from harvest.publish import select_kept
+from harvest.model.labels import resolve_labels
+from harvest.model.registry import model_key
+from harvest.settings.config import build_config
+from harvest.stages.publish import select_kept
 from harvest_ui.app import create_app
 from harvest_ui.settings import THUMBNAIL_SIZE
 

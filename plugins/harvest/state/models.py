@@ -141,11 +141,11 @@ class Image(Base):
     private_fields: Mapped[list | None] = mapped_column(JSON)
     #: Fernet token of the private fields as JSON, when a metadata key is configured
     exif_private: Mapped[str | None] = mapped_column(Text)
-    #: the copy that is published: the file up to its end, metadata by allow-list (harvest.sanitize);
+    #: the copy that is published: the file up to its end, metadata by allow-list (harvest.images.sanitize);
     #: the download's own key and hash when nothing had to be removed
     clean_sha256: Mapped[str | None] = mapped_column(String(64))
     clean_key: Mapped[str | None] = mapped_column(Text)
-    #: the metadata rule set (harvest.sanitize.POLICY) the copy and the private fields follow; rows
+    #: the metadata rule set (harvest.images.sanitize.POLICY) the copy and the private fields follow; rows
     #: made under another one are described again before they are published
     metadata_policy: Mapped[str | None] = mapped_column(String(32))
     #: why the image is never published (placeholder, low information, unstrippable metadata)
@@ -182,7 +182,7 @@ class Prediction(Base):
     model: Mapped[str] = mapped_column(String(128))
     #: [{"wnid": ..., "name": ..., "score": ...}, ...] best first; None when the image failed to decode.
     top: Mapped[list | None] = mapped_column(JSON)
-    #: every class probability in the model's output order, float16 little-endian (harvest.scores)
+    #: every class probability in the model's output order, float16 little-endian (harvest.model.scores)
     scores: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

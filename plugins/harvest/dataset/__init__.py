@@ -1,0 +1,1 @@
+"""The published dataset: curation, exports, card, index, quotas and per-domain statistics."""

@@ -1,0 +1,1 @@
+"""Image bytes: inspection, EXIF and private metadata, near duplicates, variants, preprocessing."""

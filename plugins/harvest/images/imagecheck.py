@@ -1,0 +1,515 @@
+"""Decide whether downloaded bytes are an image we keep, and describe it in one decoding pass.
+
+Servers lie about types (HTML error pages served as ``image/jpeg``, SVG with scripts, empty 200s),
+so the format comes from the magic bytes, never from Content-Type or the URL. Pillow then decodes
+every pixel under a pixel budget: ``verify()`` alone accepts truncated files, and the budget stops
+decompression bombs before they allocate gigabytes. The same pass yields what later stages need
+without opening the file again: perceptual hash, entropy, EXIF and the copy that is published (its
+own bytes up to its own end, metadata by allow-list: :mod:`harvest.images.sanitize`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import struct
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image as PILImage
+
+from harvest.images.decoding import (
+    BUDGET,
+    BudgetExceeded,
+    DecodeBudget,
+    declared_size,
+    decode_cost,
+    give_back,
+)
+from harvest.images.exif import read_exif
+from harvest.images.preprocess import to_rgb
+from harvest.images.sanitize import Cleaned, MetadataError, clean_file, polyglot_reason
+from harvest.settings.config import DEFAULT_MAX_PIXELS
+
+#: Images with more pixels are refused before decoding (HARVEST_MAX_PIXELS sets it for a run).
+MAX_PIXELS = DEFAULT_MAX_PIXELS
+FORMATS = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+    "GIF": ("gif", "image/gif"),
+    "WEBP": ("webp", "image/webp"),
+    "BMP": ("bmp", "image/bmp"),
+    "TIFF": ("tif", "image/tiff"),
+}
+#: Raster formats Pillow can decode but that we do not keep; found by their magic bytes.
+UNSUPPORTED = {"ICO": b"\x00\x00\x01\x00", "PSD": b"8BPS", "JPEG2000": b"\x00\x00\x00\x0cjP  "}
+_TRANSPOSE = {
+    2: PILImage.Transpose.FLIP_LEFT_RIGHT,
+    3: PILImage.Transpose.ROTATE_180,
+    4: PILImage.Transpose.FLIP_TOP_BOTTOM,
+    5: PILImage.Transpose.TRANSPOSE,
+    6: PILImage.Transpose.ROTATE_270,
+    7: PILImage.Transpose.TRANSVERSE,
+    8: PILImage.Transpose.ROTATE_90,
+}
+#: The side, in pixels, the describing pass needs: the perceptual hash looks at 32x32 and the
+#: grey-level histogram is stable from a few thousand pixels on.
+HASH_SIDE = 64
+#: The perceptual hash: a 32x32 grey copy, its 2-D DCT-II, the 8x8 lowest frequencies against their
+#: median (imagehash.phash's definition, so hashes stored by earlier versions stay comparable).
+PHASH_SIDE, PHASH_BITS_SIDE = 32, 8
+_MIDDLE = PHASH_BITS_SIDE * PHASH_BITS_SIDE // 2
+_DCT_ROWS = 2.0 * np.cos(
+    np.pi * np.arange(PHASH_BITS_SIDE)[:, None] * (2 * np.arange(PHASH_SIDE)[None, :] + 1) / (2 * PHASH_SIDE)
+)
+
+
+class ImageRejected(Exception):
+    """The bytes are not an image we keep; the message is the recorded reason."""
+
+
+@dataclass
+class Inspected:
+    sha256: str
+    format: str
+    width: int
+    height: int
+    data: bytes
+    mode: str = "RGB"
+    has_alpha: bool = False
+    phash: str | None = None
+    entropy: float | None = None
+    orientation: int | None = None
+    exif: dict = field(default_factory=dict)
+    sensitive: dict = field(default_factory=dict)
+    #: the bytes to publish: the file up to its end with metadata by allow-list (``data`` itself
+    #: when nothing had to go); None when no such copy could be made, or after staging
+    clean_data: bytes | None = None
+    #: sha256 of the bytes to publish (kept when ``clean_data`` is dropped after staging)
+    clean_sha256: str | None = None
+    #: why no copy to publish could be made (the image is then never published)
+    clean_error: str | None = None
+    #: len(data), kept when the bytes are dropped after staging
+    size_bytes: int = 0
+    #: the inspecting process already wrote the bytes (and the clean copy) into the staging store
+    staged: bool = False
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.format][0]
+
+    @property
+    def mime_type(self) -> str:
+        return FORMATS[self.format][1]
+
+    @property
+    def staging_key(self) -> str:
+        return f"images/{self.sha256[:2]}/{self.sha256}.{self.extension}"
+
+    @property
+    def clean_key(self) -> str | None:
+        """Where the copy to publish is staged: the download's own key when nothing was removed."""
+        digest = self.clean_sha256
+        if digest is None:
+            return None
+        return self.staging_key if digest == self.sha256 else clean_key(digest, self.extension)
+
+
+def clean_key(digest: str, extension: str) -> str:
+    return f"clean/{digest[:2]}/{digest}.{extension}"
+
+
+def sniff(data: bytes) -> str:
+    """The format named by the first bytes, or ImageRejected with what the bytes are instead."""
+    if not data:
+        raise ImageRejected("empty body")
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    for name, magic in UNSUPPORTED.items():
+        if data.startswith(magic):
+            raise ImageRejected(f"unsupported image format {name}")
+    if data[4:8] == b"ftyp":
+        brand = data[8:12].decode("ascii", "replace").strip()
+        raise ImageRejected(f"unsupported image format {brand.upper() or 'ISO-BMFF'} (AVIF/HEIC)")
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in head):
+        raise ImageRejected("SVG is not kept: vector markup that can carry scripts")
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        raise ImageRejected("not an image: an HTML page served in its place")
+    if head[:1] in (b"{", b"["):
+        raise ImageRejected("not an image: JSON served in its place")
+    raise ImageRejected(f"not a decodable image: unknown format (starts with {data[:8].hex()})")
+
+
+def phash_hex(grey: PILImage.Image) -> str:
+    """The 64-bit perceptual hash of a grey image as 16 hex digits, first coefficient most significant.
+
+    Only the 8 lowest of the 32 DCT frequencies are ever looked at, so the transform is two small
+    matrix products (8x32 by 32x32 by 32x8) rather than two full FFT-based DCTs."""
+    pixels = np.asarray(grey.resize((PHASH_SIDE, PHASH_SIDE), PILImage.Resampling.LANCZOS), dtype=np.float64)
+    low = _DCT_ROWS @ pixels @ _DCT_ROWS.T
+    ranked = np.sort(low, axis=None)  # np.median's own value, without its overhead (~10 us)
+    median = (ranked[_MIDDLE - 1] + ranked[_MIDDLE]) / 2
+    return np.packbits(low > median).tobytes().hex()
+
+
+def entropy_bits(grey: PILImage.Image) -> float:
+    """Shannon entropy of the grey-level histogram: ~0 for flat fills, 7+ for photos."""
+    counts = np.asarray(grey.histogram(), dtype=np.float64)
+    shares = counts[counts > 0] / (counts.sum() or 1.0)
+    return float(-(shares * np.log2(shares)).sum())
+
+
+def inspect_image(
+    data: bytes,
+    min_width: int,
+    min_height: int,
+    max_pixels: int = MAX_PIXELS,
+    budget: DecodeBudget = BUDGET,
+) -> Inspected:
+    """Prove ``data`` is a still raster image of a sane size and describe it (hash, EXIF, entropy).
+
+    The decode first reserves its memory from ``budget`` (the process's, shared by its threads):
+    it waits while other decodes leave too little room, and is refused if it alone needs more."""
+    fmt = sniff(data)
+    cost = inspection_cost(data, fmt, max_pixels)
+    try:
+        with budget.reserve(cost):
+            try:
+                return _decode(data, fmt, min_width, min_height, max_pixels)
+            finally:
+                give_back(cost)
+    except ImageRejected:
+        raise
+    except BudgetExceeded as exc:
+        raise ImageRejected(str(exc)) from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"decompression bomb: {exc}") from exc
+    except Exception as exc:
+        raise ImageRejected(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+
+
+#: Copies of the file that making the copy to publish and proving it hold at once, beside the
+#: decode: the copy and its second cleaning for JPEG and PNG; the rebuilt containers of the other
+#: formats hold more (see docs/security/memory.md)
+_CLEANING_COPIES = {"JPEG": 2, "PNG": 2, "TIFF": 5}
+
+
+def inspection_cost(data: bytes, fmt: str, max_pixels: int = MAX_PIXELS) -> int:
+    """Bytes of the decode budget that inspecting ``data`` (sniffed as ``fmt``) reserves."""
+    decode = decode_cost(data, fmt, max_pixels, draft_side=HASH_SIDE)
+    return decode + _CLEANING_COPIES.get(fmt, 3) * len(data) if decode else 0
+
+
+def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: int) -> Inspected:
+    """Open, check and decode the image, and describe it; its pixels are freed before returning,
+    whatever happens, so that they never outlive the reservation made for them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        with PILImage.open(io.BytesIO(data), formats=[fmt]) as image:
+            try:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageRejected(f"too many pixels ({width}x{height})")
+                declared = declared_size(data, fmt)
+                if declared is not None and declared.pixels > max_pixels:  # nothing was reserved
+                    raise ImageRejected(
+                        f"too many pixels (its header declares {declared.width}x{declared.height})"
+                    )
+                if declared is not None and width * height > declared.pixels:
+                    raise ImageRejected(
+                        f"decodes to {width}x{height}, more pixels than its header declares "
+                        f"({declared.width}x{declared.height})"
+                    )
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    raise ImageRejected(f"animated {fmt} ({frames} frames): only still images are kept")
+                if width < min_width or height < min_height:
+                    raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
+                if fmt == "JPEG":
+                    # every block of the stream is still entropy-decoded (so truncation and
+                    # corruption fail here), only the inverse DCT runs at reduced scale. Decoding
+                    # the luma alone ("L") would save ~0.1 ms of colour conversion, but it changes
+                    # the hash of one photo in 15 by 1-4 bits and of noisy pictures by up to 10,
+                    # against hashes stored earlier; decoding at 1/8 always changes more
+                    image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
+                image.load()
+                return _describe(image, data, fmt, width, height)
+            finally:
+                image.close()
+
+
+def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
+    public, sensitive, orientation = read_exif(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    small = _shrink(image)
+    # to_rgb() and back is the identity on grey pixels: skip both conversions
+    grey = small if small.mode == "L" else to_rgb(small).convert("L")
+    if orientation in _TRANSPOSE:
+        grey = grey.transpose(_TRANSPOSE[orientation])
+    inspected = Inspected(
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=fmt,
+        width=width,
+        height=height,
+        data=data,
+        size_bytes=len(data),
+        mode=image.mode,
+        has_alpha=has_alpha,
+        phash=phash_hex(grey),
+        entropy=round(entropy_bits(grey), 3),
+        orientation=orientation,
+        exif=public,
+        sensitive=sensitive,
+    )
+    _clean(inspected, image)
+    return inspected
+
+
+def _shrink(image: PILImage.Image) -> PILImage.Image:
+    """Roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than a
+    resampling filter, and the hash only looks at 32x32 anyway. Callers never change the result in
+    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is.
+    Neither path copies the whole image: see reduce_in_bands and _thumbnail."""
+    factor = max(1, min(image.size) // HASH_SIDE)
+    if factor > 1 and image.mode not in ("P", "PA", "1"):
+        try:
+            return reduce_in_bands(image, factor)
+        except ValueError:  # a mode reduce() does not handle
+            pass
+    if image.width <= 2 * HASH_SIDE and image.height <= 2 * HASH_SIDE:
+        return image  # thumbnail() would leave it as it is
+    return _thumbnail(image, 2 * HASH_SIDE)
+
+
+#: Rows of the image reduce_in_bands() copies at a time: about this many bytes at 4 bytes a pixel
+_BAND_BYTES = 4 * 1024 * 1024
+
+
+def reduce_in_bands(
+    image: PILImage.Image,
+    factor: int,
+    convert: Callable[[PILImage.Image], PILImage.Image] | None = None,
+) -> PILImage.Image:
+    """``convert(image).reduce(factor)`` (or ``image.reduce(factor)``), pixel for pixel, in bands
+    of rows, so that no step copies the whole image: Pillow reduces RGBA and LA through a
+    premultiplied copy of all of it, and a conversion (to RGB for a thumbnail) copies all of it too.
+    Blocks of ``factor`` rows never straddle two bands, so the bands reduce to the same pixels."""
+    if convert is None and image.mode not in ("RGBA", "LA"):
+        return image.reduce(factor)
+    rows = factor * max(1, _BAND_BYTES // (4 * image.width * factor))
+    if convert is None and rows >= image.height:
+        return image.reduce(factor)
+    small = None
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height)))
+        if convert is not None:
+            band = convert(band)
+        if factor > 1:
+            band = band.reduce(factor)
+        if small is None:
+            small = PILImage.new(band.mode, (-(-image.width // factor), -(-image.height // factor)))
+        small.paste(band, (0, top // factor))
+    return small
+
+
+def _thumbnail(image: PILImage.Image, side: int) -> PILImage.Image:
+    """``image.copy().thumbnail((side, side), BILINEAR)`` without the copy: the thumbnail is made
+    on a second Image object that shares the decoded pixels (thumbnail() only replaces them with
+    the resized ones, it never writes into them)."""
+    small = image._new(image.im)  # noqa: SLF001 - a new Image around the same pixels, not a copy
+    small.thumbnail((side, side), PILImage.Resampling.BILINEAR)
+    return small
+
+
+def _clean(inspected: Inspected, image: PILImage.Image) -> None:
+    """Make the copy to publish, for every image, and prove it (:func:`_prove`). Identifying values
+    found in the removed blocks (XMP, IPTC) join the private fields. A copy that would still be an
+    archive or carry markup rejects the file."""
+    try:
+        cleaned = clean_file(inspected.data, inspected.format)
+    except MetadataError as exc:
+        inspected.clean_error = f"metadata could not be removed ({exc})"
+        return
+    for name, value in cleaned.private.items():
+        inspected.sensitive.setdefault(name, value)
+    reason = polyglot_reason(cleaned.data)
+    if reason:
+        raise ImageRejected(reason)
+    if cleaned.data == inspected.data:
+        inspected.clean_data, inspected.clean_sha256 = inspected.data, inspected.sha256
+        return
+    try:
+        _prove(cleaned, image, inspected.format)
+    except Exception as exc:  # noqa: BLE001 - the image stays unpublished with the reason
+        inspected.clean_error = f"metadata could not be removed ({type(exc).__name__}: {exc})"
+        return
+    inspected.clean_data = cleaned.data
+    inspected.clean_sha256 = hashlib.sha256(cleaned.data).hexdigest()
+
+
+def _prove(cleaned: Cleaned, image: PILImage.Image, fmt: str) -> None:
+    """The copy is a fixed point of the cleaning and Pillow finds no private EXIF in it. Where the
+    cleaning changed more than metadata segments and trailing bytes (``cleaned.restructured``), it
+    also decodes to the pixels of ``image`` (the source as inspect_image decoded it: a JPEG at the
+    hashing scale); otherwise the scans or image data are the source's own bytes, which is proof
+    enough without a second decode. ``image`` is closed here: the copy's decode must not hold a
+    second set of pixels beside the source's, outside what the decode budget reserved."""
+    clean = cleaned.data
+    again = clean_file(clean, fmt)
+    if again.data != clean or again.private:
+        raise ValueError(f"cleaning it again removes {again.removed}")
+    source = _pixel_fingerprint(image) if cleaned.restructured else None
+    mode = image.mode
+    image.close()
+    with PILImage.open(io.BytesIO(clean), formats=[fmt]) as check:
+        # before loading: a TIFF's load applies and drops orientation. Pillow looks for a PNG's EXIF
+        # after the image data by decoding all of it, outside the decode budget; the fixed point
+        # above proves the copy has none there, so only an eXIf before the pixels is read
+        late_png_exif = fmt == "PNG" and "exif" not in check.info
+        left = {} if late_png_exif else read_exif(check)[1]
+        if left:
+            raise ValueError(f"fields left: {sorted(left)}")
+        if check.mode != mode:
+            raise ValueError(f"mode {check.mode} instead of {mode}")
+        if source is None:
+            return
+        if fmt == "JPEG":
+            check.draft(check.mode, (HASH_SIDE, HASH_SIDE))
+        check.load()
+        if _pixel_fingerprint(check) != source:
+            raise ValueError("the pixels (or palette) differ from the download's")
+
+
+def _pixel_fingerprint(image: PILImage.Image) -> tuple:
+    """Size, palette and a digest of the pixels, read in bands of rows so that no step copies the
+    whole image (``tobytes()`` would)."""
+    digest = hashlib.sha256()
+    rows = max(1, _BAND_BYTES // (4 * max(1, image.width)))
+    for top in range(0, image.height, rows):
+        digest.update(image.crop((0, top, image.width, min(top + rows, image.height))).tobytes())
+    palette = image.getpalette() if image.mode in ("P", "PA") else None
+    return image.size, palette, digest.digest()
+
+
+#: Inspected fields that travel between an inspecting process and the download stage as JSON
+_WIRE_FIELDS = (
+    "sha256", "format", "width", "height", "mode", "has_alpha", "phash", "entropy", "orientation",
+    "exif", "sensitive", "clean_sha256", "clean_error", "size_bytes",
+)  # fmt: skip
+_LENGTH = struct.Struct(">I")
+
+
+def serve_inspections(
+    min_width: int,
+    min_height: int,
+    staging: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    budget_bytes: int | None = None,
+) -> None:
+    """Inspect every image that arrives on stdin and answer on stdout, until stdin closes.
+
+    Runs in a process of its own (``python -c``) beside the download stage. Each request is the
+    bytes, length-prefixed; each answer is a JSON description (or the reason for rejecting them)
+    followed by the copy to publish when it differs from the request and is not staged here
+    (``"clean"`` says which: "sent", "same", "staged" or null). JSON rather than pickle: what comes
+    back from the process that parsed hostile bytes is data, never code. With ``staging`` (a local staging
+    folder), the process also writes the kept bytes there, unsynced (the stage syncs the batch
+    before any row names them): a file write costs the downloading process's threads about as much
+    as the request itself, in system calls that each hand its interpreter lock over."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the answers
+    if budget_bytes is not None:  # the same refusals as in the download process
+        BUDGET.resize(budget_bytes)
+    store = None
+    if staging is not None:
+        from harvest.storage import LocalStore
+
+        store = LocalStore(staging)
+    with store.synced_elsewhere() if store is not None else contextlib.nullcontext():
+        while True:
+            data = _read_frame(stdin)
+            if data is None:
+                return
+            clean = b""
+            try:
+                inspected = inspect_image(data, min_width, min_height, max_pixels)
+                answer = {"inspected": {name: getattr(inspected, name) for name in _WIRE_FIELDS}}
+                if store is not None:
+                    try:
+                        stage_inspected(store, inspected)
+                        answer["staged"] = True
+                    except Exception:  # noqa: BLE001 - the download thread writes it, and reports what fails
+                        pass
+                answer["clean"] = _clean_answer(inspected, answer.get("staged", False))
+                clean = inspected.clean_data if answer["clean"] == "sent" else b""
+            except ImageRejected as exc:
+                answer = {"rejected": str(exc)}
+            write_frame(stdout, json.dumps(answer).encode("utf-8"), clean)
+
+
+def _clean_answer(inspected: Inspected, staged: bool) -> str | None:
+    """How the copy to publish travels back: not at all when there is none, is the request itself
+    or was staged by this process; else its bytes follow."""
+    if inspected.clean_sha256 is None:
+        return None
+    if inspected.clean_sha256 == inspected.sha256:
+        return "same"
+    return "staged" if staged else "sent"
+
+
+def stage_inspected(store, inspected: Inspected) -> None:
+    """The bytes, and the copy to publish when it differs from them, under their content keys."""
+    store.put_new(inspected.staging_key, inspected.data, inspected.mime_type)
+    if inspected.clean_data is not None and inspected.clean_key != inspected.staging_key:
+        store.put_new(inspected.clean_key, inspected.clean_data, inspected.mime_type)
+
+
+def write_frame(stream, *frames: bytes) -> None:
+    """Each frame as its length and bytes, all in one write: the reader wakes up once, with the
+    whole message in the pipe (copying a typical image costs less than the extra system call and
+    wake-up)."""
+    stream.write(b"".join(part for data in frames for part in (_LENGTH.pack(len(data)), data)))
+    stream.flush()
+
+
+def _read_frame(stream) -> bytes | None:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    body = stream.read(length)
+    if len(body) < length:
+        raise EOFError("the stream ended inside a frame")
+    return body
+
+
+def read_answer(stream, data: bytes) -> Inspected:
+    """The description of ``data`` that an inspecting process sent, or its ImageRejected;
+    EOFError when the process is gone."""
+    text = _read_frame(stream)
+    clean = _read_frame(stream) if text is not None else None
+    if text is None or clean is None:
+        raise EOFError("the inspecting process closed its output")
+    answer = json.loads(text)
+    if "rejected" in answer:
+        raise ImageRejected(answer["rejected"])
+    inspected = Inspected(data=data, **answer["inspected"])
+    inspected.clean_data = {"sent": clean, "same": data}.get(answer["clean"])
+    inspected.staged = answer.get("staged", False)
+    return inspected

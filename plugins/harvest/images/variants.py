@@ -1,0 +1,62 @@
+"""Resized copies and square thumbnails of published images, made once per image and size.
+
+Each variant set is an ImageFolder of its own (``variants/w256/<label>/...``,
+``thumbnails/s128/<label>/...``). Variants are upright (EXIF orientation applied) and carry no
+metadata at all; formats that can be transparent (PNG, WebP, GIF) become PNG, the rest JPEG.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageOps
+
+from harvest.settings.config import HarvestConfig
+from harvest.storage import Store, Stores
+
+LOSSLESS = ("PNG", "WEBP", "GIF")
+
+
+def variant_keys(cfg: HarvestConfig, item) -> list[tuple[str, int | None, int | None]]:
+    """(key, width, square side) for every variant of ``item`` the settings ask for."""
+    ext = "png" if item.format in LOSSLESS else "jpg"
+    name = f"{item.label}/{item.published_sha256}.{ext}"
+    keys: list[tuple[str, int | None, int | None]] = [
+        (f"variants/w{width}/{name}", width, None) for width in cfg.variant_widths if width < item.width
+    ]
+    if cfg.thumbnail_size:
+        keys.append((f"thumbnails/s{cfg.thumbnail_size}/{name}", None, cfg.thumbnail_size))
+    return keys
+
+
+def render(data: bytes, width: int | None, square: int | None, as_png: bool) -> bytes:
+    with Image.open(io.BytesIO(data)) as source:
+        image = ImageOps.exif_transpose(source)
+        alpha = as_png and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info)
+        image = image.convert("RGBA" if alpha else "RGB")
+        if square:
+            image = ImageOps.fit(image, (square, square), Image.Resampling.LANCZOS)
+        else:
+            height = max(1, round(image.height * width / image.width))
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        if as_png:
+            image.save(buffer, "PNG", optimize=True)
+        else:
+            image.save(buffer, "JPEG", quality=88, optimize=True)
+        return buffer.getvalue()
+
+
+def publish_variants(cfg: HarvestConfig, destination: Store, stores: Stores, kept: list) -> int:
+    """Make the variants that do not exist yet; returns how many were written."""
+    written = 0
+    for item in kept:
+        wanted = [v for v in variant_keys(cfg, item) if not destination.exists(v[0])]
+        if not wanted:
+            continue
+        data = stores(item.staging).get(item.staging_key)
+        for key, width, square in wanted:
+            out = render(data, width, square, key.endswith(".png"))
+            destination.put(key, out, "image/png" if key.endswith(".png") else "image/jpeg")
+            written += 1
+    return written

@@ -1,0 +1,1 @@
+"""Reading web pages: bytes to text, what a site profile selects, the words around an image."""

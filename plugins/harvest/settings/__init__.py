@@ -1,0 +1,1 @@
+"""Settings: the typed config built from Params and environment, named profiles, site profiles."""

@@ -1,0 +1,193 @@
+"""Stage 4, batch classification: a network scores every downloaded image, streaming, in batches.
+
+Scores are stored for every image (kept or not) keyed by model name and version, whole vector
+included, so the keep/reject decision is made later, cheaply, by the publish stage and can be
+re-made with other labels without running the network again. Decoding runs in threads ahead of
+inference, so the CPU never waits on Pillow, and only a bounded window of images is in memory.
+TensorFlow is imported only when a classifier is built, never when the DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import exists, select
+
+from harvest.model import scores
+from harvest.model.runtime import STORED_TOP, Classifier, decode_for_model, load_classifier, worker_cores
+from harvest.report import StageReport
+from harvest.settings.config import HarvestConfig
+from harvest.state.db import insert_ignore, session_scope
+from harvest.state.models import Candidate, Image, Prediction, Status, utcnow
+from harvest.storage import StorageError, Stores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Claim:
+    """A page of images this worker took: on Postgres their rows stay locked until scored."""
+
+    stack: ExitStack
+    waiting: set[str]
+
+
+def _pending(cfg: HarvestConfig, key: str, page: int, claims: list[_Claim]) -> Iterator[tuple[str, str, str]]:
+    """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET).
+
+    Each page is claimed (``FOR NO KEY UPDATE SKIP LOCKED``, which still lets predictions reference
+    the rows) in a transaction left open in ``claims`` until its predictions are written, so a
+    second worker classifying the same images at the same time takes other ones."""
+    after = ""
+    while True:
+        stack = ExitStack()
+        session = stack.enter_context(session_scope(cfg.database_url))
+        try:
+            rows = session.execute(
+                select(Image.sha256, Image.staging, Image.storage_key)
+                .where(
+                    Image.sha256 > after,
+                    exists().where(
+                        Candidate.sha256 == Image.sha256,
+                        Candidate.run_id == cfg.run_id,
+                        Candidate.status == Status.DONE,
+                    ),
+                    ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
+                )
+                .order_by(Image.sha256)
+                .limit(page)
+                .with_for_update(skip_locked=True, key_share=True)
+            ).all()
+            # scored by another worker between this query's snapshot and its lock: read again
+            scored = set(
+                session.scalars(
+                    select(Prediction.sha256).where(
+                        Prediction.model == key, Prediction.sha256.in_([row[0] for row in rows])
+                    )
+                ).all()
+            )
+        except BaseException:
+            stack.close()
+            raise
+        mine = [(row[0], row[1], row[2]) for row in rows if row[0] not in scored]
+        if mine:
+            claims.append(_Claim(stack, {sha for sha, _, _ in mine}))
+        else:
+            stack.close()
+        yield from mine
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
+
+
+def _release(claims: list[_Claim], scored: set[str]) -> None:
+    """Commit the claims whose images all have their predictions written."""
+    for claim in list(claims):
+        claim.waiting -= scored
+        if not claim.waiting:
+            claims.remove(claim)
+            claim.stack.close()
+
+
+def ahead(items: Iterable, work: Callable, pool: ThreadPoolExecutor, window: int) -> Iterator:
+    """``map(work, items)`` in order, with up to ``window`` items being worked on in the pool ahead.
+    After an error, the work queued behind is cancelled (with the store down it would only fail too)."""
+    queue: deque[Future] = deque()
+    try:
+        for item in items:
+            queue.append(pool.submit(work, item))
+            if len(queue) >= window:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+    finally:
+        for future in queue:
+            future.cancel()
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> StageReport:
+    report = StageReport("classify")
+    classifier = classifier or load_classifier(cfg.model, cfg.models_dir)
+    report.extra["model"] = classifier.key
+    stores = Stores(cfg.s3)
+    preprocess = classifier.spec.preprocess
+    keep = max(STORED_TOP, min(cfg.top_k, len(classifier.classes)))
+
+    def load(item: tuple[str, str, str]) -> tuple[str, np.ndarray | Exception]:
+        sha, location, key = item
+        try:
+            return sha, decode_for_model(stores(location).get(key), preprocess)
+        except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, the rest go on
+            if isinstance(exc, StorageError) and exc.transient:
+                raise  # the store failed, not the image: the stage fails and a re-run reads it again
+            return sha, exc
+
+    started = time.monotonic()
+    # decoding costs a tenth of inference: half the cores keep well ahead without starving TensorFlow
+    decoders = max(1, worker_cores() // 2)
+    claims: list[_Claim] = []
+    with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="decode") as pool, _releasing(claims):
+        pending = _pending(cfg, classifier.key, cfg.batch_size * 8, claims)
+        decoded = ahead(pending, load, pool, cfg.batch_size * 2)
+        for chunk in batched(decoded, cfg.batch_size):
+            rows: list[dict] = []
+            good = [(sha, array) for sha, array in chunk if isinstance(array, np.ndarray)]
+            for sha, error in chunk:
+                if isinstance(error, Exception):
+                    rows.append(
+                        _row(sha, classifier.key, None, None, f"cannot decode for the model: {error}")
+                    )
+                    report.count("failed", f"cannot decode: {type(error).__name__}")
+            if good:
+                probabilities = classifier.predict(np.stack([array for _, array in good]))
+                for (sha, _), probs in zip(good, probabilities, strict=True):
+                    rows.append(
+                        _row(sha, classifier.key, classifier.top(probs, keep), scores.encode(probs), None)
+                    )
+                    report.count("done")
+            with session_scope(cfg.database_url) as session:
+                insert_ignore(session, Prediction, rows, ["sha256", "model"])
+            _release(claims, {row["sha256"] for row in rows})
+            if (report.done + report.failed) % (cfg.batch_size * 8) < len(chunk):
+                elapsed = max(time.monotonic() - started, 1e-6)
+                log.info(
+                    "classify: %d images scored, %d failed, %.1f images/s",
+                    report.done,
+                    report.failed,
+                    report.done / elapsed,
+                )
+    report.extra["images_per_second"] = round(report.done / max(time.monotonic() - started, 1e-6), 2)
+    log.info("%s", report)
+    return report
+
+
+@contextmanager
+def _releasing(claims: list[_Claim]) -> Iterator[None]:
+    """After an error the claims still open are ended, unscored: their images go to the next attempt."""
+    try:
+        yield
+    finally:
+        while claims:
+            claims.pop().stack.close()
+
+
+def _row(sha: str, key: str, top: list[dict] | None, blob: bytes | None, error: str | None) -> dict:
+    return {"sha256": sha, "model": key, "top": top, "scores": blob, "error": error, "created_at": utcnow()}

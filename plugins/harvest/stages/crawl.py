@@ -1,0 +1,305 @@
+"""Stage 1, seed crawl: breadth-first fetch of pages from the seeds, within depth/page/domain limits.
+
+The frontier *is* the ``pages`` table: a page row is inserted when it is discovered and marked done
+(with its children inserted) in one transaction, so a crashed or retried crawl resumes where it was.
+Every fetch asks robots.txt first and goes through the shared per-host politeness gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import lxml.html
+from sqlalchemy import func, or_, select, update
+
+from harvest.pages.htmltext import html_text
+from harvest.pages.site_selectors import followed_links
+from harvest.report import StageReport
+from harvest.settings.config import HarvestConfig
+from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
+from harvest.state.db import insert_ignore, session_scope
+from harvest.state.models import Page, Status, utcnow
+from harvest.storage import open_store
+from harvest.urls import canonicalize, host_of, looks_like_image
+from harvest.web.client import make_client
+from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
+from harvest.web.http import FetchError, FetchResult, HopRefused, HttpClient
+from harvest.web.render import Renderer
+from harvest.web.revalidate import NOT_MODIFIED, UNCHANGED, Known, known_pages
+from harvest.web.robots import RobotsCache
+from harvest.web.scope import Scope
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+BATCH = 16
+
+
+def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> list[str]:
+    """Canonical URLs of the pages a page links to (not images, not other schemes)."""
+    try:
+        parser = lxml.html.HTMLParser(encoding="utf-8")
+        doc = lxml.html.fromstring(html_text(html).encode("utf-8"), parser=parser)
+    except (lxml.etree.ParserError, ValueError):
+        return []
+    base = page_url
+    for href in doc.xpath("//base/@href")[:1]:
+        base = canonicalize(href, page_url) or page_url
+    links: list[str] = []
+    seen: set[str] = set()
+    for anchor in doc.xpath("//a[@href]"):
+        if honour_nofollow and "nofollow" in (anchor.get("rel") or "").lower().split():
+            continue
+        url = canonicalize(str(anchor.get("href")), base)
+        if url and url not in seen and not looks_like_image(url):
+            seen.add(url)
+            links.append(url)
+    return links
+
+
+def profile_links(html: bytes, page_url: str, profile: SiteProfile) -> list[str]:
+    """Only the links a site profile's ``follow`` selectors name (e.g. the "Next" of a pagination)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html_text(html), "lxml")
+    base = page_url
+    base_tag = soup.find("base", href=True)
+    if base_tag:
+        base = canonicalize(str(base_tag["href"]), page_url) or page_url
+    return followed_links(soup, page_url, base, profile)
+
+
+def seed_pages(cfg: HarvestConfig) -> int:
+    rows = []
+    for seed in cfg.seeds:
+        url = canonicalize(seed)
+        if url:
+            rows.append({"run_id": cfg.run_id, "url": url, "seed_url": url, "depth": 0})
+    with session_scope(cfg.database_url) as session:
+        return insert_ignore(session, Page, [_page_defaults(r) for r in rows], ["run_id", "url"])
+
+
+def _page_defaults(row: dict) -> dict:
+    return {"status": Status.PENDING, "extract_status": Status.PENDING, "attempts": 0, **row}
+
+
+def _retry_failed(cfg: HarvestConfig) -> None:
+    """Give pages that failed for a passing reason (no answer, 5xx, 429) another go on a re-run."""
+    with session_scope(cfg.database_url) as session:
+        session.execute(
+            update(Page)
+            .where(
+                Page.run_id == cfg.run_id,
+                Page.status == Status.FAILED,
+                Page.attempts < cfg.max_attempts,
+                or_(Page.http_status.is_(None), Page.http_status >= 500, Page.http_status == 429),
+            )
+            .values(status=Status.PENDING)
+        )
+
+
+class RobotsDisallowed(Exception):
+    """robots.txt forbids the page; recorded as skipped, never retried in this run."""
+
+
+def _fetch(
+    client: HttpClient,
+    robots: RobotsCache,
+    cfg: HarvestConfig,
+    url: str,
+    renderer: Renderer | None = None,
+    headers: dict[str, str] | None = None,
+) -> FetchResult | FetchError | RobotsDisallowed:
+    """robots.txt is asked for the page and for every redirect target before it is requested; a
+    page whose site profile asks for rendering is handed to the browser afterwards. With conditional
+    ``headers`` the result may be a 304 without a body."""
+
+    def robots_check(hop: str) -> str | None:
+        reason = robots.skip_reason(hop)
+        if reason and robots.rules_for(hop).unavailable:
+            raise FetchError(hop, reason, transient=True)
+        return reason
+
+    try:
+        result = client.get(
+            url,
+            cfg.max_page_bytes,
+            accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+            hop_check=robots_check,
+            headers=headers,
+        )
+        if result.status == HTTP_NOT_MODIFIED:
+            return result
+        if renderer is not None and result.content_type in HTML_TYPES | {""}:
+            try:
+                result.body = renderer.render(result.url, result.body, result.content_type or "text/html")
+            except Exception as exc:  # the browser failing is this page's failure, not the crawl's
+                return FetchError(result.url, f"rendering failed: {exc}")
+        return result
+    except HopRefused as exc:
+        return RobotsDisallowed(exc.reason if exc.url == url else f"redirected to {exc.url}: {exc.reason}")
+    except FetchError as exc:
+        return exc
+
+
+def _known_urls(cfg: HarvestConfig) -> list[str]:
+    with session_scope(cfg.database_url) as session:
+        return list(session.scalars(select(Page.url).where(Page.run_id == cfg.run_id)).all())
+
+
+def run_crawl(cfg: HarvestConfig) -> StageReport:
+    report = StageReport("crawl")
+    seed_pages(cfg)
+    _retry_failed(cfg)
+    client = make_client(cfg)
+    robots = client.robots
+    scope = Scope(cfg, _known_urls(cfg))
+    profiles = load_site_profiles(cfg.site_profiles_dir)
+    renderer = Renderer(client, robots) if any(p.render for p in profiles) else None
+
+    store = open_store(cfg.staging, cfg.s3)
+
+    def fetch(job: tuple[Page, Known | None]) -> FetchResult | FetchError | RobotsDisallowed:
+        page, known = job
+        profile = site_profile_for(profiles, host_of(page.url))
+        # a conditional GET only when the earlier HTML is still there to stand in for the body
+        headers = known.headers() if known is not None and store.exists(known.content_key) else None
+        return _fetch(
+            client, robots, cfg, page.url, renderer if profile and profile.render else None, headers
+        )
+
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="crawl") as pool:
+            while True:
+                with session_scope(cfg.database_url) as session:
+                    batch = session.scalars(
+                        select(Page)
+                        .where(Page.run_id == cfg.run_id, Page.status == Status.PENDING)
+                        .order_by(Page.depth, Page.id)
+                        .limit(BATCH)
+                    ).all()
+                if not batch:
+                    break
+                known = known_pages(cfg.database_url, cfg.run_id, [page.url for page in batch])
+                results = list(pool.map(fetch, [(page, known.get(page.url)) for page in batch]))
+                for page, result in zip(batch, results, strict=True):
+                    _record(cfg, store, scope, profiles, page, result, report, known.get(page.url))
+                log.info(
+                    "crawl: %d pages fetched (%d not modified, %d unchanged), %d failed, %d skipped "
+                    "(%.1f pages/s)",
+                    report.done,
+                    report.extra.get(NOT_MODIFIED, 0),
+                    report.extra.get(UNCHANGED, 0),
+                    report.failed,
+                    report.skipped,
+                    report.done / max(time.monotonic() - started, 1e-6),
+                )
+    finally:
+        if renderer is not None:
+            renderer.close()
+    with session_scope(cfg.database_url) as session:
+        report.extra["pages_total"] = session.scalar(
+            select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)
+        )
+    paused = client.gate.paused_hosts()
+    if paused:
+        report.extra["paused_hosts"] = paused
+        for reason in paused.values():
+            log.warning("crawl: %s", reason)
+    log.info("%s", report)
+    return report
+
+
+def _record(
+    cfg: HarvestConfig,
+    store,
+    scope: Scope,
+    profiles: list[SiteProfile],
+    page: Page,
+    result: FetchResult | FetchError | RobotsDisallowed,
+    report: StageReport,
+    known: Known | None = None,
+) -> None:
+    values: dict = {"attempts": page.attempts + 1, "fetched_at": utcnow(), "revalidation": None}
+    children: list[str] = []
+    if isinstance(result, RobotsDisallowed):
+        values.update(status=Status.SKIPPED, error=f"{page.url}: {result}")
+        report.count("skipped", str(result))
+    elif isinstance(result, FetchError):
+        values.update(status=Status.FAILED, http_status=result.status, error=str(result))
+        report.count("failed", result.reason)
+        log.warning("crawl: %s", result)
+    elif result.status != HTTP_NOT_MODIFIED and result.content_type and result.content_type not in HTML_TYPES:
+        values.update(
+            status=Status.SKIPPED,
+            http_status=result.status,
+            final_url=result.url,
+            error=f"not an HTML page ({result.content_type})",
+        )
+        report.count("skipped", values["error"])
+    else:
+        if result.status == HTTP_NOT_MODIFIED and known is not None:
+            key = known.content_key
+            result.body = store.get(key)  # the earlier run's HTML: extraction and links as before
+            revalidation = NOT_MODIFIED
+        else:
+            key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
+            store.put_new(key, result.body, "text/html")
+            revalidation = UNCHANGED if known is not None and known.content_key == key else None
+        values.update(
+            status=Status.DONE,
+            http_status=result.status,
+            final_url=result.url,
+            content_key=key,
+            error=None,
+            etag=result.headers.get("etag") or (known.etag if known else None),
+            last_modified=result.headers.get("last-modified") or (known.last_modified if known else None),
+            revalidation=revalidation,
+        )
+        report.count("done")
+        if revalidation:
+            report.extra[revalidation] = report.extra.get(revalidation, 0) + 1
+        if page.depth < cfg.max_depth:
+            profile = site_profile_for(profiles, host_of(result.url))
+            if profile is not None and profile.follow:
+                children = profile_links(result.body, result.url, profile)
+            else:
+                children = page_links(result.body, result.url, cfg.honour_nofollow)
+    with session_scope(cfg.database_url) as session:
+        session.execute(update(Page).where(Page.id == page.id).values(**values))
+        if children:
+            _add_children(session, cfg, scope, page, children, report)
+
+
+def _add_children(
+    session, cfg: HarvestConfig, scope: Scope, page: Page, children: list[str], report: StageReport
+) -> None:
+    total = session.scalar(select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)) or 0
+    room = cfg.max_pages - total
+    if room <= 0:
+        return
+    known = set(
+        session.scalars(select(Page.url).where(Page.run_id == cfg.run_id, Page.url.in_(children))).all()
+    )
+    refused: dict[str, int] = report.extra.setdefault("links_refused", {})
+    new: list[str] = []
+    for url in children:
+        if url in known or len(new) >= room:
+            continue
+        reason = scope.refusal(url, page.seed_url)
+        if reason:
+            key = reason if not reason.startswith("more than") else "too many query variants of one path"
+            refused[key] = refused.get(key, 0) + 1
+            continue
+        scope.admitted(url)
+        known.add(url)
+        new.append(url)
+    rows = [
+        _page_defaults({"run_id": cfg.run_id, "url": url, "seed_url": page.seed_url, "depth": page.depth + 1})
+        for url in new
+    ]
+    insert_ignore(session, Page, rows, ["run_id", "url"])

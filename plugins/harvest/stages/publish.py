@@ -1,0 +1,413 @@
+"""Stage 5, publish: keep the images whose scores name a target label, upload them, write the manifest.
+
+Object keys are content-addressed (``images/{label}/{sha256}.{ext}``) and every upload is recorded,
+so a re-run uploads only what is missing and never replaces an object with different bytes. Before
+uploading, the curation verdict removes placeholders, near-blank images and near duplicates, and
+every image is published from its clean copy (its own bytes up to its own end, metadata by
+allow-list: :mod:`harvest.images.sanitize`), never from the downloaded bytes. The manifest is rebuilt from
+the state DB (into a temporary file, as the keepers are published a chunk at a time) and written
+last, in one atomic write, so it never names an object that is not there; objects withdrawn by a
+later verdict are deleted only after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import select, update
+
+from harvest.dataset.curate import Verdict, judge
+from harvest.images.sanitize import POLICY
+from harvest.model import scores
+from harvest.model.labels import ImageNetClass, Target, resolve_labels
+from harvest.model.registry import resolve_model
+from harvest.model.scores import decide
+from harvest.report import StageReport
+from harvest.settings.config import HarvestConfig
+from harvest.state.db import chunks, insert_ignore, session_scope
+from harvest.state.models import Candidate, Image, Prediction, Publication, Status, utcnow
+from harvest.storage import StorageError, Store, Stores, open_store
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+#: rows read from the state DB at a time where publish walks every image of a run or destination;
+#: a row with its score vector and top entries is ~8 KB once loaded, so a window is ~2 MB
+STREAM_ROWS = 250
+
+
+@dataclass
+class Kept:
+    url: str
+    page_url: str
+    sha256: str
+    width: int
+    height: int
+    format: str
+    label: str
+    score: float
+    alt: str | None
+    key: str
+    model: str
+    staging: str
+    staging_key: str
+    mime_type: str
+    #: sha256 of the bytes published (the clean copy; the download's own when nothing was removed)
+    content_sha256: str | None = None
+
+    @property
+    def published_sha256(self) -> str:
+        return self.content_sha256 or self.sha256
+
+    def manifest_row(self) -> dict:
+        row = asdict(self)
+        row.pop("staging")
+        row.pop("staging_key")
+        row.pop("mime_type")
+        row.pop("content_sha256")
+        row["source_sha256"] = self.sha256
+        row["sha256"] = self.published_sha256
+        return row
+
+
+def _ranked_and_scores(
+    top: list[dict],
+    blob: bytes | None,
+    classes: tuple[ImageNetClass, ...] | None,
+    wanted: list[tuple[str, int]],
+    top_k: int,
+) -> tuple[list[dict], dict[str, float] | None]:
+    """The top entries to rank by and the target classes' probabilities, from the stored vector
+    ``blob`` if any (``top`` is the prediction's stored top entries)."""
+    if blob is None or classes is None:
+        return top, None
+    vector = scores.decode(blob, len(classes))
+    probabilities = {wnid: float(vector[index]) for wnid, index in wanted}
+    if top_k <= len(top):
+        return top, probabilities
+    top = scores.top_entries(vector, [c.wnid for c in classes], [c.name for c in classes], top_k)
+    return top, probabilities
+
+
+#: A keeper as the stage holds it from selection to manifest: (label folder, sha256, candidate id,
+#: score), ~250 bytes. The rest of its row is read again a chunk at a time when it is published, so
+#: the stage's memory does not grow with the run by the kilobytes a full row takes.
+Pick = tuple[str, str, int, float]
+
+
+def pick_keepers(
+    cfg: HarvestConfig, targets: list[Target], key: str, classes: tuple[ImageNetClass, ...] | None = None
+) -> tuple[list[Pick], int]:
+    """Every image of this run the model recognises as a target, once each (from the first candidate
+    that found it), ordered by label and sha256, and how many images were scored at all.
+
+    Reads only stored scores: deciding again with other labels, top_k or threshold never needs the
+    network. ``classes`` (the model's output order) lets the whole stored vector be used. The rows
+    are streamed, and of each keeper only its :data:`Pick` is held."""
+    members = set().union(*(t.wnids for t in targets)) if targets else set()
+    wanted = [(c.wnid, c.index) for c in classes or () if c.wnid in members]
+    picks: list[Pick] = []
+    scored: set[str] = set()
+    query = (
+        select(Candidate.id, Candidate.sha256, Prediction.top, Prediction.scores)
+        .join(Prediction, (Prediction.sha256 == Candidate.sha256) & (Prediction.model == key))
+        .where(Candidate.run_id == cfg.run_id, Candidate.status == Status.DONE)
+        .order_by(Candidate.id)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    with session_scope(cfg.database_url) as session:
+        for row in session.execute(query):
+            if row.sha256 in scored or row.top is None:
+                continue
+            scored.add(row.sha256)
+            top, probabilities = _ranked_and_scores(row.top, row.scores, classes, wanted, cfg.top_k)
+            decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
+            if decision is not None:
+                picks.append((decision[0].folder, row.sha256, row.id, round(decision[1], 6)))
+    picks.sort(key=lambda pick: (pick[0], pick[1]))
+    return picks, len(scored)
+
+
+def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
+    """The full rows of some picks, in their order."""
+    with session_scope(cfg.database_url) as session:
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(
+                    Candidate.id,
+                    Candidate.url,
+                    Candidate.page_url,
+                    Candidate.alt,
+                    Image.width,
+                    Image.height,
+                    Image.format,
+                    Image.staging,
+                    Image.storage_key,
+                    Image.mime_type,
+                )
+                .join(Image, Image.sha256 == Candidate.sha256)
+                .where(Candidate.id.in_([pick[2] for pick in picks]))
+            )
+        }
+    kept = []
+    for label, sha256, candidate_id, score in picks:
+        row = rows[candidate_id]
+        kept.append(
+            Kept(
+                url=row.url,
+                page_url=row.page_url,
+                sha256=sha256,
+                width=row.width,
+                height=row.height,
+                format=row.format,
+                label=label,
+                score=score,
+                alt=row.alt,
+                key=f"images/{label}/{sha256}.{EXTENSIONS.get(row.format, 'bin')}",
+                model=key,
+                staging=row.staging,
+                staging_key=row.storage_key,
+                mime_type=row.mime_type,
+            )
+        )
+    return kept
+
+
+def select_kept(
+    cfg: HarvestConfig, targets: list[Target], key: str, classes: tuple[ImageNetClass, ...] | None = None
+) -> tuple[list[Kept], int]:
+    """:func:`pick_keepers` with every keeper's full row: for callers that want them all at once
+    (the gallery's preview); the stage itself expands a chunk at a time."""
+    picks, scored = pick_keepers(cfg, targets, key, classes)
+    return [item for chunk in chunks(picks, STREAM_ROWS) for item in expand(cfg, chunk, key)], scored
+
+
+def manifest_key(run_id: str) -> str:
+    return f"manifests/{run_id}.jsonl"
+
+
+def _skip_reason(reason: str) -> str:
+    """Report categories: "placeholder", "near duplicate", "low information", ..."""
+    return reason.split(":")[0].split(" (")[0].split(" of ")[0]
+
+
+def _clean_copies(cfg: HarvestConfig, kept: list[Kept], report: StageReport) -> list[Kept]:
+    """Point every image at its clean copy, under the copy's own content address. An image without
+    one made under the current metadata policy is not published: the downloaded bytes never are.
+    ``kept`` is one chunk of keepers (at most STREAM_ROWS), so one IN list serves."""
+    with session_scope(cfg.database_url) as session:
+        rows = {
+            sha256: (clean_sha256, clean_key)
+            for sha256, clean_sha256, clean_key in session.execute(
+                select(Image.sha256, Image.clean_sha256, Image.clean_key).where(
+                    Image.sha256.in_([k.sha256 for k in kept]),
+                    Image.clean_key.is_not(None),
+                    Image.clean_sha256.is_not(None),
+                    Image.metadata_policy == POLICY,
+                )
+            ).all()
+        }
+    published = []
+    for item in kept:
+        if item.sha256 not in rows:
+            report.count("skipped", "no clean copy")
+            log.warning("publish: not publishing %s: no copy with metadata by allow-list", item.url)
+            continue
+        clean_sha256, clean_key = rows[item.sha256]
+        ext = item.key.rsplit(".", 1)[-1]
+        item.content_sha256 = clean_sha256
+        item.staging_key = clean_key
+        item.key = f"images/{item.label}/{clean_sha256}.{ext}"
+        published.append(item)
+    return published
+
+
+def _publication_state(cfg: HarvestConfig, items: list[Kept]) -> tuple[set[str], set[str]]:
+    """Of these items' keys: those published at the destination now, and those withdrawn earlier."""
+    with session_scope(cfg.database_url) as session:
+        rows = session.execute(
+            select(Publication.key, Publication.withdrawn_at).where(
+                Publication.destination == cfg.destination, Publication.key.in_([i.key for i in items])
+            )
+        ).all()
+    published = {key for key, withdrawn in rows if withdrawn is None}
+    withdrawn_before = {key for key, withdrawn in rows if withdrawn is not None}
+    return published, withdrawn_before
+
+
+def run_publish(cfg: HarvestConfig) -> StageReport:
+    report = StageReport("publish")
+    spec = resolve_model(cfg.model, cfg.models_dir)
+    targets = resolve_labels(cfg.labels, cfg.models_dir, spec.classes)
+    picks, scored = pick_keepers(cfg, targets, spec.key, spec.classes)
+    verdict = judge(cfg, (pick[1] for pick in picks))
+    log.info(
+        "publish: %d of %d scored images recognised as %s", len(picks), scored, [t.folder for t in targets]
+    )
+    destination = open_store(cfg.destination, cfg.s3)
+    stores = Stores(cfg.s3)
+    labels: Counter[str] = Counter()
+    variants = 0
+    started, handled = time.monotonic(), 0
+    # The manifest is written as the keepers are published and uploaded last from this file, so
+    # the stage holds a chunk of rows at a time however large the run.
+    with tempfile.TemporaryFile() as manifest:
+        for chunk in chunks(picks, STREAM_ROWS):
+            kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report), report)
+            _publish_chunk(cfg, destination, stores, kept, report)
+            if cfg.variant_widths or cfg.thumbnail_size:
+                from harvest.images.variants import publish_variants
+
+                variants += publish_variants(cfg, destination, stores, kept)
+            for item in kept:
+                manifest.write(json.dumps(item.manifest_row(), sort_keys=True).encode("utf-8") + b"\n")
+                labels[item.label] += 1
+            handled += len(chunk)
+            log.info(
+                "publish: %d/%d keepers handled, %d objects uploaded (%.1f/s)",
+                handled,
+                len(picks),
+                report.done,
+                handled / max(time.monotonic() - started, 1e-6),
+            )
+        withdrawn = _withdraw(cfg, verdict)
+        if cfg.variant_widths or cfg.thumbnail_size:
+            report.extra["variants"] = variants
+            log.info("variants: %d written", variants)
+        if cfg.exports:
+            from harvest.dataset.exports import write_exports
+
+            report.extra["exports"] = write_exports(cfg, destination, stores)
+        destination.put_file(manifest_key(cfg.manifest_id or cfg.run_id), manifest, "application/x-ndjson")
+    for key_, reason in withdrawn:
+        destination.delete(key_)
+        log.info("publish: withdrew %s: %s", destination.url(key_), reason)
+    report.extra.update(
+        kept=labels.total(),
+        scored=scored,
+        withdrawn=len(withdrawn),
+        manifest=destination.url(manifest_key(cfg.manifest_id or cfg.run_id)),
+        labels=dict(sorted(labels.items())),
+    )
+    log.info("%s; manifest at %s", report, report.extra["manifest"])
+    return report
+
+
+def _curated(items: list[Kept], verdict: Verdict, report: StageReport) -> list[Kept]:
+    """The items the verdict lets through; the others are counted and logged with their reason."""
+    kept = []
+    for item in items:
+        reason = verdict.reason(item.sha256)
+        if reason:
+            report.count("skipped", _skip_reason(reason))
+            log.info("publish: not publishing %s: %s", item.url, reason)
+        else:
+            kept.append(item)
+    return kept
+
+
+def _publish_chunk(cfg: HarvestConfig, destination: Store, stores: Stores, kept: list[Kept], report) -> None:
+    """Upload and record what is not at the destination yet."""
+    if not kept:
+        return
+    published, withdrawn_before = _publication_state(cfg, kept)
+    for item in kept:
+        if item.key in published:
+            report.count("skipped", "already published")
+            continue
+        _upload(destination, stores(item.staging), item)
+        _record_publication(cfg, item, republished=item.key in withdrawn_before)
+        report.count("done")
+
+
+def _record_publication(cfg: HarvestConfig, item: Kept, republished: bool) -> None:
+    with session_scope(cfg.database_url) as session:
+        if republished:
+            session.execute(
+                update(Publication)
+                .where(Publication.destination == cfg.destination, Publication.key == item.key)
+                .values(withdrawn_at=None, withdrawn_reason=None, run_id=cfg.run_id)
+            )
+            return
+        insert_ignore(
+            session,
+            Publication,
+            [
+                {
+                    "destination": cfg.destination,
+                    "key": item.key,
+                    "sha256": item.sha256,
+                    "run_id": cfg.run_id,
+                    "created_at": utcnow(),
+                    "label": item.label,
+                    "score": item.score,
+                    "content_sha256": item.content_sha256,
+                }
+            ],
+            ["destination", "key"],
+        )
+
+
+def _withdraw(cfg: HarvestConfig, verdict: Verdict) -> list[tuple[str, str]]:
+    """Mark published objects the verdict now rejects; they are deleted after the new manifest.
+
+    The destination's publications are read a page at a time: it holds what every run published."""
+    withdrawn: list[tuple[str, str]] = []
+    after = 0
+    with session_scope(cfg.database_url) as session:
+        while True:
+            active = session.execute(
+                select(Publication.id, Publication.key, Publication.sha256, Publication.content_sha256)
+                .where(
+                    Publication.destination == cfg.destination,
+                    Publication.withdrawn_at.is_(None),
+                    Publication.id > after,
+                )
+                .order_by(Publication.id)
+                .limit(STREAM_ROWS)
+            ).all()
+            if not active:
+                break
+            after = active[-1].id
+            clean = {
+                sha256: clean_sha256
+                for sha256, clean_sha256 in session.execute(
+                    select(Image.sha256, Image.clean_sha256).where(
+                        Image.sha256.in_({p.sha256 for p in active})
+                    )
+                ).all()
+            }
+            for publication in active:
+                reason = verdict.reason(publication.sha256)
+                # anything but the current clean copy (the downloaded bytes, a copy made by older
+                # rules) may carry metadata outside the allow-list or data after the image's end
+                leaked = (publication.content_sha256 or publication.sha256) != clean.get(publication.sha256)
+                if reason is None and leaked:
+                    reason = "published with metadata outside the allow-list; replaced by the clean copy"
+                if reason:
+                    session.execute(
+                        update(Publication)
+                        .where(Publication.id == publication.id)
+                        .values(withdrawn_at=utcnow(), withdrawn_reason=reason)
+                    )
+                    withdrawn.append((publication.key, reason))
+    return withdrawn
+
+
+def _upload(destination: Store, staging: Store, item: Kept) -> None:
+    """Upload unless an interrupted earlier attempt or another run already did; never overwrite:
+    an object holding different bytes is an error."""
+    existing = destination.sha256_of(item.key)
+    if existing is None and destination.put_new(item.key, staging.get(item.staging_key), item.mime_type):
+        return
+    existing = existing or destination.sha256_of(item.key)  # another run wrote it meanwhile
+    if existing != item.published_sha256:
+        raise StorageError(
+            destination.url(item.key), f"holds different bytes (sha256 {existing}); refusing to overwrite"
+        )

@@ -1,0 +1,1 @@
+"""Talking to web servers: the one HTTP client, its guard, politeness, robots.txt, rendering, URLs."""
