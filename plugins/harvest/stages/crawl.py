@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import lxml.html
 from sqlalchemy import func, or_, select, update
 
+from harvest.pages.base_href import document_base
 from harvest.pages.htmltext import html_text
 from harvest.pages.site_selectors import followed_links
 from harvest.report import StageReport
@@ -45,9 +46,7 @@ def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> lis
         doc = lxml.html.fromstring(html_text(html).encode("utf-8"), parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return []
-    base = page_url
-    for href in doc.xpath("//base/@href")[:1]:
-        base = canonicalize(href, page_url) or page_url
+    base = document_base(page_url, next(iter(doc.xpath("//base/@href")), None))
     links: list[str] = []
     seen: set[str] = set()
     for anchor in doc.xpath("//a[@href]"):
@@ -65,11 +64,10 @@ def profile_links(html: bytes, page_url: str, profile: SiteProfile) -> list[str]
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html_text(html), "lxml")
-    base = page_url
     base_tag = soup.find("base", href=True)
-    if base_tag:
-        base = canonicalize(str(base_tag["href"]), page_url) or page_url
-    return followed_links(soup, page_url, base, profile)
+    return followed_links(
+        soup, page_url, document_base(page_url, base_tag["href"] if base_tag else None), profile
+    )
 
 
 def seed_pages(cfg: HarvestConfig) -> int:
