@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import lxml.html
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
 from harvest.pages.base_href import document_base
 from harvest.pages.htmltext import html_text
@@ -23,6 +23,7 @@ from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
+from harvest.state.retry import page_failure_may_pass, reopen_failed
 from harvest.storage import open_store
 from harvest.urls import canonicalize, host_of, looks_like_image
 from harvest.web.client import make_client
@@ -86,17 +87,9 @@ def _page_defaults(row: dict) -> dict:
 
 def _retry_failed(cfg: HarvestConfig) -> None:
     """Give pages that failed for a passing reason (no answer, 5xx, 429) another go on a re-run."""
-    with session_scope(cfg.database_url) as session:
-        session.execute(
-            update(Page)
-            .where(
-                Page.run_id == cfg.run_id,
-                Page.status == Status.FAILED,
-                Page.attempts < cfg.max_attempts,
-                or_(Page.http_status.is_(None), Page.http_status >= 500, Page.http_status == 429),
-            )
-            .values(status=Status.PENDING)
-        )
+    reopen_failed(
+        cfg.database_url, Page, cfg.max_attempts, page_failure_may_pass(), Page.run_id == cfg.run_id
+    )
 
 
 class RobotsDisallowed(Exception):
