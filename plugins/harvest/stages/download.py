@@ -161,7 +161,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                 while window and (cfg.quota or window[0].pending == 0):
                     _finish(window.popleft(), store, cfg, report)
                     _log_progress(shard, total, started, report)
-                if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.unsettled <= CHUNK:
+                if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.downloads_unfinished <= CHUNK:
                     claim = _claim(cfg, shard, {c.id for open_ in window for c in open_.chunk})
                     if claim is None:
                         exhausted = True
@@ -264,21 +264,21 @@ class _Progress:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: when this falls to a chunk, the next chunk is claimed
-        self.unsettled = 0
+        self.downloads_unfinished = 0
         self.changed = threading.Event()
 
     def track(self, claim: _Claim) -> None:
         with self._lock:
             claim.pending = len(claim.futures)
-            self.unsettled += claim.pending
+            self.downloads_unfinished += claim.pending
         for future in claim.futures:
             future.add_done_callback(partial(self._done, claim))
 
     def _done(self, claim: _Claim, _future: Future) -> None:
         with self._lock:
             claim.pending -= 1
-            self.unsettled -= 1
-            wake = claim.pending == 0 or self.unsettled == CHUNK
+            self.downloads_unfinished -= 1
+            wake = claim.pending == 0 or self.downloads_unfinished == CHUNK
         if wake:
             self.changed.set()
 

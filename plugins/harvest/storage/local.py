@@ -173,8 +173,8 @@ class LocalStore:
     def _write_temp(self, data: bytes | BinaryIO, durable: bool) -> str:
         """``data`` in a new temp file of the writing folder (named after this host and process, for
         :meth:`_remove_abandoned`); returns its path. Plain ``os`` calls, the folders assumed to exist
-        until a call says otherwise: a write is in the hot path of a download, and ``mkstemp``, two
-        ``mkdir`` and a buffered file object made it cost 0.087 ms of CPU on tmpfs against 0.05."""
+        until a call says otherwise: a write is in the hot path of a download, where ``mkstemp``, two
+        ``mkdir`` and a buffered file object cost more CPU (bench/README.md)."""
         writing = str(self.root / WRITING)
         prefix = _temp_prefix()
         for _ in range(100):
