@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
+from harvest.pages.images import extract_page  # noqa: E402
 from harvest.settings.config import HarvestConfig  # noqa: E402
-from harvest.stages.extract import extract_page  # noqa: E402
 from harvest.web.http import HttpClient  # noqa: E402
 from harvest.web.politeness import HostGate  # noqa: E402
 

@@ -200,10 +200,10 @@ def encode_image(image: Image.Image, fmt: str) -> bytes:
 
 
 def test_inspecting_processes_answer_like_inspect_image_and_survive_a_crash():
-    from harvest.stages.download import _Inspectors
+    from harvest.images.inspectors import InspectorPool
 
     data = encode_image(photo_like(1, (320, 240), "RGB"), "JPEG")
-    inspectors = _Inspectors(1, 64, 64)
+    inspectors = InspectorPool(1, 64, 64)
     try:
         expected = inspect_image(data, 64, 64)
         assert inspectors.inspect(data) == expected
@@ -219,9 +219,9 @@ def test_inspecting_processes_answer_like_inspect_image_and_survive_a_crash():
 
 
 def test_bytes_that_kill_the_inspecting_process_twice_are_rejected():
-    from harvest.stages.download import _Inspectors
+    from harvest.images.inspectors import InspectorPool
 
-    inspectors = _Inspectors(1, 64, 64)
+    inspectors = InspectorPool(1, 64, 64)
     try:
         # a process that dies on whatever it is sent, as a decoder crashing on hostile bytes would
         inspectors._command = [sys.executable, "-c", "import os, sys; sys.stdin.buffer.read(4); os._exit(7)"]
@@ -235,11 +235,11 @@ def test_bytes_that_kill_the_inspecting_process_twice_are_rejected():
 
 
 def test_inspecting_processes_stage_the_bytes_they_accept(tmp_path):
-    from harvest.stages.download import _Inspectors
+    from harvest.images.inspectors import InspectorPool
     from harvest.storage import LocalStore
 
     data = encode_image(photo_like(2, (320, 240), "RGB"), "JPEG")
-    inspectors = _Inspectors(2, 64, 64, str(tmp_path / "staging"))
+    inspectors = InspectorPool(2, 64, 64, str(tmp_path / "staging"))
     try:
         inspected = inspectors.inspect(data)
         with pytest.raises(ImageRejected, match="too small"):
@@ -253,12 +253,12 @@ def test_inspecting_processes_stage_the_bytes_they_accept(tmp_path):
 
 
 def test_bytes_an_inspecting_process_cannot_stage_are_left_to_the_download_thread(tmp_path):
-    from harvest.stages.download import _Inspectors
+    from harvest.images.inspectors import InspectorPool
 
     not_a_folder = tmp_path / "staging"
     not_a_folder.write_bytes(b"")  # every write under it fails
     data = encode_image(photo_like(3, (320, 240), "RGB"), "JPEG")
-    inspectors = _Inspectors(1, 64, 64, str(not_a_folder))
+    inspectors = InspectorPool(1, 64, 64, str(not_a_folder))
     try:
         first, second = inspectors.inspect(data), inspectors.inspect(data)
     finally:
@@ -289,10 +289,10 @@ def test_requests_queued_behind_bytes_that_kill_the_process_are_answered():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from harvest.stages.download import _Inspectors
+    from harvest.images.inspectors import InspectorPool
 
     images = [encode_image(photo_like(seed, (160, 120), "RGB"), "PNG") for seed in range(6)]
-    inspectors = _Inspectors(1, 64, 64)
+    inspectors = InspectorPool(1, 64, 64)
     try:
         inspectors._command = [sys.executable, "-c", DYING_INSPECTOR]
         inspectors._replace(inspectors._inspectors[0])  # the one process now runs the command above
@@ -316,7 +316,7 @@ def test_requests_queued_behind_bytes_that_kill_the_process_are_answered():
 
 
 def test_shards_get_inspecting_processes_when_they_pay():
-    from harvest.stages.download import PROCESSES_FROM, inspection_processes
+    from harvest.images.inspectors import PROCESSES_FROM, inspection_processes
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     assert inspection_processes(3, 10) == 3 and inspection_processes(0, 100_000) == 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from harvest.pages.images import Found, find_images, markup_junk_reason
+from harvest.pages.srcset import best_from_srcset
 from harvest.settings.config import HarvestConfig
-from harvest.stages.extract import Found, _skip_reason, best_from_srcset, find_images
 from harvest.urls import shard_of
 
 PAGE = "http://example.com/gallery/page.html"
@@ -249,24 +250,26 @@ def config(min_width: int = 64, min_height: int = 64) -> HarvestConfig:
     "url", ["http://example.com/logo.svg", "http://example.com/LOGO.SVG", "http://example.com/i.svg?v=3"]
 )
 def test_svg_is_skipped(url):
-    assert _skip_reason(Found(url, "img"), config()) == "SVG images are not harvested"
+    assert markup_junk_reason(Found(url, "img"), config()) == "SVG images are not harvested"
 
 
 @pytest.mark.parametrize(("width", "height"), [(1, 1), (24, 24), (63, 500), (500, 63)])
 def test_declared_tiny_size_is_skipped(width, height):
-    reason = _skip_reason(Found("http://example.com/a.jpg", "img", width=width, height=height), config())
+    reason = markup_junk_reason(
+        Found("http://example.com/a.jpg", "img", width=width, height=height), config()
+    )
     assert reason == f"declared size {width}x{height} below minimum 64x64"
 
 
 @pytest.mark.parametrize(("width", "height"), [(64, 64), (None, None), (10, None), (None, 10), (800, 600)])
 def test_large_or_undeclared_size_is_not_skipped(width, height):
     item = Found("http://example.com/a.jpg", "img", width=width, height=height)
-    assert _skip_reason(item, config()) is None
+    assert markup_junk_reason(item, config()) is None
 
 
 def test_skip_uses_the_configured_minimum():
     item = Found("http://example.com/a.jpg", "img", width=100, height=100)
-    assert _skip_reason(item, config(min_width=200, min_height=50)) == (
+    assert markup_junk_reason(item, config(min_width=200, min_height=50)) == (
         "declared size 100x100 below minimum 200x50"
     )
 
@@ -296,11 +299,11 @@ def test_lazy_srcset_attributes(attribute):
 def test_loading_lazy_placeholder_alone_is_junk():
     item = only('<img src="/img/lazy-placeholder.gif" loading="lazy" alt="x">')
     assert item.junk == "lazy-load placeholder without a real image URL"
-    assert _skip_reason(item, config()) == item.junk
+    assert markup_junk_reason(item, config()) == item.junk
 
 
 def test_data_uri_only_image_yields_nothing_but_is_counted():
-    from harvest.stages.extract import extract_page
+    from harvest.pages.images import extract_page
 
     page = extract_page('<img src="data:image/png;base64,iVBOR" alt="inline">', PAGE)
     assert (page.items, page.data_uris) == ([], 1)
@@ -382,7 +385,7 @@ def test_images_in_header_nav_footer_are_marked_as_chrome():
 
 
 def test_chrome_images_repeated_on_most_pages_of_a_site():
-    from harvest.stages.extract import chrome_images
+    from harvest.pages.images import chrome_images
 
     logo = Found("http://a.example/logo.png", "img", in_chrome=True)
     once = Found("http://a.example/header-photo.jpg", "img", in_chrome=True)
@@ -404,14 +407,14 @@ def test_chrome_images_repeated_on_most_pages_of_a_site():
     ],
 )
 def test_trackers_and_sprites_by_name(url, reason):
-    assert _skip_reason(Found(url, "img"), config()) == reason
+    assert markup_junk_reason(Found(url, "img"), config()) == reason
 
 
 def test_svg_is_kept_when_asked_for():
     cfg = config().with_(allow_svg=True)
-    assert _skip_reason(Found("http://example.com/a.svg", "img"), cfg) is None
+    assert markup_junk_reason(Found("http://example.com/a.svg", "img"), cfg) is None
 
 
 def test_tiny_largest_srcset_width_is_skipped():
     item = only('<img srcset="a.jpg 20w, b.jpg 40w">')
-    assert _skip_reason(item, config()) == "largest srcset width 40 below minimum width 64"
+    assert markup_junk_reason(item, config()) == "largest srcset width 40 below minimum width 64"

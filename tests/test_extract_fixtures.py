@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harvest.pages.images import Found, extract_page, markup_junk_reason
 from harvest.settings.config import HarvestConfig
-from harvest.stages.extract import Found, _skip_reason, extract_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 CFG = HarvestConfig(
@@ -108,8 +108,10 @@ EXPECTED = {
 def _extract(name: str) -> tuple[dict[str, Found], dict[str, str], int]:
     page_url = EXPECTED[name][0]
     page = extract_page((FIXTURES / name).read_bytes(), page_url)
-    kept = {item.url: item for item in page.items if _skip_reason(item, CFG) is None}
-    skipped = {item.url: _skip_reason(item, CFG) for item in page.items if _skip_reason(item, CFG)}
+    kept = {item.url: item for item in page.items if markup_junk_reason(item, CFG) is None}
+    skipped = {
+        item.url: markup_junk_reason(item, CFG) for item in page.items if markup_junk_reason(item, CFG)
+    }
     return kept, skipped, page.data_uris
 
 

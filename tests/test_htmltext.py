@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from harvest.pages.htmltext import html_text
+from harvest.pages.images import find_images
 from harvest.stages.crawl import page_links
-from harvest.stages.extract import find_images
 
 BODY = '<a href="/next.html">next</a><img src="/img/x.jpg" alt="caf\u00e9">'
 

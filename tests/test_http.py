@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from harvest.web import http as harvest_http
+from harvest.web import guard as harvest_guard
 from harvest.web.http import FetchError, FetchResult, HttpClient, check_url
 from harvest.web.plain_get import PlainResponse
 
@@ -345,9 +345,9 @@ def test_redirect_to_a_non_http_scheme_is_refused(base):
 def test_every_redirect_hop_goes_through_the_guard(base, monkeypatch, server):
     """Pretend the loopback test server is a public site: the hop to the metadata address must still
     be refused, before any connection is attempted."""
-    real_is_public = harvest_http._is_public
+    real_is_public = harvest_guard._is_public
     monkeypatch.setattr(
-        harvest_http, "_is_public", lambda address: address == "127.0.0.1" or real_is_public(address)
+        harvest_guard, "_is_public", lambda address: address == "127.0.0.1" or real_is_public(address)
     )
     error = fetch_error(f"{base}/to-metadata", allow_private_networks=False)
     assert error.url == "http://169.254.169.254/latest/meta-data/"
@@ -516,9 +516,9 @@ def test_check_url_refuses_a_url_without_host():
 
 def test_unresolvable_host_is_a_transient_failure(monkeypatch):
     def no_dns(*args, **kwargs):
-        raise harvest_http.socket.gaierror(-2, "Name or service not known")
+        raise harvest_guard.socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(harvest_http.socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(harvest_guard.socket, "getaddrinfo", no_dns)
     with pytest.raises(FetchError) as info:
         check_url("http://no-such-host.invalid/", allow_private_networks=False)
     assert "cannot resolve host 'no-such-host.invalid'" in info.value.reason

@@ -16,6 +16,7 @@ from loopback_site import Response, html, serve
 
 from harvest.settings.config import ConfigError
 from harvest.stages.crawl import run_crawl
+from harvest.web import guard as harvest_guard
 from harvest.web import http as harvest_http
 from harvest.web.http import AddressPolicy, FetchError, HttpClient
 
@@ -146,16 +147,16 @@ def test_a_client_resolves_a_host_once_a_minute_for_its_own_check(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", counting)
     cache: dict = {}
     for path in ("a.jpg", "b.jpg", "c.jpg"):
-        harvest_http.check_url(f"http://cached.example/{path}", False, (), cache)
+        harvest_guard.check_url(f"http://cached.example/{path}", False, (), cache)
     assert asked == ["cached.example"]
-    harvest_http.check_url("http://cached.example:8080/", False, (), cache)  # another port: asked
+    harvest_guard.check_url("http://cached.example:8080/", False, (), cache)  # another port: asked
     assert asked == ["cached.example"] * 2
     for _ in range(2):
         with pytest.raises(FetchError):
-            harvest_http.check_url("http://gone.example/", False, (), cache)
+            harvest_guard.check_url("http://gone.example/", False, (), cache)
     assert asked.count("gone.example") == 2
-    harvest_http.check_url("http://cached.example/d.jpg", False)  # no cache given
+    harvest_guard.check_url("http://cached.example/d.jpg", False)  # no cache given
     assert asked.count("cached.example") == 3
-    monkeypatch.setattr(harvest_http, "RESOLVE_TTL", 0.0)  # expired: asked again
-    harvest_http.check_url("http://cached.example/e.jpg", False, (), cache)
+    monkeypatch.setattr(harvest_guard, "RESOLVE_TTL", 0.0)  # expired: asked again
+    harvest_guard.check_url("http://cached.example/e.jpg", False, (), cache)
     assert asked.count("cached.example") == 4

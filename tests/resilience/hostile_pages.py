@@ -100,7 +100,7 @@ PAGES: dict[str, Callable[[int], bytes]] = {
 
 
 def _extract(name: str, size: int, budgeted: bool, queue) -> None:
-    import harvest.stages.extract as extract
+    import harvest.pages.images as extract
     from harvest.settings.config import HarvestConfig
 
     page = PAGES[name](size)

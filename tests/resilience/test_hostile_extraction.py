@@ -20,8 +20,9 @@ from loopback_site import Response, html, serve
 from sqlalchemy import select
 
 from harvest.pages.htmltext import html_text
+from harvest.pages.images import find_images
 from harvest.stages.crawl import run_crawl
-from harvest.stages.extract import find_images, run_extract
+from harvest.stages.extract import run_extract
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Page
 
@@ -50,7 +51,7 @@ def test_a_page_cap_of_hostile_markup_is_read_in_linear_time(name):
 
 
 def test_background_images_of_inline_styles():
-    from harvest.stages.extract import background_urls
+    from harvest.pages.css_background import background_urls
 
     style = (
         "color: red; BACKGROUND-IMAGE: url( 'a.jpg' ), url(b.png); "

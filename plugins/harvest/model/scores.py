@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from harvest.model.labels import Target
+from harvest.model.labels import ImageNetClass, Target
 
 DTYPE = np.dtype("<f2")
 
@@ -61,3 +61,31 @@ def decide(
         if score >= threshold and (best is None or score > best[1]):
             best = (target, score)
     return best
+
+
+def target_class_indexes(
+    targets: list[Target], classes: tuple[ImageNetClass, ...] | None
+) -> list[tuple[str, int]]:
+    """(wnid, index in the model's output) of every class some target counts, for reading their
+    probabilities out of a stored vector; none without the model's class list."""
+    members = set().union(*(t.wnids for t in targets)) if targets else set()
+    return [(c.wnid, c.index) for c in classes or () if c.wnid in members]
+
+
+def ranked_and_probabilities(
+    top: list[dict],
+    blob: bytes | None,
+    classes: tuple[ImageNetClass, ...] | None,
+    wanted: list[tuple[str, int]],
+    top_k: int,
+) -> tuple[list[dict], dict[str, float] | None]:
+    """The top entries to rank by and the target classes' probabilities, from the stored vector
+    ``blob`` if any (``top`` is the prediction's stored top entries)."""
+    if blob is None or classes is None:
+        return top, None
+    vector = decode(blob, len(classes))
+    probabilities = {wnid: float(vector[index]) for wnid, index in wanted}
+    if top_k <= len(top):
+        return top, probabilities
+    top = top_entries(vector, [c.wnid for c in classes], [c.name for c in classes], top_k)
+    return top, probabilities

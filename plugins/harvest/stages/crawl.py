@@ -13,8 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import lxml.html
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
+from harvest.pages.base_href import document_base
 from harvest.pages.htmltext import html_text
 from harvest.pages.site_selectors import followed_links
 from harvest.report import StageReport
@@ -22,6 +23,7 @@ from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
+from harvest.state.retry import page_failure_may_pass, reopen_failed
 from harvest.storage import open_store
 from harvest.urls import canonicalize, host_of, looks_like_image
 from harvest.web.client import make_client
@@ -45,9 +47,7 @@ def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> lis
         doc = lxml.html.fromstring(html_text(html).encode("utf-8"), parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return []
-    base = page_url
-    for href in doc.xpath("//base/@href")[:1]:
-        base = canonicalize(href, page_url) or page_url
+    base = document_base(page_url, next(iter(doc.xpath("//base/@href")), None))
     links: list[str] = []
     seen: set[str] = set()
     for anchor in doc.xpath("//a[@href]"):
@@ -65,11 +65,10 @@ def profile_links(html: bytes, page_url: str, profile: SiteProfile) -> list[str]
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html_text(html), "lxml")
-    base = page_url
     base_tag = soup.find("base", href=True)
-    if base_tag:
-        base = canonicalize(str(base_tag["href"]), page_url) or page_url
-    return followed_links(soup, page_url, base, profile)
+    return followed_links(
+        soup, page_url, document_base(page_url, base_tag["href"] if base_tag else None), profile
+    )
 
 
 def seed_pages(cfg: HarvestConfig) -> int:
@@ -88,17 +87,9 @@ def _page_defaults(row: dict) -> dict:
 
 def _retry_failed(cfg: HarvestConfig) -> None:
     """Give pages that failed for a passing reason (no answer, 5xx, 429) another go on a re-run."""
-    with session_scope(cfg.database_url) as session:
-        session.execute(
-            update(Page)
-            .where(
-                Page.run_id == cfg.run_id,
-                Page.status == Status.FAILED,
-                Page.attempts < cfg.max_attempts,
-                or_(Page.http_status.is_(None), Page.http_status >= 500, Page.http_status == 429),
-            )
-            .values(status=Status.PENDING)
-        )
+    reopen_failed(
+        cfg.database_url, Page, cfg.max_attempts, page_failure_may_pass(), Page.run_id == cfg.run_id
+    )
 
 
 class RobotsDisallowed(Exception):

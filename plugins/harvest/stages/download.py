@@ -7,11 +7,7 @@ them, so a crash in between only leaves a file that the retry reuses.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -20,33 +16,30 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from sqlalchemy import Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-import harvest
 from harvest.dataset.quota import close_met_labels, labels_with_quota_met
-from harvest.images.decoding import BUDGET, MB, BudgetExceeded, DecodeBudget
+from harvest.images.decoding import BUDGET, MB
 from harvest.images.imagecheck import (
     FORMATS,
     MAX_PIXELS,
     ImageRejected,
     Inspected,
     inspect_image,
-    inspection_cost,
-    read_answer,
     sniff,
     stage_inspected,
-    write_frame,
 )
+from harvest.images.inspectors import InspectorPool, inspection_processes
 from harvest.images.rows import image_row
 from harvest.pages.prefilter import apply_prefilter
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
+from harvest.state.retry import candidate_failure_may_pass, reopen_failed
 from harvest.storage import LocalStore, Store, open_store
 from harvest.web.client import make_client
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
@@ -63,236 +56,7 @@ CHUNK = 64
 MAX_OPEN_CLAIMS = 4
 
 
-class _Inspector:
-    """One inspecting process and the tickets of the requests written to it whose answers are not
-    read yet, in the order written (the process answers in that order)."""
-
-    def __init__(self, process: subprocess.Popen):
-        self.process = process
-        #: guards ``waiting`` and ``dead``
-        self.turn = threading.Lock()
-        #: (ticket, set when the ticket's answer is next, or the process died)
-        self.waiting: deque[tuple[int, threading.Event]] = deque()
-        #: serialises writers, so that each request lands whole and in ticket order
-        self.writing = threading.Lock()
-        #: requests sent or about to be (kept under _Inspectors._room)
-        self.load = 0
-        self.dead = False
-
-
-class _Inspectors:
-    """Processes that decode, hash and describe downloaded bytes beside the download threads, which
-    would otherwise take turns with them for the interpreter lock. Each process has its own pipes;
-    a download thread writes its bytes to the least busy process and reads its own answer when its
-    turn comes, so there is no broker thread and no pickling in between. Requests queue in a
-    process's pipe: it starts on the next image as soon as it has answered one, instead of idling
-    until a download thread wakes up to send more (a limit of 2 or 4 queued requests per process
-    measured slower than none: the threads then wait for room as well). Started with
-    ``python -c``: a child imports only Pillow, NumPy and the inspection code, not whatever the
-    parent's main module pulls in. Given a local ``staging`` folder, they also write the bytes they
-    accept into it.
-
-    Memory: each request reserves its decode cost (read from the image's header) from this
-    process's decode budget before it is sent, and holds it until its answer is read, so the
-    processes together never decode more than one budget's worth, however many there are; each
-    process decodes one image at a time, and refuses one whose pixels exceed what its header
-    declared (the reservation could then be too small)."""
-
-    def __init__(
-        self,
-        count: int,
-        min_width: int,
-        min_height: int,
-        staging: str | None = None,
-        max_pixels: int = MAX_PIXELS,
-        budget: DecodeBudget = BUDGET,
-    ):
-        package_root = str(Path(harvest.__file__).resolve().parents[1])
-        path = os.environ.get("PYTHONPATH")
-        self._env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([package_root] + ([path] if path else [])),
-            # the hash's matrix products are 8x32 by 32x32: a BLAS thread pool never pays for itself
-            # there, and OpenBLAS starting one per core costs each process ~70 ms of CPU at import
-            **dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"), "1"),
-        }
-        self._max_pixels = max_pixels
-        self._budget = budget
-        self._command = [
-            sys.executable,
-            "-c",
-            "from harvest.images.imagecheck import serve_inspections; "
-            f"serve_inspections({min_width}, {min_height}, {staging!r}, {max_pixels}, {budget.capacity})",
-        ]
-        self._tickets = itertools.count()
-        #: guards the list of processes and their loads; notified when a dead one's replacement is in
-        self._room = threading.Condition()
-        self._inspectors: list[_Inspector] = [_Inspector(self._start()) for _ in range(count)]
-        #: replacements of dead processes under way
-        self._starting = 0
-        self._closed = False
-
-    @property
-    def _processes(self) -> list[subprocess.Popen]:
-        return [inspector.process for inspector in self._inspectors]
-
-    def _start(self) -> subprocess.Popen:
-        process = subprocess.Popen(
-            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env
-        )
-        for stream in (process.stdin, process.stdout):
-            _widen(stream)
-        return process
-
-    def _enter(self) -> _Inspector:
-        """The live process with the fewest requests queued (waiting while a dead one is replaced)."""
-        with self._room:
-            while True:
-                if self._closed:
-                    raise RuntimeError("inspecting processes used after they were stopped")
-                if not self._inspectors and not self._starting:
-                    raise RuntimeError("no inspecting process could be started")
-                inspector = min(self._inspectors, key=lambda each: each.load, default=None)
-                if inspector is not None:
-                    inspector.load += 1
-                    return inspector
-                self._room.wait()  # for the replacement of a dead process
-
-    def _queue(self, inspector: _Inspector) -> tuple[int, threading.Event]:
-        """A ticket for the request about to be written (the caller holds ``inspector.writing``, so
-        tickets queue in the order of the bytes), and an event set when its answer is the next one
-        out (only that thread is woken) or the process died."""
-        with inspector.turn:
-            ticket, event = next(self._tickets), threading.Event()
-            inspector.waiting.append((ticket, event))
-            if len(inspector.waiting) == 1 or inspector.dead:
-                event.set()
-        return ticket, event
-
-    def _leave(self, inspector: _Inspector, ticket: int | None) -> None:
-        with self._room:
-            inspector.load -= 1
-        with inspector.turn:
-            for index, (queued, _event) in enumerate(inspector.waiting):
-                if queued == ticket:
-                    del inspector.waiting[index]
-                    break
-            if inspector.waiting:
-                inspector.waiting[0][1].set()
-
-    def _replace(self, inspector: _Inspector) -> int | None:
-        """Put a fresh process in place of one that died (once, whoever notices first); every
-        request still waiting on the dead one is woken to go elsewhere. Returns how it ended."""
-        with self._room:
-            with inspector.turn:
-                inspector.dead = True
-                for _ticket, event in inspector.waiting:
-                    event.set()
-            current = inspector in self._inspectors
-            if current:
-                self._inspectors.remove(inspector)
-                self._starting += 1
-        if current:
-            _stop(inspector.process)
-            fresh = None
-            try:
-                fresh = _Inspector(self._start())
-            finally:
-                with self._room:
-                    self._starting -= 1
-                    if fresh is not None and self._closed:
-                        _stop(fresh.process)
-                    elif fresh is not None:
-                        self._inspectors.append(fresh)
-                    self._room.notify_all()
-        return inspector.process.returncode
-
-    def inspect(self, data: bytes) -> Inspected:
-        """Like inspect_image(), with the decode's cost reserved here until the answer is in."""
-        try:
-            cost = inspection_cost(data, sniff(data), self._max_pixels)
-        except ImageRejected:
-            cost = 0  # not an image: the inspecting process says so before decoding anything
-        try:
-            with self._budget.reserve(cost):
-                return self._inspect_elsewhere(data)
-        except BudgetExceeded as exc:
-            raise ImageRejected(str(exc)) from None
-
-    def _inspect_elsewhere(self, data: bytes) -> Inspected:
-        """The answer of an inspecting process. Bytes that kill the inspecting process get a second
-        process; if that one dies too, the bytes are rejected (a decoder crash must not stop the
-        stage). Requests queued behind the one that killed a process are sent again without
-        counting an attempt."""
-        attempt = 0
-        while True:
-            inspector, ticket = self._enter(), None
-            try:
-                with inspector.writing:
-                    ticket, turn = self._queue(inspector)
-                    write_frame(inspector.process.stdin, data)
-                turn.wait()
-                culprit = False  # if woken because the process died on a request before this one
-                if not inspector.dead:
-                    inspected = read_answer(inspector.process.stdout, data)
-                    self._leave(inspector, ticket)
-                    return inspected
-            except ImageRejected:
-                self._leave(inspector, ticket)
-                raise
-            except (EOFError, OSError, ValueError):
-                with inspector.turn:  # it died on this request if it was the one in work (and is
-                    # not already known dead: then the request behind it only found the pipe closed)
-                    head = not inspector.waiting or inspector.waiting[0][0] == ticket
-                    culprit = head and not inspector.dead
-            code = self._replace(inspector)  # first: the requests queued behind go elsewhere
-            self._leave(inspector, ticket)
-            if culprit:
-                attempt += 1
-                if attempt == 2:
-                    raise ImageRejected(
-                        f"not a decodable image (the inspecting process died twice on it, exit code {code})"
-                    ) from None
-
-    def close(self) -> None:
-        with self._room:
-            self._closed = True
-            inspectors, self._inspectors = self._inspectors, []
-            self._room.notify_all()
-        for inspector in inspectors:
-            _stop(inspector.process)
-
-
-#: a pipe this large takes a whole typical image in one write, without waiting for the reader
-PIPE_BYTES = 1024 * 1024
-
-
-def _widen(stream) -> None:
-    """Grow a pipe's buffer where the platform allows it (Linux); the default 64 KiB would make the
-    writer of a larger image wait for the reader part of the way."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (ImportError, AttributeError, OSError):
-        pass
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Close the process's input (it exits at the end of it) and reap it; kill it if it hangs."""
-    for stream in (process.stdin, process.stdout):
-        try:
-            stream.close()
-        except OSError:
-            pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _inspect(data: bytes, cfg: HarvestConfig, inspectors: _Inspectors | None) -> Inspected:
+def _inspect(data: bytes, cfg: HarvestConfig, inspectors: InspectorPool | None) -> Inspected:
     if inspectors is None:
         return inspect_image(data, cfg.min_width, cfg.min_height, cfg.max_pixels)
     return inspectors.inspect(data)
@@ -310,7 +74,7 @@ def _work(
     store: Store,
     cfg: HarvestConfig,
     url: str,
-    processes: _Inspectors | None = None,
+    processes: InspectorPool | None = None,
     known: Known | None = None,
 ) -> Inspected | NotModified | FetchError | ImageRejected:
     """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards. A URL
@@ -351,24 +115,14 @@ def _timed(work, *args) -> tuple[object, int]:
 
 def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
     """On a re-run, failures that may pass (timeouts, 5xx) get another attempt, up to max_attempts."""
-    with session_scope(cfg.database_url) as session:
-        session.execute(
-            update(Candidate)
-            .where(
-                Candidate.run_id == cfg.run_id,
-                Candidate.shard == shard,
-                Candidate.status == Status.FAILED,
-                Candidate.attempts < cfg.max_attempts,
-                or_(
-                    Candidate.error.like("%timed out%"),
-                    Candidate.error.like("%connection failed%"),
-                    Candidate.error.like("%HTTP 5__%"),
-                    Candidate.error.like("%HTTP 429%"),
-                    Candidate.error.like("%deferred to a later run%"),  # Crawl-delay over the cap
-                ),
-            )
-            .values(status=Status.PENDING)
-        )
+    reopen_failed(
+        cfg.database_url,
+        Candidate,
+        cfg.max_attempts,
+        candidate_failure_may_pass(),
+        Candidate.run_id == cfg.run_id,
+        Candidate.shard == shard,
+    )
 
 
 def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
@@ -394,7 +148,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     log.info("download shard %d: %d candidates pending", shard, total)
     started = time.monotonic()
     with (
-        _inspection_processes(inspection_processes(cfg.inspect_processes, total), cfg, store) as processes,
+        _inspector_pool(inspection_processes(cfg.inspect_processes, total), cfg, store) as processes,
         ThreadPoolExecutor(max_workers=cfg.download_threads, thread_name_prefix=f"dl{shard}") as pool,
         store.deferred_sync(),
     ):
@@ -407,7 +161,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                 while window and (cfg.quota or window[0].pending == 0):
                     _finish(window.popleft(), store, cfg, report)
                     _log_progress(shard, total, started, report)
-                if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.unsettled <= CHUNK:
+                if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.downloads_unfinished <= CHUNK:
                     claim = _claim(cfg, shard, {c.id for open_ in window for c in open_.chunk})
                     if claim is None:
                         exhausted = True
@@ -444,25 +198,8 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
     return report
 
 
-#: With HARVEST_INSPECT_PROCESSES unset ("auto"), a shard with at least this many candidates is
-#: inspected in processes; for fewer, starting them costs more than they save.
-PROCESSES_FROM = 256
-
-
-def inspection_processes(setting: int | None, pending: int) -> int:
-    """How many inspecting processes a shard gets: the setting when it names a number, else one per
-    core the process may run on, up to 4, when there are two cores or more and work enough."""
-    if setting is not None:
-        return setting
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(cores, 4) if cores >= 2 and pending >= PROCESSES_FROM else 0
-
-
 @contextmanager
-def _inspection_processes(count: int, cfg: HarvestConfig, store: Store) -> Iterator[_Inspectors | None]:
+def _inspector_pool(count: int, cfg: HarvestConfig, store: Store) -> Iterator[InspectorPool | None]:
     """Decoding and hashing hold the interpreter lock for part of their time; with ``count`` > 0 they
     run in that many processes instead, beside the download threads (and with a local staging
     store, the processes write the bytes too)."""
@@ -470,7 +207,7 @@ def _inspection_processes(count: int, cfg: HarvestConfig, store: Store) -> Itera
         yield None
         return
     staging = store.location if isinstance(store, LocalStore) else None
-    inspectors = _Inspectors(count, cfg.min_width, cfg.min_height, staging, cfg.max_pixels)
+    inspectors = InspectorPool(count, cfg.min_width, cfg.min_height, staging, cfg.max_pixels)
     try:
         yield inspectors
     finally:
@@ -527,21 +264,21 @@ class _Progress:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: when this falls to a chunk, the next chunk is claimed
-        self.unsettled = 0
+        self.downloads_unfinished = 0
         self.changed = threading.Event()
 
     def track(self, claim: _Claim) -> None:
         with self._lock:
             claim.pending = len(claim.futures)
-            self.unsettled += claim.pending
+            self.downloads_unfinished += claim.pending
         for future in claim.futures:
             future.add_done_callback(partial(self._done, claim))
 
     def _done(self, claim: _Claim, _future: Future) -> None:
         with self._lock:
             claim.pending -= 1
-            self.unsettled -= 1
-            wake = claim.pending == 0 or self.unsettled == CHUNK
+            self.downloads_unfinished -= 1
+            wake = claim.pending == 0 or self.downloads_unfinished == CHUNK
         if wake:
             self.changed.set()
 

@@ -23,10 +23,9 @@ from sqlalchemy import select, update
 
 from harvest.dataset.curate import Verdict, judge
 from harvest.images.sanitize import POLICY
-from harvest.model import scores
 from harvest.model.labels import ImageNetClass, Target, resolve_labels
 from harvest.model.registry import resolve_model
-from harvest.model.scores import decide
+from harvest.model.scores import decide, ranked_and_probabilities, target_class_indexes
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import chunks, insert_ignore, session_scope
@@ -75,25 +74,6 @@ class Kept:
         return row
 
 
-def _ranked_and_scores(
-    top: list[dict],
-    blob: bytes | None,
-    classes: tuple[ImageNetClass, ...] | None,
-    wanted: list[tuple[str, int]],
-    top_k: int,
-) -> tuple[list[dict], dict[str, float] | None]:
-    """The top entries to rank by and the target classes' probabilities, from the stored vector
-    ``blob`` if any (``top`` is the prediction's stored top entries)."""
-    if blob is None or classes is None:
-        return top, None
-    vector = scores.decode(blob, len(classes))
-    probabilities = {wnid: float(vector[index]) for wnid, index in wanted}
-    if top_k <= len(top):
-        return top, probabilities
-    top = scores.top_entries(vector, [c.wnid for c in classes], [c.name for c in classes], top_k)
-    return top, probabilities
-
-
 #: A keeper as the stage holds it from selection to manifest: (label folder, sha256, candidate id,
 #: score), ~250 bytes. The rest of its row is read again a chunk at a time when it is published, so
 #: the stage's memory does not grow with the run by the kilobytes a full row takes.
@@ -109,8 +89,7 @@ def pick_keepers(
     Reads only stored scores: deciding again with other labels, top_k or threshold never needs the
     network. ``classes`` (the model's output order) lets the whole stored vector be used. The rows
     are streamed, and of each keeper only its :data:`Pick` is held."""
-    members = set().union(*(t.wnids for t in targets)) if targets else set()
-    wanted = [(c.wnid, c.index) for c in classes or () if c.wnid in members]
+    wanted = target_class_indexes(targets, classes)
     picks: list[Pick] = []
     scored: set[str] = set()
     query = (
@@ -125,7 +104,7 @@ def pick_keepers(
             if row.sha256 in scored or row.top is None:
                 continue
             scored.add(row.sha256)
-            top, probabilities = _ranked_and_scores(row.top, row.scores, classes, wanted, cfg.top_k)
+            top, probabilities = ranked_and_probabilities(row.top, row.scores, classes, wanted, cfg.top_k)
             decision = decide(top, targets, cfg.top_k, cfg.threshold, probabilities)
             if decision is not None:
                 picks.append((decision[0].folder, row.sha256, row.id, round(decision[1], 6)))
@@ -192,7 +171,7 @@ def manifest_key(run_id: str) -> str:
     return f"manifests/{run_id}.jsonl"
 
 
-def _skip_reason(reason: str) -> str:
+def _report_category(reason: str) -> str:
     """Report categories: "placeholder", "near duplicate", "low information", ..."""
     return reason.split(":")[0].split(" (")[0].split(" of ")[0]
 
@@ -305,7 +284,7 @@ def _curated(items: list[Kept], verdict: Verdict, report: StageReport) -> list[K
     for item in items:
         reason = verdict.reason(item.sha256)
         if reason:
-            report.count("skipped", _skip_reason(reason))
+            report.count("skipped", _report_category(reason))
             log.info("publish: not publishing %s: %s", item.url, reason)
         else:
             kept.append(item)

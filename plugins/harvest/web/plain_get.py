@@ -2,10 +2,10 @@
 own connection pool, skipping the layers of ``HTTPAdapter.send`` that such a request never uses.
 
 On a download of small images those layers (pool lookup by a freshly built context, response
-object with its own cookie jar, case-insensitive header copy) cost about a third of the client's
-CPU per request. What reaches the server is the same: the URL as requests prepares it, the same
-headers, the same pool with its SSRF-guarded connections and TLS settings, the same urlopen
-arguments; errors come out as the exceptions requests would raise, so callers cannot tell the paths
+object with its own cookie jar, case-insensitive header copy) cost a large share of the client's
+CPU per request (bench/README.md, "Notes moved from the code"). What reaches the server is the
+same: the URL as requests prepares it, the same headers, the same pool with its SSRF-guarded
+connections and TLS settings, the same urlopen arguments; errors come out as the exceptions requests would raise, so callers cannot tell the paths
 apart. Anything beyond a plain GET takes requests' own path (harvest.web.http decides).
 """
 
