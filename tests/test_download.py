@@ -180,7 +180,7 @@ def test_perceptual_hash_is_imagehash_phash(fmt, size, mode):
     import imagehash
 
     from harvest.images.imagecheck import _shrink, phash_hex
-    from harvest.images.preprocess import to_rgb
+    from harvest.images.pixels import to_rgb
 
     for seed in range(4):
         data = encode_image(photo_like(seed, size, mode), fmt)

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from harvest_ui.dag_trigger import RethresholdRequest, TriggerError, trigger_dag_run
 from harvest_ui.gallery import (
     SCORED,
     STATUSES,
@@ -28,7 +29,6 @@ from harvest_ui.gallery import (
     load_item,
     status_counts,
 )
-from harvest_ui.rethreshold import RethresholdRequest, TriggerError, trigger_dag_run
 from harvest_ui.settings import THUMBNAIL_SIZE, GallerySettings, load_settings
 from harvest_ui.thumbnails import ThumbnailError, ensure_thumbnail
 

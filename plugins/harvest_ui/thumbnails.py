@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from harvest.images.decoding import MB, BudgetExceeded, DecodeBudget, declared_cost, declared_size, give_back
 from harvest.images.imagecheck import ImageRejected, reduce_in_bands, sniff
-from harvest.images.preprocess import to_rgb
+from harvest.images.pixels import to_rgb
 from harvest.settings.config import S3Options
 from harvest.state.db import session_scope
 from harvest.state.models import Image, Publication

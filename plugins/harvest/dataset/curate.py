@@ -41,7 +41,9 @@ DESCRIPTION = (
 
 
 @dataclass
-class Verdict:
+class CurationVerdict:
+    """Which of the kept and published images stay out of the dataset, and why."""
+
     #: sha256 -> why it is not published (placeholder, low information, private metadata)
     excluded: dict[str, str] = field(default_factory=dict)
     #: sha256 -> (sha256 of the better copy, Hamming distance)
@@ -205,7 +207,7 @@ _JUDGED = (
 )
 
 
-def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
+def curate_keepers(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> CurationVerdict:
     """The verdict over this run's keepers and everything currently published at the destination.
 
     Images are read a chunk at a time and only their hashes are held (for the near-duplicate
@@ -229,7 +231,7 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
                 select(ImageUrl.host).where(ImageUrl.sha256.in_(chunk)).distinct()
             ).all()
         }
-    verdict = Verdict()
+    verdict = CurationVerdict()
     placeholders = find_placeholders(cfg, hosts)
     entries: list[Entry] = []
     with session_scope(cfg.database_url) as session:
@@ -251,7 +253,7 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
     return verdict
 
 
-def _record(cfg: HarvestConfig, sha256s: list[str], verdict: Verdict) -> None:
+def _record(cfg: HarvestConfig, sha256s: list[str], verdict: CurationVerdict) -> None:
     """Keep the state DB's view in step with the verdict, so it can be queried after the run; only
     the rows whose verdict changed are written."""
     with session_scope(cfg.database_url) as session:

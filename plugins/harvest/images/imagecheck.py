@@ -32,7 +32,7 @@ from harvest.images.decoding import (
     give_back,
 )
 from harvest.images.exif import read_exif
-from harvest.images.preprocess import to_rgb
+from harvest.images.pixels import to_rgb
 from harvest.images.sanitize import Cleaned, MetadataError, clean_file, polyglot_reason
 from harvest.settings.config import DEFAULT_MAX_PIXELS
 

@@ -1,4 +1,4 @@
-"""Image preprocessing for the ImageNet classifier (NumPy + Pillow only).
+"""Pixels as the classifier and the gallery need them: RGB conversion, centre crop and resize (NumPy + Pillow only).
 
 Why this module is separate and tiny: the same transform must be applied
 wherever images are prepared for the classifier (harvest tasks, tests,
