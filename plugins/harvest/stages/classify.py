@@ -40,7 +40,7 @@ class _ClaimedPage:
 
 
 def _pending(
-    cfg: HarvestConfig, key: str, page: int, claims: list[_ClaimedPage]
+    database_url: str, run_id: str, key: str, page: int, claims: list[_ClaimedPage]
 ) -> Iterator[tuple[str, str, str]]:
     """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET).
 
@@ -50,7 +50,7 @@ def _pending(
     after = ""
     while True:
         stack = ExitStack()
-        session = stack.enter_context(session_scope(cfg.database_url))
+        session = stack.enter_context(session_scope(database_url))
         try:
             rows = session.execute(
                 select(Image.sha256, Image.staging, Image.storage_key)
@@ -58,7 +58,7 @@ def _pending(
                     Image.sha256 > after,
                     exists().where(
                         Candidate.sha256 == Image.sha256,
-                        Candidate.run_id == cfg.run_id,
+                        Candidate.run_id == run_id,
                         Candidate.status == Status.DONE,
                     ),
                     ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
@@ -147,7 +147,7 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
     decoders = max(1, worker_cores() // 2)
     claims: list[_ClaimedPage] = []
     with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="decode") as pool, _releasing(claims):
-        pending = _pending(cfg, classifier.key, cfg.batch_size * 8, claims)
+        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, cfg.batch_size * 8, claims)
         decoded = ahead(pending, load, pool, cfg.batch_size * 2)
         for chunk in batched(decoded, cfg.batch_size):
             rows: list[dict] = []
