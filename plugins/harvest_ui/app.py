@@ -96,8 +96,8 @@ def create_app(
     def runs(cfg: Settings) -> dict:
         return {"runs": list_runs(cfg.database_url), "rethreshold_dag": cfg.rethreshold_dag}
 
-    # The list endpoints return JSONResponse directly: FastAPI's generic encoder takes seconds for the
-    # tens of thousands of plain dicts a large run produces, json.dumps milliseconds.
+    # The list endpoints return JSONResponse directly: FastAPI's generic encoder is far slower on the
+    # tens of thousands of plain dicts a large run produces (bench/README.md).
     @app.get("/api/items")
     def items(
         cfg: Settings,
