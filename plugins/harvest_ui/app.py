@@ -73,7 +73,10 @@ def create_app(
     *,
     dependencies: Sequence[Callable[..., Any]] = (),
 ) -> FastAPI:
-    """``dependencies`` guard every route (the plugin passes Airflow's user check)."""
+    """``dependencies`` guard every route (the plugin passes Airflow's user check).
+
+    Long because every route is declared here, as a closure over this app's item cache: each app
+    (the plugin's, and one per test) keeps its own cache, and the routes read best side by side."""
     app = FastAPI(
         title="Harvest gallery",
         docs_url=None,
