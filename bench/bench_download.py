@@ -33,9 +33,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from harvest.images.imagecheck import HASH_SIDE, inspect_image  # noqa: E402
+from harvest.images.imagecheck import inspect_image  # noqa: E402
 from harvest.images.inspectors import inspection_processes  # noqa: E402
 from harvest.images.neardup import HashIndex, parse  # noqa: E402
+from harvest.images.perceptual import HASH_SIDE  # noqa: E402
 from harvest.settings.config import build_config  # noqa: E402
 from harvest.stages.download import run_download  # noqa: E402
 from harvest.state.db import insert_ignore, migrate, session_scope  # noqa: E402

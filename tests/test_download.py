@@ -179,8 +179,8 @@ def test_perceptual_hash_is_imagehash_phash(fmt, size, mode):
     gives on the same reduced picture: near-duplicate checks compare against hashes stored earlier."""
     import imagehash
 
-    from harvest.images.imagecheck import _shrink, phash_hex
-    from harvest.images.preprocess import to_rgb
+    from harvest.images.perceptual import phash_hex, shrink
+    from harvest.images.pixels import to_rgb
 
     for seed in range(4):
         data = encode_image(photo_like(seed, size, mode), fmt)
@@ -189,7 +189,7 @@ def test_perceptual_hash_is_imagehash_phash(fmt, size, mode):
             if fmt == "JPEG":
                 image.draft(image.mode, (64, 64))
             image.load()
-            grey = to_rgb(_shrink(image)).convert("L")
+            grey = to_rgb(shrink(image)).convert("L")
         assert result.phash == phash_hex(grey) == str(imagehash.phash(grey))
 
 

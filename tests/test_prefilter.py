@@ -9,14 +9,14 @@ from helpers import EXPECTED_KEPT, candidate_states, manifest_rows
 
 from harvest.demo_site import DEMO_LABELS
 from harvest.model.labels import resolve_labels
-from harvest.pages.prefilter import judge, vocabulary, words_of
+from harvest.pages.prefilter import judge_text, vocabulary, words_of
 from harvest.pipeline import run_all
 from harvest.settings.config import DEFAULT_MODELS_DIR, build_config
 
 
 def verdict(alt, url="http://x.example/a.jpg", labels=("daisy",), title=None):
     targets = resolve_labels(list(labels), DEFAULT_MODELS_DIR)
-    return judge(words_of(alt, title, url), targets, vocabulary(DEFAULT_MODELS_DIR))
+    return judge_text(words_of(alt, title, url), targets, vocabulary(DEFAULT_MODELS_DIR))
 
 
 @pytest.mark.parametrize(

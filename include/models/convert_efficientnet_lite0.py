@@ -435,7 +435,7 @@ def convert(out: Path = DEFAULT_OUT, normalisation: str = DEFAULT_NORMALISATION)
             "shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
             "color": "RGB",
             "value_range": [0, 255],
-            "resize": "centre crop 0.875 of the short side, then resize (plugins/harvest/images/preprocess.py)",
+            "resize": "centre crop 0.875 of the short side, then resize (plugins/harvest/images/pixels.py)",
         },
         "normalisation": {
             "name": normalisation,

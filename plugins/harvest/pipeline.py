@@ -8,9 +8,9 @@ from dataclasses import asdict
 from sqlalchemy import select
 
 from harvest.dataset.quota import shortfalls
+from harvest.destination_check import check_destinations
 from harvest.model.labels import resolve_labels
 from harvest.model.registry import resolve_model
-from harvest.preflight import check_destinations
 from harvest.report import StageReport
 from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages.classify import run_classify

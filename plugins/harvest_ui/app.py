@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from harvest_ui.dag_trigger import RethresholdRequest, TriggerError, trigger_dag_run
 from harvest_ui.gallery import (
     SCORED,
     STATUSES,
@@ -28,7 +29,6 @@ from harvest_ui.gallery import (
     load_item,
     status_counts,
 )
-from harvest_ui.rethreshold import RethresholdRequest, TriggerError, trigger_dag_run
 from harvest_ui.settings import THUMBNAIL_SIZE, GallerySettings, load_settings
 from harvest_ui.thumbnails import ThumbnailError, ensure_thumbnail
 
@@ -73,7 +73,10 @@ def create_app(
     *,
     dependencies: Sequence[Callable[..., Any]] = (),
 ) -> FastAPI:
-    """``dependencies`` guard every route (the plugin passes Airflow's user check)."""
+    """``dependencies`` guard every route (the plugin passes Airflow's user check).
+
+    Long because every route is declared here, as a closure over this app's item cache: each app
+    (the plugin's, and one per test) keeps its own cache, and the routes read best side by side."""
     app = FastAPI(
         title="Harvest gallery",
         docs_url=None,
@@ -96,8 +99,8 @@ def create_app(
     def runs(cfg: Settings) -> dict:
         return {"runs": list_runs(cfg.database_url), "rethreshold_dag": cfg.rethreshold_dag}
 
-    # The list endpoints return JSONResponse directly: FastAPI's generic encoder takes seconds for the
-    # tens of thousands of plain dicts a large run produces, json.dumps milliseconds.
+    # The list endpoints return JSONResponse directly: FastAPI's generic encoder is far slower on the
+    # tens of thousands of plain dicts a large run produces (bench/README.md).
     @app.get("/api/items")
     def items(
         cfg: Settings,

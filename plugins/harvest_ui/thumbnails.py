@@ -25,8 +25,9 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from harvest.images.decoding import MB, BudgetExceeded, DecodeBudget, declared_cost, declared_size, give_back
-from harvest.images.imagecheck import ImageRejected, reduce_in_bands, sniff
-from harvest.images.preprocess import to_rgb
+from harvest.images.imagecheck import ImageRejected, sniff
+from harvest.images.perceptual import reduce_in_bands
+from harvest.images.pixels import to_rgb
 from harvest.settings.config import S3Options
 from harvest.state.db import session_scope
 from harvest.state.models import Image, Publication

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harvest.images.preprocess import IMAGE_SIZE, prepare_rgb
+from harvest.images.pixels import IMAGE_SIZE, prepare_rgb
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

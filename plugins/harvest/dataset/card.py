@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -81,8 +81,8 @@ def _table(counter: Counter, header: str) -> str:
     return "\n".join(lines)
 
 
-def _filter_counts(cfg: HarvestConfig) -> Counter:
-    with session_scope(cfg.database_url) as session:
+def _filter_counts(database_url: str) -> Counter:
+    with session_scope(database_url) as session:
         excluded = session.execute(
             select(Image.excluded, func.count()).where(Image.excluded.is_not(None)).group_by(Image.excluded)
         ).all()
@@ -97,16 +97,16 @@ def _filter_counts(cfg: HarvestConfig) -> Counter:
     return counts
 
 
-def _layout(cfg: HarvestConfig) -> str:
+def _layout(exports: Iterable[str]) -> str:
     """The layout lines for the files this destination actually gets besides the images."""
     lines = []
-    if "parquet" in cfg.exports:
+    if "parquet" in exports:
         lines.append(
             "- `manifests/dataset.parquet`: one row per image (URL, page, alt text, label, score, size,\n"
             "  hashes, public EXIF fields)."
         )
     lines.append("- `manifests/<run_id>.jsonl`: what each run published.")
-    if "webdataset" in cfg.exports:
+    if "webdataset" in exports:
         lines.append(
             "- `webdataset/*.tar`: img2dataset-style shards (`.jpg`/`.png`, `.txt`, `.cls`, `.json`)."
         )
@@ -158,7 +158,7 @@ harvester. Which run published each image is in the manifests.
 - `images/<label>/<sha256>.<ext>`: one folder per class (ImageFolder layout; Keras
   `image_dataset_from_directory("images")` and Hugging Face `load_dataset("imagefolder")` read it).
   File names are the SHA-256 of the bytes.
-{_layout(cfg)}
+{_layout(cfg.exports)}
 
 ## Classes
 
@@ -203,6 +203,6 @@ def write_card(cfg: HarvestConfig, destination: Store, figures: CardFigures) -> 
         SIZES_KEY, _histogram(figures.sizes, "Image size", "sqrt(width x height), pixels"), "image/png"
     )
     destination.put(ASPECTS_KEY, _histogram(figures.aspects, "Aspect ratio", "width / height"), "image/png")
-    card = render_card(cfg, figures, _filter_counts(cfg))
+    card = render_card(cfg, figures, _filter_counts(cfg.database_url))
     destination.put(CARD_KEY, card.encode("utf-8"), "text/markdown")
     return destination.url(CARD_KEY)

@@ -41,7 +41,9 @@ DESCRIPTION = (
 
 
 @dataclass
-class Verdict:
+class CurationVerdict:
+    """Which of the kept and published images stay out of the dataset, and why."""
+
     #: sha256 -> why it is not published (placeholder, low information, private metadata)
     excluded: dict[str, str] = field(default_factory=dict)
     #: sha256 -> (sha256 of the better copy, Hamming distance)
@@ -73,12 +75,15 @@ def private_metadata_left(image: Image | Row) -> str | None:
     return "no copy without metadata could be made"
 
 
-def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str]:
-    """Images that many different URLs of one host serve (same or near-same picture)."""
+def find_placeholders(
+    database_url: str, hosts: Iterable[str], distance: int, min_urls: int
+) -> dict[str, str]:
+    """Images that ``min_urls`` or more different URLs of one host serve (same picture, or one within
+    ``distance`` bits of perceptual hash)."""
     hosts = sorted(set(hosts))
     if not hosts:
         return {}
-    with session_scope(cfg.database_url) as session:
+    with session_scope(database_url) as session:
         rows = session.execute(
             select(ImageUrl.host, ImageUrl.sha256, Image.phash, func.count(func.distinct(ImageUrl.url)))
             .join(Image, Image.sha256 == ImageUrl.sha256)
@@ -90,7 +95,7 @@ def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str
         by_host[host].append((sha256, phash, int(urls)))
     flagged: dict[str, str] = {}
     for host, images in by_host.items():
-        index = HashIndex(cfg.placeholder_distance)
+        index = HashIndex(distance)
         clusters: dict[str, list[tuple[str, int]]] = {}
         for sha256, phash, urls in sorted(images, key=lambda row: (-row[2], row[0])):
             if phash is None:
@@ -104,7 +109,7 @@ def find_placeholders(cfg: HarvestConfig, hosts: Iterable[str]) -> dict[str, str
                 clusters[str(match[0])].append((sha256, urls))
         for members in clusters.values():
             total = sum(urls for _, urls in members)
-            if total >= cfg.placeholder_min_urls:
+            if total >= min_urls:
                 for sha256, _ in members:
                     flagged[sha256] = f"placeholder: {total} different URLs on {host} serve this picture"
     return flagged
@@ -136,7 +141,7 @@ def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
             for row in session.scalars(select(Image).where(Image.sha256.in_(chunk), outdated)).all()
         ]
         for row in rows:
-            data, missing = _stored_bytes(cfg, stores, session, row)
+            data, missing = _stored_bytes(cfg.destination, stores, session, row)
             try:
                 if data is None:
                     raise ImageRejected(missing)
@@ -160,7 +165,7 @@ def describe_missing(cfg: HarvestConfig, sha256s: Iterable[str]) -> int:
     return done
 
 
-def _stored_bytes(cfg: HarvestConfig, stores, session, row: Image) -> tuple[bytes | None, str]:
+def _stored_bytes(destination: str, stores, session, row: Image) -> tuple[bytes | None, str]:
     """The image's staged bytes, else those of its object at the destination; (None, why) when
     neither can be read. A passing storage failure is raised: it says nothing about the bytes."""
     from harvest.storage import StorageError
@@ -174,7 +179,7 @@ def _stored_bytes(cfg: HarvestConfig, stores, session, row: Image) -> tuple[byte
     key = session.scalar(
         select(Publication.key)
         .where(
-            Publication.destination == cfg.destination,
+            Publication.destination == destination,
             Publication.sha256 == row.sha256,
             Publication.withdrawn_at.is_(None),
         )
@@ -184,7 +189,7 @@ def _stored_bytes(cfg: HarvestConfig, stores, session, row: Image) -> tuple[byte
     if key is None:
         return None, f"staged bytes missing ({staged})"
     try:
-        return stores(cfg.destination).get(key), ""
+        return stores(destination).get(key), ""
     except StorageError as exc:
         if exc.transient:
             raise
@@ -205,7 +210,7 @@ _JUDGED = (
 )
 
 
-def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
+def curate_keepers(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> CurationVerdict:
     """The verdict over this run's keepers and everything currently published at the destination.
 
     Images are read a chunk at a time and only their hashes are held (for the near-duplicate
@@ -229,8 +234,10 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
                 select(ImageUrl.host).where(ImageUrl.sha256.in_(chunk)).distinct()
             ).all()
         }
-    verdict = Verdict()
-    placeholders = find_placeholders(cfg, hosts)
+    verdict = CurationVerdict()
+    placeholders = find_placeholders(
+        cfg.database_url, hosts, cfg.placeholder_distance, cfg.placeholder_min_urls
+    )
     entries: list[Entry] = []
     with session_scope(cfg.database_url) as session:
         for chunk in chunks(ordered, 500):
@@ -247,14 +254,14 @@ def judge(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> Verdict:
                         Entry(image.sha256, parse(image.phash), image.width, image.height, image.size_bytes)
                     )
     verdict.duplicates = group(entries, cfg.near_dup_distance)
-    _record(cfg, ordered, verdict)
+    _record(cfg.database_url, ordered, verdict)
     return verdict
 
 
-def _record(cfg: HarvestConfig, sha256s: list[str], verdict: Verdict) -> None:
+def _record(database_url: str, sha256s: list[str], verdict: CurationVerdict) -> None:
     """Keep the state DB's view in step with the verdict, so it can be queried after the run; only
     the rows whose verdict changed are written."""
-    with session_scope(cfg.database_url) as session:
+    with session_scope(database_url) as session:
         for chunk in chunks(sha256s, 500):
             rows = session.execute(
                 select(Image.sha256, Image.excluded, Image.duplicate_of, Image.duplicate_distance).where(

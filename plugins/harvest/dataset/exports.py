@@ -56,11 +56,11 @@ COLUMNS = (
 )
 
 
-def dataset_pages(cfg: HarvestConfig, size: int = PAGE_ROWS) -> Iterator[list[dict]]:
+def dataset_pages(database_url: str, destination: str, size: int = PAGE_ROWS) -> Iterator[list[dict]]:
     """One row per object currently published at the destination, in key order, ``size`` at a time."""
     after = ""
     while True:
-        with session_scope(cfg.database_url) as session:
+        with session_scope(database_url) as session:
             found = session.execute(
                 select(
                     Publication.key,
@@ -85,7 +85,7 @@ def dataset_pages(cfg: HarvestConfig, size: int = PAGE_ROWS) -> Iterator[list[di
                 )
                 .join(Image, Image.sha256 == Publication.sha256)
                 .where(
-                    Publication.destination == cfg.destination,
+                    Publication.destination == destination,
                     Publication.withdrawn_at.is_(None),
                     Publication.key.like("images/%"),
                     Publication.key > after,
@@ -248,7 +248,7 @@ def write_exports(cfg: HarvestConfig, destination: Store, stores: Stores) -> dic
             else None
         )
         try:
-            for rows in dataset_pages(cfg):
+            for rows in dataset_pages(cfg.database_url, cfg.destination):
                 figures.add(rows)
                 if parquet:
                     parquet.add(rows)

@@ -13,12 +13,12 @@ from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Status
 
 
-def downloaded_per_label(cfg: HarvestConfig) -> dict[str, int]:
-    with session_scope(cfg.database_url) as session:
+def downloaded_per_label(database_url: str, run_id: str) -> dict[str, int]:
+    with session_scope(database_url) as session:
         rows = session.execute(
             select(Candidate.label_hint, func.count(func.distinct(Candidate.sha256)))
             .where(
-                Candidate.run_id == cfg.run_id,
+                Candidate.run_id == run_id,
                 Candidate.status == Status.DONE,
                 Candidate.label_hint.is_not(None),
             )
@@ -30,7 +30,11 @@ def downloaded_per_label(cfg: HarvestConfig) -> dict[str, int]:
 def labels_with_quota_met(cfg: HarvestConfig) -> set[str]:
     if cfg.quota <= 0:
         return set()
-    return {label for label, count in downloaded_per_label(cfg).items() if count >= cfg.quota}
+    return {
+        label
+        for label, count in downloaded_per_label(cfg.database_url, cfg.run_id).items()
+        if count >= cfg.quota
+    }
 
 
 def close_met_labels(cfg: HarvestConfig, shard: int | None = None) -> int:
@@ -60,7 +64,7 @@ def shortfalls(cfg: HarvestConfig) -> dict[str, dict[str, int]]:
             .where(Candidate.run_id == cfg.run_id, Candidate.label_hint.is_not(None))
             .distinct()
         ).all()
-    got = downloaded_per_label(cfg)
+    got = downloaded_per_label(cfg.database_url, cfg.run_id)
     return {
         label: {"wanted": cfg.quota, "downloaded": got.get(label, 0)}
         for label in sorted(labels)

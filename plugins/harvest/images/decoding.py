@@ -22,7 +22,7 @@ reservation is never too small. Bytes per pixel are measured figures (Pillow 13,
 * TIFF: 4 bytes a pixel plus libtiff's buffer for one strip or tile (the whole image for a file
   written as one strip).
 
-Each decode also gets BASE_COST for decoder state, row buffers and the bands _shrink converts.
+Each decode also gets BASE_COST for decoder state, row buffers and the bands harvest.images.perceptual.shrink converts.
 """
 
 from __future__ import annotations

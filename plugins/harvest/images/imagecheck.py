@@ -6,6 +6,8 @@ every pixel under a pixel budget: ``verify()`` alone accepts truncated files, an
 decompression bombs before they allocate gigabytes. The same pass yields what later stages need
 without opening the file again: perceptual hash, entropy, EXIF and the copy that is published (its
 own bytes up to its own end, metadata by allow-list: :mod:`harvest.images.sanitize`).
+The hash and entropy are measured by :mod:`harvest.images.perceptual`, the copy proved by
+:mod:`harvest.images.copy_proof`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import json
 import struct
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from PIL import Image as PILImage
 
+from harvest.images.copy_proof import prove_copy
 from harvest.images.decoding import (
     BUDGET,
     BudgetExceeded,
@@ -32,8 +33,9 @@ from harvest.images.decoding import (
     give_back,
 )
 from harvest.images.exif import read_exif
-from harvest.images.preprocess import to_rgb
-from harvest.images.sanitize import Cleaned, MetadataError, clean_file, polyglot_reason
+from harvest.images.perceptual import HASH_SIDE, entropy_bits, phash_hex, shrink
+from harvest.images.pixels import to_rgb
+from harvest.images.sanitize import MetadataError, clean_file, polyglot_reason
 from harvest.settings.config import DEFAULT_MAX_PIXELS
 
 #: Images with more pixels are refused before decoding (HARVEST_MAX_PIXELS sets it for a run).
@@ -57,16 +59,6 @@ _TRANSPOSE = {
     7: PILImage.Transpose.TRANSVERSE,
     8: PILImage.Transpose.ROTATE_90,
 }
-#: The side, in pixels, the describing pass needs: the perceptual hash looks at 32x32 and the
-#: grey-level histogram is stable from a few thousand pixels on.
-HASH_SIDE = 64
-#: The perceptual hash: a 32x32 grey copy, its 2-D DCT-II, the 8x8 lowest frequencies against their
-#: median (imagehash.phash's definition, so hashes stored by earlier versions stay comparable).
-PHASH_SIDE, PHASH_BITS_SIDE = 32, 8
-_MIDDLE = PHASH_BITS_SIDE * PHASH_BITS_SIDE // 2
-_DCT_ROWS = 2.0 * np.cos(
-    np.pi * np.arange(PHASH_BITS_SIDE)[:, None] * (2 * np.arange(PHASH_SIDE)[None, :] + 1) / (2 * PHASH_SIDE)
-)
 
 
 class ImageRejected(Exception):
@@ -156,25 +148,6 @@ def sniff(data: bytes) -> str:
     raise ImageRejected(f"not a decodable image: unknown format (starts with {data[:8].hex()})")
 
 
-def phash_hex(grey: PILImage.Image) -> str:
-    """The 64-bit perceptual hash of a grey image as 16 hex digits, first coefficient most significant.
-
-    Only the 8 lowest of the 32 DCT frequencies are ever looked at, so the transform is two small
-    matrix products (8x32 by 32x32 by 32x8) rather than two full FFT-based DCTs."""
-    pixels = np.asarray(grey.resize((PHASH_SIDE, PHASH_SIDE), PILImage.Resampling.LANCZOS), dtype=np.float64)
-    low = _DCT_ROWS @ pixels @ _DCT_ROWS.T
-    ranked = np.sort(low, axis=None)  # np.median's own value, without its overhead (~10 us)
-    median = (ranked[_MIDDLE - 1] + ranked[_MIDDLE]) / 2
-    return np.packbits(low > median).tobytes().hex()
-
-
-def entropy_bits(grey: PILImage.Image) -> float:
-    """Shannon entropy of the grey-level histogram: ~0 for flat fills, 7+ for photos."""
-    counts = np.asarray(grey.histogram(), dtype=np.float64)
-    shares = counts[counts > 0] / (counts.sum() or 1.0)
-    return float(-(shares * np.log2(shares)).sum())
-
-
 def inspect_image(
     data: bytes,
     min_width: int,
@@ -243,10 +216,8 @@ def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: 
                     raise ImageRejected(f"too small ({width}x{height} < {min_width}x{min_height})")
                 if fmt == "JPEG":
                     # every block of the stream is still entropy-decoded (so truncation and
-                    # corruption fail here), only the inverse DCT runs at reduced scale. Decoding
-                    # the luma alone ("L") would save ~0.1 ms of colour conversion, but it changes
-                    # the hash of one photo in 15 by 1-4 bits and of noisy pictures by up to 10,
-                    # against hashes stored earlier; decoding at 1/8 always changes more
+                    # corruption fail here), only the inverse DCT runs at reduced scale; the mode
+                    # stays as it is, so hashes match those stored earlier (bench/README.md)
                     image.draft(image.mode, (HASH_SIDE, HASH_SIDE))
                 image.load()
                 return _describe(image, data, fmt, width, height)
@@ -257,7 +228,7 @@ def _decode(data: bytes, fmt: str, min_width: int, min_height: int, max_pixels: 
 def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: int) -> Inspected:
     public, sensitive, orientation = read_exif(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    small = _shrink(image)
+    small = shrink(image)
     # to_rgb() and back is the identity on grey pixels: skip both conversions
     grey = small if small.mode == "L" else to_rgb(small).convert("L")
     if orientation in _TRANSPOSE:
@@ -281,64 +252,8 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
     return inspected
 
 
-def _shrink(image: PILImage.Image) -> PILImage.Image:
-    """Roughly HASH_SIDE to twice that a side: box reduction is several times cheaper than a
-    resampling filter, and the hash only looks at 32x32 anyway. Callers never change the result in
-    place, so an image that is already small enough (a JPEG decoded at 1/8 scale) is used as is.
-    Neither path copies the whole image: see reduce_in_bands and _thumbnail."""
-    factor = max(1, min(image.size) // HASH_SIDE)
-    if factor > 1 and image.mode not in ("P", "PA", "1"):
-        try:
-            return reduce_in_bands(image, factor)
-        except ValueError:  # a mode reduce() does not handle
-            pass
-    if image.width <= 2 * HASH_SIDE and image.height <= 2 * HASH_SIDE:
-        return image  # thumbnail() would leave it as it is
-    return _thumbnail(image, 2 * HASH_SIDE)
-
-
-#: Rows of the image reduce_in_bands() copies at a time: about this many bytes at 4 bytes a pixel
-_BAND_BYTES = 4 * 1024 * 1024
-
-
-def reduce_in_bands(
-    image: PILImage.Image,
-    factor: int,
-    convert: Callable[[PILImage.Image], PILImage.Image] | None = None,
-) -> PILImage.Image:
-    """``convert(image).reduce(factor)`` (or ``image.reduce(factor)``), pixel for pixel, in bands
-    of rows, so that no step copies the whole image: Pillow reduces RGBA and LA through a
-    premultiplied copy of all of it, and a conversion (to RGB for a thumbnail) copies all of it too.
-    Blocks of ``factor`` rows never straddle two bands, so the bands reduce to the same pixels."""
-    if convert is None and image.mode not in ("RGBA", "LA"):
-        return image.reduce(factor)
-    rows = factor * max(1, _BAND_BYTES // (4 * image.width * factor))
-    if convert is None and rows >= image.height:
-        return image.reduce(factor)
-    small = None
-    for top in range(0, image.height, rows):
-        band = image.crop((0, top, image.width, min(top + rows, image.height)))
-        if convert is not None:
-            band = convert(band)
-        if factor > 1:
-            band = band.reduce(factor)
-        if small is None:
-            small = PILImage.new(band.mode, (-(-image.width // factor), -(-image.height // factor)))
-        small.paste(band, (0, top // factor))
-    return small
-
-
-def _thumbnail(image: PILImage.Image, side: int) -> PILImage.Image:
-    """``image.copy().thumbnail((side, side), BILINEAR)`` without the copy: the thumbnail is made
-    on a second Image object that shares the decoded pixels (thumbnail() only replaces them with
-    the resized ones, it never writes into them)."""
-    small = image._new(image.im)  # noqa: SLF001 - a new Image around the same pixels, not a copy
-    small.thumbnail((side, side), PILImage.Resampling.BILINEAR)
-    return small
-
-
 def _clean(inspected: Inspected, image: PILImage.Image) -> None:
-    """Make the copy to publish, for every image, and prove it (:func:`_prove`). Identifying values
+    """Make the copy to publish, for every image, and prove it (:func:`harvest.images.copy_proof.prove_copy`). Identifying values
     found in the removed blocks (XMP, IPTC) join the private fields. A copy that would still be an
     archive or carry markup rejects the file."""
     try:
@@ -355,56 +270,12 @@ def _clean(inspected: Inspected, image: PILImage.Image) -> None:
         inspected.clean_data, inspected.clean_sha256 = inspected.data, inspected.sha256
         return
     try:
-        _prove(cleaned, image, inspected.format)
+        prove_copy(cleaned, image, inspected.format)
     except Exception as exc:  # noqa: BLE001 - the image stays unpublished with the reason
         inspected.clean_error = f"metadata could not be removed ({type(exc).__name__}: {exc})"
         return
     inspected.clean_data = cleaned.data
     inspected.clean_sha256 = hashlib.sha256(cleaned.data).hexdigest()
-
-
-def _prove(cleaned: Cleaned, image: PILImage.Image, fmt: str) -> None:
-    """The copy is a fixed point of the cleaning and Pillow finds no private EXIF in it. Where the
-    cleaning changed more than metadata segments and trailing bytes (``cleaned.restructured``), it
-    also decodes to the pixels of ``image`` (the source as inspect_image decoded it: a JPEG at the
-    hashing scale); otherwise the scans or image data are the source's own bytes, which is proof
-    enough without a second decode. ``image`` is closed here: the copy's decode must not hold a
-    second set of pixels beside the source's, outside what the decode budget reserved."""
-    clean = cleaned.data
-    again = clean_file(clean, fmt)
-    if again.data != clean or again.private:
-        raise ValueError(f"cleaning it again removes {again.removed}")
-    source = _pixel_fingerprint(image) if cleaned.restructured else None
-    mode = image.mode
-    image.close()
-    with PILImage.open(io.BytesIO(clean), formats=[fmt]) as check:
-        # before loading: a TIFF's load applies and drops orientation. Pillow looks for a PNG's EXIF
-        # after the image data by decoding all of it, outside the decode budget; the fixed point
-        # above proves the copy has none there, so only an eXIf before the pixels is read
-        late_png_exif = fmt == "PNG" and "exif" not in check.info
-        left = {} if late_png_exif else read_exif(check)[1]
-        if left:
-            raise ValueError(f"fields left: {sorted(left)}")
-        if check.mode != mode:
-            raise ValueError(f"mode {check.mode} instead of {mode}")
-        if source is None:
-            return
-        if fmt == "JPEG":
-            check.draft(check.mode, (HASH_SIDE, HASH_SIDE))
-        check.load()
-        if _pixel_fingerprint(check) != source:
-            raise ValueError("the pixels (or palette) differ from the download's")
-
-
-def _pixel_fingerprint(image: PILImage.Image) -> tuple:
-    """Size, palette and a digest of the pixels, read in bands of rows so that no step copies the
-    whole image (``tobytes()`` would)."""
-    digest = hashlib.sha256()
-    rows = max(1, _BAND_BYTES // (4 * max(1, image.width)))
-    for top in range(0, image.height, rows):
-        digest.update(image.crop((0, top, image.width, min(top + rows, image.height))).tobytes())
-    palette = image.getpalette() if image.mode in ("P", "PA") else None
-    return image.size, palette, digest.digest()
 
 
 #: Inspected fields that travel between an inspecting process and the download stage as JSON

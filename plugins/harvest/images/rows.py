@@ -14,7 +14,7 @@ from harvest.storage import Store
 
 def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspected) -> dict:
     """The images row for inspected bytes staged in ``store``."""
-    exif, sensitive = _with_place(cfg, result.exif, result.sensitive)
+    exif, sensitive = _with_place(cfg.reverse_geocode, result.exif, result.sensitive)
     return {
         "sha256": result.sha256,
         "staging": store.location,
@@ -41,11 +41,11 @@ def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspecte
     }
 
 
-def _with_place(cfg: HarvestConfig, exif: dict, sensitive: dict) -> tuple[dict, dict]:
+def _with_place(reverse_geocode: bool, exif: dict, sensitive: dict) -> tuple[dict, dict]:
     """With reverse geocoding on, a photo's GPS position adds its country to the public EXIF fields
     and its nearest town to the private ones."""
     gps = sensitive.get("gps")
-    if not cfg.reverse_geocode or not gps:
+    if not reverse_geocode or not gps:
         return exif, sensitive
     from harvest.images.geocode import place_of
 

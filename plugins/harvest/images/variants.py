@@ -8,6 +8,7 @@ metadata at all; formats that can be transparent (PNG, WebP, GIF) become PNG, th
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 from PIL import Image, ImageOps
 
@@ -17,15 +18,17 @@ from harvest.storage import Store, Stores
 LOSSLESS = ("PNG", "WEBP", "GIF")
 
 
-def variant_keys(cfg: HarvestConfig, item) -> list[tuple[str, int | None, int | None]]:
+def variant_keys(
+    item, variant_widths: Iterable[int], thumbnail_size: int
+) -> list[tuple[str, int | None, int | None]]:
     """(key, width, square side) for every variant of ``item`` the settings ask for."""
     ext = "png" if item.format in LOSSLESS else "jpg"
     name = f"{item.label}/{item.published_sha256}.{ext}"
     keys: list[tuple[str, int | None, int | None]] = [
-        (f"variants/w{width}/{name}", width, None) for width in cfg.variant_widths if width < item.width
+        (f"variants/w{width}/{name}", width, None) for width in variant_widths if width < item.width
     ]
-    if cfg.thumbnail_size:
-        keys.append((f"thumbnails/s{cfg.thumbnail_size}/{name}", None, cfg.thumbnail_size))
+    if thumbnail_size:
+        keys.append((f"thumbnails/s{thumbnail_size}/{name}", None, thumbnail_size))
     return keys
 
 
@@ -51,7 +54,11 @@ def publish_variants(cfg: HarvestConfig, destination: Store, stores: Stores, kep
     """Make the variants that do not exist yet; returns how many were written."""
     written = 0
     for item in kept:
-        wanted = [v for v in variant_keys(cfg, item) if not destination.exists(v[0])]
+        wanted = [
+            v
+            for v in variant_keys(item, cfg.variant_widths, cfg.thumbnail_size)
+            if not destination.exists(v[0])
+        ]
         if not wanted:
             continue
         data = stores(item.staging).get(item.staging_key)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from harvest.images.preprocess import DEFAULT_CROP_FRACTION, IMAGE_SIZE
+from harvest.images.pixels import DEFAULT_CROP_FRACTION, IMAGE_SIZE
 from harvest.model.labels import CLASS_INDEX_FILE, ImageNetClass, load_classes, make_classes
 from harvest.settings.config import ConfigError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from harvest.images.preprocess import prepare_rgb
+from harvest.images.pixels import prepare_rgb
 from harvest.model import scores
 from harvest.model.labels import ImageNetClass
 from harvest.model.registry import ModelSpec, Preprocess, resolve_model

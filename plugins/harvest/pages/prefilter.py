@@ -88,7 +88,9 @@ MAX_PHRASE = 4
 
 
 @dataclass(frozen=True)
-class Verdict:
+class TextVerdict:
+    """What a candidate's alt text, title and file name say about it, before anything is downloaded."""
+
     #: "skip" (names only other things), "promote" (names a target) or "keep" (names nothing known)
     action: str
     named: tuple[str, ...] = ()
@@ -169,16 +171,18 @@ def _named(words: list[Word], vocab: dict[str, frozenset[str]]) -> dict[str, fro
     return found
 
 
-def judge(parts: list[list[Word]], targets: list[Target], vocab: dict[str, frozenset[str]]) -> Verdict:
+def judge_text(
+    parts: list[list[Word]], targets: list[Target], vocab: dict[str, frozenset[str]]
+) -> TextVerdict:
     wanted = frozenset().union(*(t.wnids for t in targets)) if targets else frozenset()
     named: dict[str, frozenset[str]] = {}
     for words in parts:
         named.update(_named(words, vocab))
     if not named:
-        return Verdict("keep")
+        return TextVerdict("keep")
     if any(wnids & wanted for wnids in named.values()):
-        return Verdict("promote", tuple(sorted(p for p, w in named.items() if w & wanted)))
-    return Verdict("skip", tuple(sorted(named)))
+        return TextVerdict("promote", tuple(sorted(p for p, w in named.items() if w & wanted)))
+    return TextVerdict("skip", tuple(sorted(named)))
 
 
 def apply_prefilter(cfg: HarvestConfig, shard: int) -> StageReport:
@@ -203,7 +207,7 @@ def apply_prefilter(cfg: HarvestConfig, shard: int) -> StageReport:
             )
         ).all()
         for candidate in pending:
-            verdict = judge(words_of(candidate.alt, candidate.title, candidate.url), targets, vocab)
+            verdict = judge_text(words_of(candidate.alt, candidate.title, candidate.url), targets, vocab)
             if verdict.action == "skip":
                 candidate.status = Status.SKIPPED
                 candidate.error = (

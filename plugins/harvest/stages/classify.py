@@ -32,14 +32,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Claim:
+class _ClaimedPage:
     """A page of images this worker took: on Postgres their rows stay locked until scored."""
 
     stack: ExitStack
     waiting: set[str]
 
 
-def _pending(cfg: HarvestConfig, key: str, page: int, claims: list[_Claim]) -> Iterator[tuple[str, str, str]]:
+def _pending(
+    database_url: str, run_id: str, key: str, page: int, claims: list[_ClaimedPage]
+) -> Iterator[tuple[str, str, str]]:
     """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET).
 
     Each page is claimed (``FOR NO KEY UPDATE SKIP LOCKED``, which still lets predictions reference
@@ -48,7 +50,7 @@ def _pending(cfg: HarvestConfig, key: str, page: int, claims: list[_Claim]) -> I
     after = ""
     while True:
         stack = ExitStack()
-        session = stack.enter_context(session_scope(cfg.database_url))
+        session = stack.enter_context(session_scope(database_url))
         try:
             rows = session.execute(
                 select(Image.sha256, Image.staging, Image.storage_key)
@@ -56,7 +58,7 @@ def _pending(cfg: HarvestConfig, key: str, page: int, claims: list[_Claim]) -> I
                     Image.sha256 > after,
                     exists().where(
                         Candidate.sha256 == Image.sha256,
-                        Candidate.run_id == cfg.run_id,
+                        Candidate.run_id == run_id,
                         Candidate.status == Status.DONE,
                     ),
                     ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
@@ -78,7 +80,7 @@ def _pending(cfg: HarvestConfig, key: str, page: int, claims: list[_Claim]) -> I
             raise
         mine = [(row[0], row[1], row[2]) for row in rows if row[0] not in scored]
         if mine:
-            claims.append(_Claim(stack, {sha for sha, _, _ in mine}))
+            claims.append(_ClaimedPage(stack, {sha for sha, _, _ in mine}))
         else:
             stack.close()
         yield from mine
@@ -87,7 +89,7 @@ def _pending(cfg: HarvestConfig, key: str, page: int, claims: list[_Claim]) -> I
         after = rows[-1][0]
 
 
-def _release(claims: list[_Claim], scored: set[str]) -> None:
+def _release(claims: list[_ClaimedPage], scored: set[str]) -> None:
     """Commit the claims whose images all have their predictions written."""
     for claim in list(claims):
         claim.waiting -= scored
@@ -143,9 +145,9 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
     started = time.monotonic()
     # decoding costs a tenth of inference: half the cores keep well ahead without starving TensorFlow
     decoders = max(1, worker_cores() // 2)
-    claims: list[_Claim] = []
+    claims: list[_ClaimedPage] = []
     with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="decode") as pool, _releasing(claims):
-        pending = _pending(cfg, classifier.key, cfg.batch_size * 8, claims)
+        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, cfg.batch_size * 8, claims)
         decoded = ahead(pending, load, pool, cfg.batch_size * 2)
         for chunk in batched(decoded, cfg.batch_size):
             rows: list[dict] = []
@@ -180,7 +182,7 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
 
 
 @contextmanager
-def _releasing(claims: list[_Claim]) -> Iterator[None]:
+def _releasing(claims: list[_ClaimedPage]) -> Iterator[None]:
     """After an error the claims still open are ended, unscored: their images go to the next attempt."""
     try:
         yield

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import select, update
 
-from harvest.dataset.curate import Verdict, judge
+from harvest.dataset.curate import CurationVerdict as Verdict
+from harvest.dataset.curate import curate_keepers as judge
 from harvest.images.sanitize import POLICY
 from harvest.model.labels import ImageNetClass, Target, resolve_labels
 from harvest.model.registry import resolve_model

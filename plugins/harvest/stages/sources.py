@@ -163,17 +163,17 @@ def run_ingest(cfg: HarvestConfig) -> StageReport:
             }
         )
         if len(rows) >= BATCH:
-            report.done += _insert(cfg, rows)
+            report.done += _insert(cfg.database_url, rows)
             rows = []
     if not seen_url_column:
         raise SourceError(f"{cfg.url_list}: no column named one of {', '.join(URL_COLUMNS)}")
-    report.done += _insert(cfg, rows)
+    report.done += _insert(cfg.database_url, rows)
     log.info("%s from %s", report, cfg.url_list)
     return report
 
 
-def _insert(cfg: HarvestConfig, rows: list[dict]) -> int:
-    with session_scope(cfg.database_url) as session:
+def _insert(database_url: str, rows: list[dict]) -> int:
+    with session_scope(database_url) as session:
         return insert_ignore(session, Candidate, rows, ["run_id", "url"])
 
 

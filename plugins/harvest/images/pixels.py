@@ -1,4 +1,4 @@
-"""Image preprocessing for the ImageNet classifier (NumPy + Pillow only).
+"""Pixels as the classifier and the gallery need them: RGB conversion, centre crop and resize (NumPy + Pillow only).
 
 Why this module is separate and tiny: the same transform must be applied
 wherever images are prepared for the classifier (harvest tasks, tests,
@@ -9,9 +9,8 @@ colour mode and always hands back plain uint8 RGB.
 
 The geometry mirrors the standard ImageNet evaluation protocol the weights
 were validated with: a centre crop of 87.5% of the short side, resized to
-224x224. Bilinear resampling is used: on the reference photos used by
-``tests/models/test_efficientnet_lite0.py`` it scored marginally better than
-bicubic and Lanczos (the differences are within noise) and it is the cheapest.
+224x224. Bilinear resampling is used: as accurate as bicubic and Lanczos on the
+reference photos, and the cheapest (bench/README.md).
 Pillow's resize is antialiased when shrinking, so large photos do not alias.
 """
 
