@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harvest.settings.params import DEFAULT_THRESHOLD, HARVEST_PARAMS, default_params
+
+_P = {name: spec.default for name, spec in HARVEST_PARAMS.items()}  # HarvestConfig's Param defaults
+
 #: The default pixel cap: see HarvestConfig.max_pixels.
 DEFAULT_MAX_PIXELS = 40_000_000
 #: The default decode budget of a process, in MB: a 40-megapixel lossless WebP (779 MB, the
@@ -32,11 +36,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PROJECT_DIR = PACKAGE_DIR.parents[1]
 DEFAULT_MODELS_DIR = PROJECT_DIR / "include" / "models"
 DEFAULT_PROFILES_DIR = PROJECT_DIR / "include" / "profiles"
-
-#: Probability a target class needs (besides being in the top_k) for an image to be kept. 0.2 keeps a
-#: photo whose probability mass is shared between close classes (tabby / tiger cat) while rejecting
-#: the flat, low-confidence predictions that logos, icons and unrelated photos get.
-DEFAULT_THRESHOLD = 0.2
 
 DEFAULT_USER_AGENT = "image-harvester/0.1 (+https://github.com/image-harvester/image-harvester)"
 
@@ -72,13 +71,13 @@ class HarvestConfig:
     staging: str
     #: may carry a password: left out of repr(), like the S3 secret and the metadata key
     database_url: str = field(repr=False)
-    max_depth: int = 2
-    max_pages: int = 1000
-    same_domain: bool = True
-    min_width: int = 64
-    min_height: int = 64
-    top_k: int = 5
-    threshold: float = DEFAULT_THRESHOLD
+    max_depth: int = _P["max_depth"]
+    max_pages: int = _P["max_pages"]
+    same_domain: bool = _P["same_domain"]
+    min_width: int = _P["min_width"]
+    min_height: int = _P["min_height"]
+    top_k: int = _P["top_k"]
+    threshold: float = _P["threshold"]
     num_shards: int = 4
     download_threads: int = 8
     batch_size: int = 32
@@ -100,8 +99,8 @@ class HarvestConfig:
     allowed_networks: tuple[str, ...] = ()
     max_pages_per_host: int = 500
     max_query_variants: int = 20
-    url_allow: tuple[str, ...] = ()
-    url_deny: tuple[str, ...] = ()
+    url_allow: tuple[str, ...] = _P["url_allow"]
+    url_deny: tuple[str, ...] = _P["url_deny"]
     honour_nofollow: bool = True
     allow_svg: bool = False
     #: what extracting one page may take: seconds, and images named (every mention counts); a page
@@ -113,12 +112,12 @@ class HarvestConfig:
     allow_private_networks: bool = False
     #: look up the country (public) and nearest town (private) of photos with a GPS position, offline
     reverse_geocode: bool = False
-    model: str = "efficientnet_lite0"
-    profile: str = ""
-    url_list: str = ""
-    domains: tuple[str, ...] = ()
-    quota: int = 0
-    text_prefilter: bool = False
+    model: str = _P["model"]
+    profile: str = _P["profile"]
+    url_list: str = _P["url_list"]
+    domains: tuple[str, ...] = _P["domains"]
+    quota: int = _P["quota"]
+    text_prefilter: bool = _P["text_prefilter"]
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
@@ -147,27 +146,8 @@ class HarvestConfig:
         return replace(self, **changes)
 
 
-#: The DAG Params and their defaults; the DAG's trigger form is built from these.
-PARAM_DEFAULTS: dict[str, Any] = {
-    "seeds": [],
-    "labels": [],
-    "max_depth": 2,
-    "max_pages": 1000,
-    "same_domain": True,
-    "url_allow": [],
-    "url_deny": [],
-    "min_width": 64,
-    "min_height": 64,
-    "top_k": 5,
-    "threshold": DEFAULT_THRESHOLD,
-    "destination": "",
-    "profile": "",
-    "url_list": "",
-    "domains": [],
-    "quota": 0,
-    "model": "efficientnet_lite0",
-    "text_prefilter": False,
-}
+#: The DAG Params and their defaults (harvest.settings.params holds the rest of each Param).
+PARAM_DEFAULTS: dict[str, Any] = default_params()
 
 
 #: How long a task of each kind may run before Airflow fails it, in minutes: far above a normal run's
