@@ -20,9 +20,10 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
-from harvest.settings.config import profiles_dir, run_timeout_hours, task_timeout_minutes
+from harvest.settings.env import profiles_dir
 from harvest.settings.params import HARVEST_PARAMS, ParamSpec
 from harvest.settings.profiles import list_profiles
+from harvest.settings.timeouts import run_timeout_hours, task_timeout_minutes
 from harvest.stages import STAGE_BY_NAME
 
 #: Every publication adds an event for ``{destination}/images/{label}`` (and the destination itself)

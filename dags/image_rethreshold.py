@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from harvest.settings.config import task_timeout_minutes
 from harvest.settings.params import HARVEST_PARAMS, HARVEST_RUN_ID, RETHRESHOLD_DESCRIPTIONS, ParamSpec
+from harvest.settings.timeouts import task_timeout_minutes
 
 
 def _param(spec: ParamSpec, description: str | None) -> Param:

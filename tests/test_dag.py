@@ -249,7 +249,7 @@ def test_params_match_their_specification(tmp_path):
         assert schema == _form_schema(HARVEST_PARAMS[name]), name
         assert shown == description and value == HARVEST_PARAMS[name].value(env if name == "model" else None)
 
-    assert PARAM_DEFAULTS == {name: spec.value() for name, spec in HARVEST_PARAMS.items()}
+    assert {name: spec.value() for name, spec in HARVEST_PARAMS.items()} == PARAM_DEFAULTS
     defaults = {f.name: f.default for f in dataclasses.fields(HarvestConfig)}
     for name, spec in HARVEST_PARAMS.items():
         if name not in ("seeds", "labels", "destination"):  # required fields of the config

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def recorded_params(database_url: str | None, run_id: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The Params a prepared run recorded, so a later stage needs only its run id."""
-    from harvest.settings.config import default_database_url, normalize_database_url
+    from harvest.settings.env import default_database_url, normalize_database_url
     from harvest.state.db import session_scope
     from harvest.state.models import Run
 

@@ -10,14 +10,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from harvest.settings.config import (
-    HarvestConfig,
-    S3Options,
-    build_config,
-    default_database_url,
-    normalize_database_url,
-    s3_options_from_connection,
-)
+from harvest.settings.config import HarvestConfig, build_config
+from harvest.settings.env import default_database_url, normalize_database_url
+from harvest.settings.s3 import S3Options, s3_options_from_connection
 
 log = logging.getLogger(__name__)
 
