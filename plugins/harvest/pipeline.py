@@ -102,13 +102,13 @@ def run_stage(cfg: HarvestConfig, name: str, shard: int | None = None, classifie
         reports = result if isinstance(result, list) else [result]
     for report in reports:
         record_report(cfg, report)
-    if stage.name == STAGES[-1].name:
+    if stage is STAGES[-1]:  # the run's last stage (publish): its statistics are final now
         record_run_stats(cfg)
     return reports
 
 
 def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
-    """Every stage in order, in this process."""
+    """Every stage in order, in this process; reports of the stages after prepare (the first)."""
     prepare_run(cfg)
     reports = []
     for stage in STAGES[1:]:
