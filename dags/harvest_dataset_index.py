@@ -30,7 +30,8 @@ def harvest_dataset_index():
         import os
 
         from harvest.dataset.index import rebuild_indexes
-        from harvest.settings.config import default_destination, is_s3
+        from harvest.settings.env import default_destination
+        from harvest.settings.paths import is_s3
         from harvest_airflow import s3_options
 
         events = get_current_context()["triggering_asset_events"]

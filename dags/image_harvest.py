@@ -16,166 +16,49 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
-from harvest.settings.config import run_timeout_hours, task_timeout_minutes
-
-# Defaults of the trigger form and of the nightly run; kept literal so parsing stays instant.
-_ENV_SEEDS = [s for s in os.environ.get("HARVEST_SEEDS", "").split(",") if s.strip()]
-_ENV_LABELS = [s for s in os.environ.get("HARVEST_LABELS", "").split(",") if s.strip()]
-_PROFILES_DIR = Path(
-    os.environ.get("HARVEST_PROFILES_DIR") or Path(__file__).resolve().parents[1] / "include" / "profiles"
-)
-_PROFILES = sorted(p.stem for p in _PROFILES_DIR.glob("*.y*ml")) if _PROFILES_DIR.is_dir() else []
+from harvest.settings.env import profiles_dir
+from harvest.settings.params import HARVEST_PARAMS, ParamSpec
+from harvest.settings.profiles import list_profiles
+from harvest.settings.timeouts import run_timeout_hours, task_timeout_minutes
+from harvest.stages import STAGE_BY_NAME
 
 #: Every publication adds an event for ``{destination}/images/{label}`` (and the destination itself)
 #: through this alias, so a training DAG can be scheduled on "new images for label X".
 HARVEST_IMAGES = AssetAlias("harvest_images")
 
+
+def _param(spec: ParamSpec, **extra) -> Param:
+    """A trigger-form field from its specification, its default read from the environment when set."""
+    return Param(spec.value(os.environ), **spec.schema(), **extra)
+
+
+_PROFILES = list_profiles(profiles_dir(os.environ))
 PARAMS = {
-    "profile": Param(
-        os.environ.get("HARVEST_PROFILE", ""),
-        type="string",
-        enum=["", *_PROFILES],
-        title="Harvest profile",
-        description="A named profile from include/profiles/; its settings replace the ones below. "
-        "Leave empty to use the form.",
-    ),
-    "seeds": Param(
-        _ENV_SEEDS,
-        type="array",
-        items={"type": "string"},
-        title="Seed URLs",
-        description="Pages to start crawling from, one http(s) URL per line.",
-    ),
-    "labels": Param(
-        _ENV_LABELS,
-        type="array",
-        items={"type": "string"},
-        title="Labels",
-        description="ImageNet-1k class names, WordNet groups (dog, bird, vehicle) or WordNet ids to keep, "
-        "one per line (e.g. goldfish, great white shark, n01443537, dog).",
-    ),
-    "max_depth": Param(
-        2,
-        type="integer",
-        minimum=0,
-        maximum=20,
-        title="Max depth",
-        description="How many links deep to crawl: the seed is depth 0, a page it links to depth 1.",
-    ),
-    "max_pages": Param(
-        1000,
-        type="integer",
-        minimum=1,
-        maximum=1_000_000,
-        title="Max pages",
-        description="Pages fetched per run at most, seeds included.",
-    ),
-    "same_domain": Param(
-        True,
-        type="boolean",
-        title="Stay on the seed's domain",
-        description="Follow links only within each seed's site (www.example.com and img.example.com count "
-        "as one).",
-    ),
-    "url_allow": Param(
-        [],
-        type="array",
-        items={"type": "string"},
-        title="Only crawl URLs matching",
-        description="Regular expressions; when given, a page URL must match one of them.",
-    ),
-    "url_deny": Param(
-        [],
-        type="array",
-        items={"type": "string"},
-        title="Never crawl URLs matching",
-        description="Regular expressions; a page URL matching any of them is not crawled.",
-    ),
-    "min_width": Param(
-        64,
-        type="integer",
-        minimum=1,
-        title="Minimum width (px)",
-        description="Narrower images are skipped (declared sizes before download, real size after).",
-    ),
-    "min_height": Param(
-        64,
-        type="integer",
-        minimum=1,
-        title="Minimum height (px)",
-        description="Lower images are skipped.",
-    ),
-    "top_k": Param(
-        5,
-        type="integer",
-        minimum=1,
-        maximum=1000,
-        title="Top k",
-        description="A target label must be among the image's k most probable classes.",
-    ),
-    "threshold": Param(
-        0.2,
-        type="number",
-        minimum=0,
-        maximum=1,
-        title="Threshold",
-        description="Keep an image when a target label is among its top_k predictions "
-        "with at least this probability.",
-    ),
-    "url_list": Param(
-        "",
-        type="string",
-        title="URL list",
-        description="Optional CSV/TSV/Parquet/JSONL of image URLs (column url, optional label, caption, "
-        "page_url), local path or s3://bucket/key; downloaded like crawled images.",
-    ),
-    "domains": Param(
-        [],
-        type="array",
-        items={"type": "string"},
-        title="Allowed image domains",
-        description="Only download images from these hosts and their subdomains (e.g. staticflickr.com); "
-        "empty allows all.",
-    ),
-    "quota": Param(
-        0,
-        type="integer",
-        minimum=0,
-        title="Quota per label",
-        description="With a labelled URL list: stop downloading a label once it has this many images "
-        "and report labels that fell short. 0 = no quota.",
-    ),
-    "model": Param(
-        os.environ.get("HARVEST_MODEL", "efficientnet_lite0"),
-        type="string",
-        title="Model",
-        description="efficientnet_lite0 (bundled), a filter from `make train-filter`, a path to a .keras / "
-        ".tflite file or SavedModel folder with its .json class list, or keras.applications.<Name>.",
-    ),
-    "text_prefilter": Param(
-        False,
-        type="boolean",
-        title="Text pre-filter",
-        description="Skip downloading candidates whose alt text, title or file name name only other "
-        "ImageNet classes; empty or generic alt text never causes a skip.",
-    ),
-    "destination": Param(
-        "",
-        type="string",
-        title="Destination",
-        description="s3://bucket/prefix or a local folder; empty uses HARVEST_DESTINATION "
-        "or the local default.",
-    ),
+    name: _param(spec, enum=["", *_PROFILES]) if name == "profile" else _param(spec)
+    for name, spec in HARVEST_PARAMS.items()
 }
 
 
-def _timeout(kind: str) -> timedelta:
-    """A task kind's execution timeout (HARVEST_<KIND>_TIMEOUT_MINUTES): a stuck task fails, and the
-    run goes on to its end instead of holding the DAG's only run slot."""
-    return timedelta(minutes=task_timeout_minutes(kind))
+def _stage_task(name: str, **extra: Any):
+    """``@task`` for a stage, from its row in harvest.stages.STAGES: its task id, the network pool
+    when it loads the network, and its execution timeout (HARVEST_<KIND>_TIMEOUT_MINUTES), after which
+    a stuck task fails and the run goes on to its end instead of holding the DAG's only run slot."""
+    stage = STAGE_BY_NAME[name]
+    if stage.network:
+        extra["pool"] = NETWORK_POOL
+    timeout = timedelta(minutes=task_timeout_minutes(stage.timeout))
+    return task(task_id=stage.task_id, execution_timeout=timeout, **extra)
+
+
+def _run_stage(name: str, shard: int | None = None) -> list[dict]:
+    """Run one stage with its bookkeeping (harvest.pipeline.run_stage); its reports as dicts."""
+    from harvest.pipeline import run_stage
+
+    return [report.as_dict() for report in run_stage(_settings(), name, shard)]
 
 
 def _asset_uri(destination: str) -> str:
@@ -203,7 +86,7 @@ def _settings():
     doc_md=__doc__,
 )
 def image_harvest():
-    @task(execution_timeout=_timeout("validate"))
+    @_stage_task("prepare")
     def validate() -> dict:
         """Refuse bad input before any crawling; nothing to retry when the settings are wrong."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -223,56 +106,37 @@ def image_harvest():
         except ConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task(pool=NETWORK_POOL, execution_timeout=_timeout("crawl"))
+    @_stage_task("crawl")
     def crawl_seeds(_: dict) -> dict:
-        from harvest.pipeline import record_report
-        from harvest.stages.crawl import run_crawl
+        (report,) = _run_stage("crawl")
+        return report
 
-        cfg = _settings()
-        report = run_crawl(cfg)
-        record_report(cfg, report)
-        return report.as_dict()
-
-    @task(pool=NETWORK_POOL, execution_timeout=_timeout("extract"))
+    @_stage_task("extract")
     def extract_links(_: dict) -> list[int]:
         """Returns the shard ids the download fans out over (its counts are in the log and state DB)."""
-        from harvest.pipeline import collect_candidates, record_report
+        from harvest.pipeline import run_stage
 
         cfg = _settings()
-        for report in collect_candidates(cfg):
-            record_report(cfg, report)
+        run_stage(cfg, "extract")
         return list(range(cfg.num_shards))
 
-    @task(pool=NETWORK_POOL, execution_timeout=_timeout("download"))
+    @_stage_task("download")
     def download_images(shard: int) -> dict:
-        from harvest.pipeline import record_report
-        from harvest.stages.download import run_download
+        (report,) = _run_stage("download", shard)
+        return report
 
-        cfg = _settings()
-        report = run_download(cfg, shard)
-        record_report(cfg, report)
-        return report.as_dict()
-
-    @task(execution_timeout=_timeout("classify"))
+    @_stage_task("classify")
     def classify_images(_: list) -> dict:
-        from harvest.pipeline import record_report
-        from harvest.stages.classify import run_classify
+        (report,) = _run_stage("classify")
+        return report
 
-        cfg = _settings()
-        report = run_classify(cfg)
-        record_report(cfg, report)
-        return report.as_dict()
-
-    @task(outlets=[HARVEST_IMAGES], execution_timeout=_timeout("publish"))
+    @_stage_task("publish", outlets=[HARVEST_IMAGES])
     def publish_images(_: dict) -> dict:
         """Publish, then announce the new images as asset events and log where they came from."""
-        from harvest.pipeline import record_report, record_run_stats
-        from harvest.stages.publish import run_publish
+        from harvest.pipeline import run_stage
 
         cfg = _settings()
-        report = run_publish(cfg)
-        record_report(cfg, report)
-        record_run_stats(cfg)
+        (report,) = run_stage(cfg, "publish")
         events = get_current_context()["outlet_events"][HARVEST_IMAGES]
         extra = {
             "run_id": cfg.manifest_id,

@@ -14,64 +14,29 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from harvest.settings.config import task_timeout_minutes
+from harvest.settings.params import HARVEST_PARAMS, HARVEST_RUN_ID, RETHRESHOLD_DESCRIPTIONS, ParamSpec
+from harvest.settings.timeouts import task_timeout_minutes
+
+
+def _param(spec: ParamSpec, description: str | None) -> Param:
+    """A harvest Param's field as this form shows it: same default, type, bounds and title, with the
+    description of what it means here. Labels start empty whatever HARVEST_LABELS says: empty means
+    the harvest run's own."""
+    default = spec.value(None if spec.name == "labels" else os.environ)
+    return Param(default, **{**spec.schema(), "description": description})
+
 
 PARAMS = {
-    "harvest_run_id": Param(
-        "",
-        type="string",
-        minLength=1,
-        title="Harvest run id",
-        description="The image_harvest run whose images are decided again: its Airflow run id "
-        "(e.g. scheduled__2026-11-01T00:00:00+00:00) or the gallery's run id.",
-    ),
-    "labels": Param(
-        [],
-        type="array",
-        items={"type": "string"},
-        title="Labels",
-        description="Labels to keep; empty keeps the labels the harvest run asked for.",
-    ),
-    "top_k": Param(5, type="integer", minimum=1, maximum=1000, title="Top k"),
-    "threshold": Param(0.2, type="number", minimum=0, maximum=1, title="Threshold"),
-    "model": Param(os.environ.get("HARVEST_MODEL", "efficientnet_lite0"), type="string", title="Model"),
-    "destination": Param(
-        "",
-        type="string",
-        title="Destination",
-        description="Where to publish; empty publishes where the harvest run did.",
-    ),
+    HARVEST_RUN_ID.name: Param(HARVEST_RUN_ID.value(), **HARVEST_RUN_ID.schema()),
+    **{name: _param(HARVEST_PARAMS[name], text) for name, text in RETHRESHOLD_DESCRIPTIONS.items()},
 }
 
 
 def _settings():
     """The re-decision's config: the harvest run's state scope, and its manifest named as before."""
-    from harvest.settings.config import build_config
-    from harvest_airflow import (
-        database_url,
-        mask,
-        original_params,
-        resolved_database_url,
-        s3_options,
-        state_run_id,
-    )
+    from harvest_airflow import rethreshold_settings
 
-    mask(os.environ.get("HARVEST_METADATA_KEY"))  # read by build_config below: never in the task log
-    params = dict(get_current_context()["params"])
-    given = params["harvest_run_id"]
-    scope = state_run_id(resolved_database_url(), given)
-    original = original_params(resolved_database_url(), scope)
-    for name in ("labels", "destination"):  # left empty: the harvest run's own
-        if not params.get(name):
-            params[name] = original.get(name) or params.get(name)
-    return build_config(
-        params,
-        scope,
-        database_url=database_url(),
-        s3=s3_options(),
-        require_seeds=False,
-        manifest_id=given if scope != given else "",
-    )
+    return rethreshold_settings(get_current_context())
 
 
 @dag(

@@ -76,7 +76,7 @@ def _load_dag():
 
 def _database_url() -> str:
     """The state DB the DAG used: same precedence as the DAG (env, then `harvest_db`, then SQLite)."""
-    from harvest.settings.config import default_database_url, normalize_database_url
+    from harvest.settings.env import default_database_url, normalize_database_url
 
     if os.environ.get("HARVEST_DATABASE_URL"):
         return normalize_database_url(os.environ["HARVEST_DATABASE_URL"])

@@ -197,3 +197,60 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
         f"{base}/images/{label}" for label in ("daisy", "egyptian_cat", "espresso", "palace")
     }
     assert by_uri[f"{base}/images/daisy"]["new"] == 1 and by_uri[base]["kept"] == 4
+
+
+def _form_schema(spec) -> dict:
+    """What Airflow keeps as a Param's schema: everything but the description, which it keeps apart."""
+    return {k: v for k, v in spec.schema().items() if k != "description"}
+
+
+def test_params_match_their_specification(tmp_path):
+    """Both trigger forms, PARAM_DEFAULTS and HarvestConfig's defaults all come from one specification."""
+    import dataclasses
+
+    from harvest.settings.config import PARAM_DEFAULTS, HarvestConfig
+    from harvest.settings.params import HARVEST_PARAMS, HARVEST_RUN_ID, RETHRESHOLD_DESCRIPTIONS
+
+    probe = (
+        "import importlib.util, json\n"
+        "forms = {}\n"
+        "for name, attr in (('image_harvest', 'harvest_dag'), ('image_rethreshold', 'rethreshold_dag')):\n"
+        f"    spec = importlib.util.spec_from_file_location(name, {str(REPO / 'dags')!r} + f'/{{name}}.py')\n"
+        "    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "    params = getattr(module, attr).params\n"
+        "    forms[name] = {k: [params.get_param(k).value, params.get_param(k).schema,\n"
+        "                       params.get_param(k).description] for k in params.keys()}\n"
+        "print(json.dumps(forms))\n"
+    )
+    env = _airflow_env(
+        tmp_path, HARVEST_MODEL="a-model", HARVEST_SEEDS="https://a.example/,https://b.example/"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    forms = json.loads(out.stdout.strip().splitlines()[-1])
+
+    harvest = forms["image_harvest"]
+    assert list(harvest) == list(HARVEST_PARAMS)
+    for name, spec in HARVEST_PARAMS.items():
+        value, schema, description = harvest[name]
+        assert value == spec.value(env), name
+        assert {k: v for k, v in schema.items() if k != "enum"} == _form_schema(spec), name
+        assert description == spec.description, name
+    assert harvest["model"][0] == "a-model" and harvest["seeds"][0] == [
+        "https://a.example/",
+        "https://b.example/",
+    ]
+    assert harvest["profile"][1]["enum"][0] == ""
+
+    rethreshold = forms["image_rethreshold"]
+    assert list(rethreshold) == [HARVEST_RUN_ID.name, *RETHRESHOLD_DESCRIPTIONS]
+    assert rethreshold[HARVEST_RUN_ID.name][1] == _form_schema(HARVEST_RUN_ID)
+    for name, description in RETHRESHOLD_DESCRIPTIONS.items():
+        value, schema, shown = rethreshold[name]
+        assert schema == _form_schema(HARVEST_PARAMS[name]), name
+        assert shown == description and value == HARVEST_PARAMS[name].value(env if name == "model" else None)
+
+    assert {name: spec.value() for name, spec in HARVEST_PARAMS.items()} == PARAM_DEFAULTS
+    defaults = {f.name: f.default for f in dataclasses.fields(HarvestConfig)}
+    for name, spec in HARVEST_PARAMS.items():
+        if name not in ("seeds", "labels", "destination"):  # required fields of the config
+            assert defaults[name] == spec.default, name

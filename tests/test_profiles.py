@@ -56,7 +56,7 @@ def test_profile_mistakes_are_named(profiles, name, message):
 
 
 def test_shipped_profiles_are_valid(tmp_path):
-    from harvest.settings.config import DEFAULT_PROFILES_DIR
+    from harvest.settings.env import DEFAULT_PROFILES_DIR
 
     names = list_profiles(DEFAULT_PROFILES_DIR)
     assert names, "include/profiles/ ships at least one example"

@@ -29,17 +29,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from harvest.report import StageReport
 from harvest.settings.config import PARAM_DEFAULTS, ConfigError, HarvestConfig, build_config
+from harvest.settings.params import env_params
+from harvest.stages import STAGE_NAMES
 
 log = logging.getLogger("harvest.cli")
-
-STAGES = ("prepare", "crawl", "extract", "download", "classify", "publish")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harvest", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     stage = commands.add_parser("stage", help="run one stage, as its DAG task would")
-    stage.add_argument("stage", choices=STAGES)
+    stage.add_argument("stage", choices=STAGE_NAMES)
     stage.add_argument("--shard", type=int, help="download only this shard (default: every shard)")
     run = commands.add_parser("run", help="run every stage in order")
     for sub in (stage, run):
@@ -53,19 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_params(env: Mapping[str, str]) -> dict[str, Any]:
-    """The DAG's Param defaults that come from the environment (the rest are build_config's)."""
-    listed = lambda name: [s.strip() for s in env.get(name, "").split(",") if s.strip()]  # noqa: E731
-    return {
-        "profile": env.get("HARVEST_PROFILE", ""),
-        "seeds": listed("HARVEST_SEEDS"),
-        "labels": listed("HARVEST_LABELS"),
-    }
-
-
 def recorded_params(database_url: str | None, run_id: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The Params a prepared run recorded, so a later stage needs only its run id."""
-    from harvest.settings.config import default_database_url, normalize_database_url
+    from harvest.settings.env import default_database_url, normalize_database_url
     from harvest.state.db import session_scope
     from harvest.state.models import Run
 
@@ -95,7 +85,7 @@ def settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> 
         given = {}
     if not isinstance(given, dict):
         raise ConfigError(["params: expected a JSON object of DAG Params"])
-    params = {**default_params(env), **given}
+    params = {**env_params(env), **given}
     if args.destination:
         params["destination"] = args.destination
     return build_config(
@@ -104,37 +94,10 @@ def settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> 
 
 
 def run_stage(cfg: HarvestConfig, stage: str, shard: int | None = None, classifier=None) -> list[StageReport]:
-    """One stage with the calls and bookkeeping of its DAG task (see dags/image_harvest.py); a loaded
-    ``classifier`` spares the classify stage loading the model again."""
-    from harvest import pipeline
+    """One stage with the calls and bookkeeping of its DAG task (harvest.pipeline.run_stage)."""
+    from harvest.pipeline import run_stage as run_one
 
-    if stage == "prepare":
-        log.info("prepared: %s", pipeline.prepare_run(cfg))
-        return []
-    if stage == "crawl":
-        from harvest.stages.crawl import run_crawl
-
-        reports = [run_crawl(cfg)]
-    elif stage == "extract":
-        reports = pipeline.collect_candidates(cfg)
-    elif stage == "download":
-        from harvest.stages.download import run_download
-
-        shards = range(cfg.num_shards) if shard is None else [shard]
-        reports = [run_download(cfg, s) for s in shards]
-    elif stage == "classify":
-        from harvest.stages.classify import run_classify
-
-        reports = [run_classify(cfg, classifier)]
-    else:
-        from harvest.stages.publish import run_publish
-
-        reports = [run_publish(cfg)]
-    for report in reports:
-        pipeline.record_report(cfg, report)
-    if stage == "publish":
-        pipeline.record_run_stats(cfg)
-    return reports
+    return run_one(cfg, stage, shard, classifier)
 
 
 def main(argv: list[str] | None = None) -> int:

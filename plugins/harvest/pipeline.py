@@ -1,4 +1,5 @@
-"""The stages in order, for the CLI and tests; the DAG calls the same functions one task each."""
+"""A harvest run in this process: preparing it, one stage with its bookkeeping, or every stage in
+order (harvest.stages.STAGES); the DAG runs the same stages one task each."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ from harvest.model.labels import resolve_labels
 from harvest.model.registry import resolve_model
 from harvest.report import StageReport
 from harvest.settings.config import ConfigError, HarvestConfig
-from harvest.stages.classify import run_classify
-from harvest.stages.crawl import run_crawl, seed_pages
-from harvest.stages.download import run_download
+from harvest.stages import STAGE_BY_NAME, STAGES
+from harvest.stages.crawl import seed_pages
 from harvest.stages.extract import run_extract
-from harvest.stages.publish import run_publish
 from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
@@ -86,14 +85,34 @@ def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     return reports
 
 
-def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
-    prepare_run(cfg)
-    reports = [run_crawl(cfg), *collect_candidates(cfg)]
-    reports += [run_download(cfg, shard) for shard in range(cfg.num_shards)]
-    reports += [run_classify(cfg, classifier), run_publish(cfg)]
+def run_stage(cfg: HarvestConfig, name: str, shard: int | None = None, classifier=None) -> list[StageReport]:
+    """One stage with the bookkeeping of its DAG task: its reports recorded in the run's counters,
+    and after publishing the run's statistics. A sharded stage runs ``shard``, or every shard when
+    it is None; a loaded ``classifier`` spares the classify stage loading the model again."""
+    stage = STAGE_BY_NAME[name]
+    run = stage.function()
+    if stage.name == "prepare":
+        log.info("prepared: %s", run(cfg))
+        return []
+    if stage.sharded:
+        shards = range(cfg.num_shards) if shard is None else [shard]
+        reports = [run(cfg, s) for s in shards]
+    else:
+        result = run(cfg, classifier) if stage.takes_classifier else run(cfg)
+        reports = result if isinstance(result, list) else [result]
     for report in reports:
         record_report(cfg, report)
-    record_run_stats(cfg)
+    if stage is STAGES[-1]:  # the run's last stage (publish): its statistics are final now
+        record_run_stats(cfg)
+    return reports
+
+
+def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
+    """Every stage in order, in this process; reports of the stages after prepare (the first)."""
+    prepare_run(cfg)
+    reports = []
+    for stage in STAGES[1:]:
+        reports += run_stage(cfg, stage.name, classifier=classifier)
     return reports
 
 

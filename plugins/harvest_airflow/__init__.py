@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from harvest.settings.config import (
-    HarvestConfig,
-    S3Options,
-    build_config,
-    default_database_url,
-    normalize_database_url,
-    s3_options_from_connection,
-)
+from harvest.settings.config import HarvestConfig, build_config
+from harvest.settings.env import default_database_url, normalize_database_url
+from harvest.settings.s3 import S3Options, s3_options_from_connection
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +102,53 @@ def metadata_key() -> str | None:
     return key or None
 
 
-def settings(context: dict[str, Any]) -> HarvestConfig:
-    """The run's HarvestConfig from its Params, its run id and the Airflow connections."""
+def _environment() -> dict[str, str]:
+    """This process's environment with HARVEST_METADATA_KEY filled from Airflow when the environment
+    has none, the key masked in the task log either way."""
     env = dict(os.environ)
     if env.get("HARVEST_METADATA_KEY"):
         mask(env["HARVEST_METADATA_KEY"])
     else:
         env["HARVEST_METADATA_KEY"] = metadata_key() or ""
+    return env
+
+
+def airflow_config(
+    params: Mapping[str, Any], run_id: str, *, manifest_id: str, require_seeds: bool = True
+) -> HarvestConfig:
+    """A HarvestConfig from Params and the Airflow connections: the state DB, S3 and the metadata key.
+    Both DAGs build theirs here, so they read the same connections and mask the same secrets."""
     return build_config(
-        context["params"],
-        run_scope(context["run_id"], context.get("logical_date")),
-        env=env,
+        params,
+        run_id,
+        env=_environment(),
         database_url=database_url(),
         s3=s3_options(),
+        require_seeds=require_seeds,
+        manifest_id=manifest_id,
+    )
+
+
+def settings(context: Mapping[str, Any]) -> HarvestConfig:
+    """An image_harvest run's HarvestConfig from its Params, its run id and the Airflow connections."""
+    return airflow_config(
+        context["params"],
+        run_scope(context["run_id"], context.get("logical_date")),
         manifest_id=context["run_id"],
     )
+
+
+def rethreshold_settings(context: Mapping[str, Any]) -> HarvestConfig:
+    """An image_rethreshold run's HarvestConfig: the harvest run's state scope, its labels and
+    destination when the form leaves them empty, and its manifest named as before."""
+    params = dict(context["params"])
+    given = params["harvest_run_id"]
+    scope = state_run_id(resolved_database_url(), given)
+    original = original_params(resolved_database_url(), scope)
+    for name in ("labels", "destination"):  # left empty: the harvest run's own
+        if not params.get(name):
+            params[name] = original.get(name) or params.get(name)
+    return airflow_config(params, scope, require_seeds=False, manifest_id=given if scope != given else "")
 
 
 def state_run_id(database_url_: str, run_id: str) -> str:

@@ -12,11 +12,12 @@ from typing import Any
 
 import yaml
 
-from harvest.settings.config import PARAM_DEFAULTS, ConfigError
+from harvest.settings.errors import ConfigError
+from harvest.settings.params import HARVEST_PARAMS
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
-#: Keys a profile may set: every Param except the profile itself, plus a free-text description.
-PROFILE_KEYS = set(PARAM_DEFAULTS) | {"description"}
+#: Keys a profile may set: the Params, plus a free-text description.
+PROFILE_KEYS = set(HARVEST_PARAMS) | {"description"}
 
 
 def list_profiles(profiles_dir: Path) -> list[str]:
