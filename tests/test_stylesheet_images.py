@@ -151,3 +151,19 @@ def test_staged_sheet_round_trip_keeps_its_final_url():
     sheet = StagedSheet("https://cdn.example/theme/css/styles.css", "a{}")
     assert StagedSheet.from_bytes(sheet.to_bytes()) == sheet
     assert json.loads(StagedSheet("u", error="why").to_bytes())["error"] == "why"
+
+
+def test_a_stylesheet_robots_txt_disallows_is_not_fetched(postgres_url, tmp_path, photos):
+    with serve() as server:
+        _agency_site(server, photos)
+        server.routes["/robots.txt"] = Response(
+            b"User-agent: *\nDisallow: /css/\n", content_type="text/plain"
+        )
+        cfg = _config(postgres_url, f"{server.base}/index.html", tmp_path, "manual__robotscss")
+        crawl = run_crawl(cfg)
+        run_extract(cfg)
+        requested = server.paths()
+    assert not [path for path in requested if path.startswith("/css/")]
+    assert crawl.extra["stylesheets"]["fetched"] == 0
+    assert [reason for reason in crawl.extra["stylesheets"]["failed"] if reason.startswith("robots.txt")]
+    assert "/assets/img/header-bg.jpg" not in candidates(cfg, server.base)
