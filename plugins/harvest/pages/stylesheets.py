@@ -244,8 +244,8 @@ def collect_stylesheets(
 
     for style in root.find_all("style"):
         collect.budget.check()
-        media = str(style.get("type") or "text/css").lower()
-        if media == "text/css":
+        kind = str(style.get("type") or "text/css").lower()
+        if kind == "text/css":
             add_rules(background_rules(style.get_text(), collect.base), SOURCE_STYLE_BLOCK)
     if load is None:
         return
