@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from harvest.pages.found import Collector, Found
 from harvest.pages.htmltext import html_text
 from harvest.pages.image_sources import collect_page_images
 from harvest.pages.site_selectors import page_fields, selected_elements
+from harvest.pages.stylesheets import StagedSheet, collect_stylesheets
 from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile
 from harvest.urls import host_of
@@ -39,15 +41,19 @@ def extract_page(
     page_url: str,
     profile: SiteProfile | None = None,
     budget: ExtractBudget | None = None,
+    stylesheets: Callable[[str], StagedSheet | None] | None = None,
 ) -> PageImages:
     """The page's images; a site profile narrows them to its ``images`` selectors (the others are
     kept as junk so the skip is recorded) and attaches its ``fields`` to each. Raises
-    ExtractionBudgetExceeded when the page needs more than ``budget`` (default: no limit)."""
+    ExtractionBudgetExceeded when the page needs more than ``budget`` (default: no limit).
+    ``stylesheets`` gives the staged copy of a linked stylesheet by URL (pages/stylesheets.py);
+    without it only the page's own ``<style>`` blocks are read."""
     soup = BeautifulSoup(html_text(html), "lxml")
     base_tag = soup.find("base", href=True)
     collect = Collector(document_base(page_url, base_tag["href"] if base_tag else None), budget)
     collect.budget.check()
     collect_page_images(soup, collect)
+    collect_stylesheets(soup, collect, stylesheets)
     items = collect.merged()
     if profile is not None:
         _apply_profile(soup, items, profile, collect.budget)

@@ -70,6 +70,8 @@ class HarvestConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_page_bytes: int = 5 * 1024 * 1024
+    #: a linked stylesheet (or one it @imports) longer than this is not read; the cap is recorded
+    max_stylesheet_bytes: int = 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
     # crawler behaviour (README "Crawling"): robots, politeness, scope, junk filters, site profiles
     respect_robots: bool = True
