@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import manifest_rows
 from loopback_site import Response, SiteServer, serve
+from matplotlib import cbook
 from PIL import Image
 from skimage import data
 from sklearn.datasets import load_sample_image
@@ -56,13 +57,15 @@ def _photos() -> dict[str, Image.Image]:
         "flower": Image.fromarray(load_sample_image("flower.jpg")),
         "china": Image.fromarray(load_sample_image("china.jpg")),
         "astronaut": Image.fromarray(data.astronaut()),
+        "hopper": Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"),
     }
 
 
 def _site(server: SiteServer) -> None:
     """The two pages, and every rendition they name except the broken ones: the largest cat is
     missing (404), the largest coffee is an error page served as image/jpeg, the largest flower
-    never answers in time, the largest palace roof is missing, and no astronaut rendition works."""
+    never answers in time, the linked full-size portrait is a tiny stand-in (what hotlink
+    protection sends), the largest palace roof is missing, and no astronaut rendition works."""
     base = server.base
     photos = _photos()
     post = (FIXTURES / "wordpress_renditions.html").read_text().replace("https://greenthumb.example", base)
@@ -77,6 +80,8 @@ def _site(server: SiteServer) -> None:
     server.routes[f"{WP}terrace-coffee-1024x683.jpg"] = Response(ERROR_PAGE, content_type="image/jpeg")
     slow = server.routes[f"{WP}first-bloom-1024x683.jpg"]
     server.routes[f"{WP}first-bloom-1024x683.jpg"] = dataclasses.replace(slow, delay=READ_TIMEOUT * 6)
+    server.routes[f"{WP}shed-portrait.jpg"] = _sized(photos["hopper"], 48, 32)
+    server.routes[f"{WP}shed-portrait-300x200.jpg"] = _sized(photos["hopper"], 300, 200)
     roof = f"{WIKI}6/6b/Summer_Palace_roof.jpg/"
     for width in (330, 220):
         server.routes[f"{roof}{width}px-Summer_Palace_roof.jpg"] = _sized(
@@ -146,6 +151,7 @@ def test_the_next_rendition_is_published_when_the_preferred_one_fails(postgres_u
     cat, coffee, bloom = (
         found[f"{WP}{name}-1024x683.jpg"] for name in ("garden-cat", "terrace-coffee", "first-bloom")
     )
+    portrait = found[f"{WP}shed-portrait.jpg"]
     roof = found[f"{WIKI}6/6b/Summer_Palace_roof.jpg/440px-Summer_Palace_roof.jpg"]
     astronaut = found[f"{WIKI}2/2f/Astronaut_portrait.jpg/440px-Astronaut_portrait.jpg"]
 
@@ -154,6 +160,7 @@ def test_the_next_rendition_is_published_when_the_preferred_one_fails(postgres_u
         (cat, f"{WP}garden-cat-768x512.jpg"),
         (coffee, f"{WP}terrace-coffee-768x512.jpg"),
         (bloom, f"{WP}first-bloom-768x512.jpg"),
+        (portrait, f"{WP}shed-portrait-300x200.jpg"),
         (roof, f"{WIKI}6/6b/Summer_Palace_roof.jpg/330px-Summer_Palace_roof.jpg"),
     ):
         assert (row.status, row.error, row.rendition_url) == ("done", None, base + served)
@@ -163,9 +170,10 @@ def test_the_next_rendition_is_published_when_the_preferred_one_fails(postgres_u
         "not an image: an HTML page served in its place (Content-Type image/jpeg)"
     )
     assert "timed out" in bloom.renditions_failed[0]["reason"]
+    assert portrait.renditions_failed[0]["reason"] == "too small (48x32 < 64x64)"
     assert roof.renditions_failed[0]["reason"] == "HTTP 404"
-    # the first rendition that worked stops the search: the 300x200 copies were never asked for
-    assert not [path for path in requested if path.endswith("-300x200.jpg")]
+    # the first rendition that worked stops the search: the other 300x200 copies were never asked for
+    assert [path for path in requested if path.endswith("-300x200.jpg")] == [f"{WP}shed-portrait-300x200.jpg"]
 
     # every rendition of the astronaut failed: the candidate failed, with each reason listed in order
     thumb = f"{base}{WIKI}2/2f/Astronaut_portrait.jpg/"
@@ -196,13 +204,13 @@ def test_the_next_rendition_is_published_when_the_preferred_one_fails(postgres_u
     manifest = _manifest(cfg, base)
     assert set(manifest) == {
         f"{WP}{n}-1024x683.jpg" for n in ("garden-cat", "terrace-coffee", "first-bloom")
-    } | {f"{WIKI}6/6b/Summer_Palace_roof.jpg/440px-Summer_Palace_roof.jpg"}
-    for row in (cat, coffee, bloom, roof):
+    } | {f"{WP}shed-portrait.jpg", f"{WIKI}6/6b/Summer_Palace_roof.jpg/440px-Summer_Palace_roof.jpg"}
+    for row, width in ((cat, 768), (coffee, 768), (bloom, 768), (portrait, 300), (roof, 330)):
         entry = manifest[row.url.removeprefix(base)]
         assert entry["url"] == row.url and entry["page_url"] == row.page_url
         assert entry["rendition_url"] == row.rendition_url
         assert entry["renditions_failed"] == row.renditions_failed
-        assert entry["width"] == (768 if "wp-content" in row.url else 330)
+        assert entry["width"] == width
     table = pq.read_table(Path(cfg.destination) / "manifests/dataset.parquet").to_pylist()
     parquet = {row["url"]: row for row in table}
     assert parquet[cat.url]["rendition_url"] == cat.rendition_url
