@@ -112,6 +112,10 @@ class Candidate(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=utcnow)
     #: "not_modified" when an earlier run's download of the URL was confirmed by a 304
     revalidation: Mapped[str | None] = mapped_column(String(16))
+    #: the rendition (``url`` or one of ``variants``) whose bytes were stored
+    rendition_url: Mapped[str | None] = mapped_column(Text)
+    #: the renditions tried that served no image: [{"url": ..., "reason": ...}, ...] in the order tried
+    renditions_failed: Mapped[list | None] = mapped_column(JSON)
 
 
 class Image(Base):
