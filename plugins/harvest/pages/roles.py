@@ -20,6 +20,8 @@ _TOKEN_SPLIT = re.compile(r"[^a-z0-9]+")
 _AVATAR_TOKENS = {"avatar", "avatars", "gravatar", "userpic", "userpics", "usericon"}
 _PROFILE_TOKENS = {"profile", "user", "author"}
 _PICTURE_TOKENS = {"pic", "picture", "photo", "image", "img", "thumb", "icon"}
+_AVATAR_PATHS = ("/avatars/", "/avatar/", "profile_images", "profile_pics", "profile-images", "/userpics/")
+_HEADER_TOKENS = {"header", "masthead", "banner", "topbar"}
 _AVATAR_PHRASES = ("profile picture", "profile photo", "profile image", "user avatar")
 _EMOJI_TOKENS = {"emoji", "emojis", "twemoji", "emojione", "wp", "smiley"}
 _EMOJI_PATHS = ("/images/core/emoji/", "/emoji/", "/emojis/", "/custom_emojis/", "twemoji")
@@ -28,6 +30,7 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp", ".
 _TRACKER_TOKENS = {"pixel", "beacon", "count", "counter", "stats", "stat", "track", "tracking", "hit"}
 #: An alt longer than this is a description, not a label naming what the image is.
 SHORT_ALT = 40
+SHORT_ALT_WORDS = 5
 #: A declared size at most this is a small picture (an avatar or an icon), not a content photo.
 SMALL_SIDE = 160
 #: This many different small images sharing one class on a page are a list's avatars or icons.
@@ -63,8 +66,9 @@ def _file_tokens(url: str) -> set[str]:
 
 
 def _short(alt: str | None) -> str:
+    """The alt text when it is a label (a few words), else "": a sentence describes a photo."""
     alt = " ".join((alt or "").split())
-    return alt.lower() if len(alt) <= SHORT_ALT else ""
+    return alt.lower() if len(alt) <= SHORT_ALT and len(alt.split()) <= SHORT_ALT_WORDS else ""
 
 
 def is_emoji_text(text: str | None) -> bool:
@@ -115,7 +119,7 @@ def avatar_reason(
         return "avatar or profile picture (by class)"
     if parts.hostname and parts.hostname.endswith("gravatar.com"):
         return "avatar or profile picture (gravatar)"
-    if tokens(parts.path) & _AVATAR_TOKENS:
+    if any(part in parts.path.lower() for part in _AVATAR_PATHS) or tokens(parts.path) & _AVATAR_TOKENS:
         return "avatar or profile picture (by URL)"
     alt_text = _short(alt)
     if alt_text and (tokens(alt_text) & _AVATAR_TOKENS or any(p in alt_text for p in _AVATAR_PHRASES)):
@@ -139,6 +143,15 @@ def logo_reason(url: str, alt: str | None, marks: set[str], link: str | None, pa
         home = target.path in ("", "/", "/index.html", "/index.htm", "/index.php", "/default.asp")
         if home and not target.query and target.netloc.lower() == page.netloc.lower():
             return "site logo (links to the site's home page)"
+    return None
+
+
+def header_reason(url: str, marks: set[str], width: int | None, height: int | None) -> str | None:
+    """A masthead graphic named so by its file (``images/header_right.jpg``): wide and short when
+    its size is declared."""
+    wide = not (width and height) or width >= 3 * height
+    if wide and _file_tokens(url) & _HEADER_TOKENS:
+        return "page header graphic (by file name)"
     return None
 
 
@@ -178,6 +191,7 @@ def markup_role_reason(
         emoji_reason(url, alt, marks)
         or avatar_reason(url, alt, marks, width, height)
         or logo_reason(url, alt, marks, link, page_base)
+        or header_reason(url, marks, width, height)
     )
 
 
