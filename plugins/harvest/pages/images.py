@@ -15,6 +15,7 @@ from harvest.pages.budget import ExtractBudget
 from harvest.pages.found import Collector, Found
 from harvest.pages.htmltext import html_text
 from harvest.pages.image_sources import collect_page_images
+from harvest.pages.roles import repeated_small_images
 from harvest.pages.site_selectors import page_fields, selected_elements
 from harvest.pages.stylesheets import StagedSheet, collect_stylesheets
 from harvest.settings.config import HarvestConfig
@@ -55,6 +56,10 @@ def extract_page(
     collect_page_images(soup, collect)
     collect_stylesheets(soup, collect, stylesheets)
     items = collect.merged()
+    for url, reason in repeated_small_images(items).items():
+        for item in items:
+            if item.url == url and not item.role:
+                item.role = reason
     if profile is not None:
         _apply_profile(soup, items, profile, collect.budget)
     for item in items:  # a tag holds its whole page: kept, every page of a run would stay in memory
@@ -80,8 +85,10 @@ def _apply_profile(
             item.junk = f"not selected by site profile {profile.name}"
 
 
-def markup_junk_reason(item: Found, cfg: HarvestConfig) -> str | None:
-    """Why an image is junk, decided before download from the markup alone (None: fetch it)."""
+def markup_junk_reason(item: Found, cfg: HarvestConfig, roles: bool = True) -> str | None:
+    """Why an image is junk, decided before download from the markup alone (None: fetch it).
+    ``roles=False`` leaves out what the markup says the image is for (avatar, emoji, logo), for a
+    caller that ranks another reason (site chrome) before it."""
     path = urlsplit(item.url).path.lower()
     if item.junk:
         return item.junk
@@ -95,7 +102,7 @@ def markup_junk_reason(item: Found, cfg: HarvestConfig) -> str | None:
         return "tracking pixel or spacer (by file name)"
     if _SPRITE.search(path.rsplit("/", 1)[-1]):
         return "CSS sprite sheet"
-    return None
+    return item.role if roles else None
 
 
 def chrome_images(

@@ -116,6 +116,7 @@ class HarvestConfig:
     placeholder_min_urls: int = 10
     placeholder_distance: int = 4
     min_entropy: float = 2.0
+    min_detail: float = 3.0
     exports: tuple[str, ...] = ("parquet", "card")
     webdataset_shard_size: int = 1000
     variant_widths: tuple[int, ...] = ()

@@ -186,7 +186,12 @@ def _write_candidates(
         page_id, page_url, items = pickle.load(spill)
         rows = []
         for item in items:
-            reason = markup_junk_reason(item, cfg) or chrome.get(item.url) or _robots_reason(robots, item.url)
+            reason = (
+                markup_junk_reason(item, cfg, roles=False)
+                or chrome.get(item.url)
+                or item.role
+                or _robots_reason(robots, item.url)
+            )
             rows.append(_candidate_row(cfg, page_url, item, reason))
             if reason:
                 report.count("skipped", reason)

@@ -138,6 +138,9 @@ class Image(Base):
     phash: Mapped[str | None] = mapped_column(String(16), index=True)
     #: grey-level entropy in bits; near-uniform fills score close to 0
     entropy: Mapped[float | None] = mapped_column(Float)
+    #: bits of detail beside the background (harvest.images.perceptual.detail_bits): a photo of an
+    #: object on a plain background scores high, a flat logo or a fill low
+    detail: Mapped[float | None] = mapped_column(Float)
     orientation: Mapped[int | None] = mapped_column(Integer)
     #: camera, dates, orientation, copyright: the EXIF fields that identify nobody
     exif: Mapped[dict | None] = mapped_column(JSON)
