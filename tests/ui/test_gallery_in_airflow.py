@@ -143,7 +143,9 @@ def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_se
         page.get_by_role("menuitem", name="Harvest gallery").wait_for()
         screenshot(page, shots, "airflow-navigation.png")
         page.get_by_role("menuitem", name="Harvest gallery").click()
-        page.wait_for_url("**/plugin/harvest-gallery")
+        # the UI routes on the client: the address changes without a new document, and a busy
+        # machine takes long over the first render of the plugin page
+        page.wait_for_url("**/plugin/harvest-gallery", wait_until="commit", timeout=120_000)
 
         gallery = page.frame_locator("iframe")
         gallery.locator("#grid .card").first.wait_for()
