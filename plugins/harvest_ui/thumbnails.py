@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from harvest.images.decoding import MB, BudgetExceeded, DecodeBudget, declared_cost, declared_size, give_back
-from harvest.images.imagecheck import ImageRejected, sniff
+from harvest.images.imagecheck import ORIENTATION_TRANSPOSE, ImageRejected, sniff
 from harvest.images.perceptual import reduce_in_bands
 from harvest.images.pixels import to_rgb
 from harvest.settings.config import S3Options
@@ -37,15 +37,6 @@ from harvest_ui.settings import DEFAULT_PREVIEW_MB
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: The API server's thumbnail decodes in flight, at most twice the cost of the largest preview.
 PREVIEWS = DecodeBudget(2 * DEFAULT_PREVIEW_MB * MB, setting="HARVEST_GALLERY_PREVIEW_MB, twice")
-_TRANSPOSE = {
-    2: PILImage.Transpose.FLIP_LEFT_RIGHT,
-    3: PILImage.Transpose.ROTATE_180,
-    4: PILImage.Transpose.FLIP_TOP_BOTTOM,
-    5: PILImage.Transpose.TRANSPOSE,
-    6: PILImage.Transpose.ROTATE_270,
-    7: PILImage.Transpose.TRANSVERSE,
-    8: PILImage.Transpose.ROTATE_90,
-}
 
 
 class ThumbnailError(Exception):
@@ -107,8 +98,8 @@ def _render(data: bytes, fmt: str, declared_pixels: int, size: int) -> bytes:
             finally:
                 image.close()
     small.thumbnail((size, size), PILImage.Resampling.LANCZOS)
-    if orientation in _TRANSPOSE:
-        small = small.transpose(_TRANSPOSE[orientation])
+    if orientation in ORIENTATION_TRANSPOSE:
+        small = small.transpose(ORIENTATION_TRANSPOSE[orientation])
     out = io.BytesIO()
     small.save(out, "JPEG", quality=82, optimize=True)
     return out.getvalue()

@@ -50,7 +50,8 @@ FORMATS = {
 }
 #: Raster formats Pillow can decode but that we do not keep; found by their magic bytes.
 UNSUPPORTED = {"ICO": b"\x00\x00\x01\x00", "PSD": b"8BPS", "JPEG2000": b"\x00\x00\x00\x0cjP  "}
-_TRANSPOSE = {
+#: The transpose that shows an image upright, by its EXIF orientation (the gallery uses it too).
+ORIENTATION_TRANSPOSE = {
     2: PILImage.Transpose.FLIP_LEFT_RIGHT,
     3: PILImage.Transpose.ROTATE_180,
     4: PILImage.Transpose.FLIP_TOP_BOTTOM,
@@ -232,8 +233,8 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
     small = shrink(image)
     # to_rgb() and back is the identity on grey pixels: skip both conversions
     grey = small if small.mode == "L" else to_rgb(small).convert("L")
-    if orientation in _TRANSPOSE:
-        grey = grey.transpose(_TRANSPOSE[orientation])
+    if orientation in ORIENTATION_TRANSPOSE:
+        grey = grey.transpose(ORIENTATION_TRANSPOSE[orientation])
     inspected = Inspected(
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
