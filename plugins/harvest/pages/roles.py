@@ -147,9 +147,10 @@ def logo_reason(url: str, alt: str | None, marks: set[str], link: str | None, pa
 
 
 def header_reason(url: str, marks: set[str], width: int | None, height: int | None) -> str | None:
-    """A masthead graphic named so by its file (``images/header_right.jpg``): wide and short when
-    its size is declared."""
-    wide = not (width and height) or width >= 3 * height
+    """A masthead graphic named so by its file (``images/header_right.jpg``) and declared wide and
+    short. Without a declared size the name alone says too little: a theme's hero photo is often
+    ``header-bg.jpg``, set as a stylesheet background."""
+    wide = bool(width and height) and width >= 3 * height
     if wide and _file_tokens(url) & _HEADER_TOKENS:
         return "page header graphic (by file name)"
     return None
