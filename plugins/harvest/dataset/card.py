@@ -185,7 +185,8 @@ harvester. Which run published each image is in the manifests.
 - near duplicates: perceptual hashes within {cfg.near_dup_distance} bits; the largest, least
   compressed copy is kept
 - placeholders: pictures that {cfg.placeholder_min_urls} or more URLs of one host serve
-- low information: grey-level entropy below {cfg.min_entropy:g} bits
+- low information: grey-level entropy below {cfg.min_entropy:g} bits and detail beside the
+  background below {cfg.min_detail:g} bits (a flat logo or fill, not an object on a plain background)
 - private EXIF fields (GPS position, owner/artist, serial numbers) removed from every file
 
 Images held back so far, by reason:

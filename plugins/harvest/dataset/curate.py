@@ -29,6 +29,7 @@ DESCRIPTION = (
     "has_alpha",
     "phash",
     "entropy",
+    "detail",
     "orientation",
     "exif",
     "private_fields",
@@ -58,9 +59,21 @@ class CurationVerdict:
         return None
 
 
-def low_information(image: Image | Row, min_entropy: float) -> str | None:
+def low_information(image: Image | Row, min_entropy: float, min_detail: float = 3.0) -> str | None:
+    """A flat picture: a fill, a smooth gradient, a logo of a few colours. Low grey-level entropy
+    alone also fits a photo of an object on a black or white background (the background is most of
+    the histogram), so an image is low information only when its detail beside the background is
+    low too. Rows described before the detail was measured (detail None) are judged by the entropy
+    alone."""
+    detail = getattr(image, "detail", None)
     if image.entropy is not None and image.entropy < min_entropy:
-        return f"low information (grey-level entropy {image.entropy:.2f} bits < {min_entropy:g})"
+        if detail is None:
+            return f"low information (grey-level entropy {image.entropy:.2f} bits < {min_entropy:g})"
+        if detail < min_detail:
+            return (
+                f"low information (grey-level entropy {image.entropy:.2f} bits < {min_entropy:g}, "
+                f"detail {detail:.2f} bits < {min_detail:g})"
+            )
     return None
 
 
@@ -204,6 +217,7 @@ _JUDGED = (
     Image.height,
     Image.size_bytes,
     Image.entropy,
+    Image.detail,
     Image.private_fields,
     Image.clean_key,
     Image.excluded,
@@ -245,7 +259,7 @@ def curate_keepers(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> CurationV
                 reason = (
                     private_metadata_left(image)
                     or placeholders.get(image.sha256)
-                    or low_information(image, cfg.min_entropy)
+                    or low_information(image, cfg.min_entropy, cfg.min_detail)
                 )
                 if reason:
                     verdict.excluded[image.sha256] = reason

@@ -53,6 +53,8 @@ COLUMNS = (
     "entropy",
     "run_id",
     *(f"exif_{name}" for name in EXIF_COLUMNS),
+    "rendition_url",
+    "renditions_failed",
 )
 
 
@@ -96,13 +98,20 @@ def dataset_pages(database_url: str, destination: str, size: int = PAGE_ROWS) ->
             if not found:
                 return
             shas = list({row.sha256 for row in found})
-            sources: dict[str, tuple[str, str, str | None]] = {}
-            for sha256, url, page_url, alt in session.execute(
-                select(Candidate.sha256, Candidate.url, Candidate.page_url, Candidate.alt)
+            sources: dict[str, tuple] = {}
+            for sha256, *source in session.execute(
+                select(
+                    Candidate.sha256,
+                    Candidate.url,
+                    Candidate.page_url,
+                    Candidate.alt,
+                    Candidate.rendition_url,
+                    Candidate.renditions_failed,
+                )
                 .where(Candidate.sha256.in_(shas))
                 .order_by(Candidate.id)
             ):
-                sources.setdefault(sha256, (url, page_url, alt))
+                sources.setdefault(sha256, tuple(source))
             url_counts: dict[str, int] = {}
             for sha256 in session.scalars(select(ImageUrl.sha256).where(ImageUrl.sha256.in_(shas))):
                 url_counts[sha256] = url_counts.get(sha256, 0) + 1
@@ -110,8 +119,10 @@ def dataset_pages(database_url: str, destination: str, size: int = PAGE_ROWS) ->
         after = found[-1].key
 
 
-def _row(found, sources: dict[str, tuple[str, str, str | None]], url_counts: dict[str, int]) -> dict:
-    url, page_url, alt = sources.get(found.sha256, (found.first_url, None, None))
+def _row(found, sources: dict[str, tuple], url_counts: dict[str, int]) -> dict:
+    url, page_url, alt, rendition_url, failed = sources.get(
+        found.sha256, (found.first_url, None, None, None, None)
+    )
     exif = found.exif or {}
     row = {
         "key": found.key,
@@ -134,6 +145,8 @@ def _row(found, sources: dict[str, tuple[str, str, str | None]], url_counts: dic
         "run_id": found.run_id,
         "staging": found.staging,
         "staging_key": found.clean_key or found.storage_key,
+        "rendition_url": rendition_url or url,
+        "renditions_failed": [{"url": f["url"], "reason": f["reason"]} for f in failed or []],
     }
     row.update({f"exif_{name}": _text(exif.get(name)) for name in EXIF_COLUMNS})
     return row
@@ -154,6 +167,7 @@ def _schema():
         "height": pa.int32(),
         "size_bytes": pa.int64(),
         "has_alpha": pa.bool_(),
+        "renditions_failed": pa.list_(pa.struct([("url", pa.string()), ("reason", pa.string())])),
     }
     return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
 

@@ -33,7 +33,7 @@ from harvest.images.decoding import (
     give_back,
 )
 from harvest.images.exif import read_exif
-from harvest.images.perceptual import HASH_SIDE, entropy_bits, phash_hex, shrink
+from harvest.images.perceptual import HASH_SIDE, detail_bits, entropy_bits, phash_hex, shrink
 from harvest.images.pixels import to_rgb
 from harvest.images.sanitize import MetadataError, clean_file, polyglot_reason
 from harvest.settings.config import DEFAULT_MAX_PIXELS
@@ -77,6 +77,7 @@ class Inspected:
     has_alpha: bool = False
     phash: str | None = None
     entropy: float | None = None
+    detail: float | None = None
     orientation: int | None = None
     exif: dict = field(default_factory=dict)
     sensitive: dict = field(default_factory=dict)
@@ -245,6 +246,7 @@ def _describe(image: PILImage.Image, data: bytes, fmt: str, width: int, height: 
         has_alpha=has_alpha,
         phash=phash_hex(grey),
         entropy=round(entropy_bits(grey), 3),
+        detail=round(detail_bits(grey), 3),
         orientation=orientation,
         exif=public,
         sensitive=sensitive,
@@ -281,7 +283,7 @@ def _clean(inspected: Inspected, image: PILImage.Image) -> None:
 
 #: Inspected fields that travel between an inspecting process and the download stage as JSON
 _WIRE_FIELDS = (
-    "sha256", "format", "width", "height", "mode", "has_alpha", "phash", "entropy", "orientation",
+    "sha256", "format", "width", "height", "mode", "has_alpha", "phash", "entropy", "detail", "orientation",
     "exif", "sensitive", "clean_sha256", "clean_error", "size_bytes",
 )  # fmt: skip
 _LENGTH = struct.Struct(">I")

@@ -30,6 +30,7 @@ def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspecte
         "has_alpha": result.has_alpha,
         "phash": result.phash,
         "entropy": result.entropy,
+        "detail": result.detail,
         "orientation": result.orientation,
         "exif": exif or None,
         "private_fields": sorted(sensitive) or None,

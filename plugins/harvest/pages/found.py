@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from bs4 import Tag
 
 from harvest.pages.budget import ExtractBudget
+from harvest.pages.roles import markup_role_reason
 from harvest.pages.surroundings import caption_of, clean_text, in_site_chrome, nearby_text
 from harvest.urls import canonicalize
 
@@ -33,6 +34,8 @@ class Found:
     variants: list[dict] = field(default_factory=list)
     in_chrome: bool = False
     junk: str | None = None  # a reason known from the markup alone (favicon, placeholder)
+    role: str | None = None  # what the markup says the image is for, when not content (emoji, avatar)
+    css_class: str | None = None  # the <img>'s class attribute: repeated small images share one
     fields: dict | None = None
     elements: list = field(default_factory=list, compare=False, repr=False)  # where the page names it
 
@@ -100,6 +103,14 @@ class Collector:
                 seen.add(variant_url)
                 clean.append({"url": variant_url, "descriptor": variant.get("descriptor")})
         context = context if context is not None else tag
+        in_noscript = context is not None and (
+            context.name == "noscript" or context.find_parent("noscript") is not None
+        )
+        role = None
+        if tag is not None:
+            role = markup_role_reason(tag, url, clean_text(alt), width, height, self.base, in_noscript)
+        classes = tag.get("class") if tag is not None and tag.name == "img" else None
+        css_class = " ".join(classes) if isinstance(classes, list) else classes
         caption = caption_of(context) if context is not None else None
         self.found.append(
             Found(
@@ -114,6 +125,8 @@ class Collector:
                 variants=clean,
                 in_chrome=in_site_chrome(context) if context is not None else False,
                 junk=junk,
+                role=role,
+                css_class=css_class or None,
                 elements=[context] if context is not None else [],
             )
         )
@@ -131,6 +144,7 @@ class Collector:
                 first.nearby_text = first.nearby_text or item.nearby_text
                 first.in_chrome = first.in_chrome and item.in_chrome
                 first.junk = first.junk if item.junk else None
+                first.role = first.role if item.role else None
                 first.elements += item.elements
                 known = first.variant_urls()
                 first.variants += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -14,7 +15,9 @@ from harvest.pages.budget import ExtractBudget
 from harvest.pages.found import Collector, Found
 from harvest.pages.htmltext import html_text
 from harvest.pages.image_sources import collect_page_images
+from harvest.pages.roles import repeated_small_images
 from harvest.pages.site_selectors import page_fields, selected_elements
+from harvest.pages.stylesheets import StagedSheet, collect_stylesheets
 from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile
 from harvest.urls import host_of
@@ -39,16 +42,24 @@ def extract_page(
     page_url: str,
     profile: SiteProfile | None = None,
     budget: ExtractBudget | None = None,
+    stylesheets: Callable[[str], StagedSheet | None] | None = None,
 ) -> PageImages:
     """The page's images; a site profile narrows them to its ``images`` selectors (the others are
     kept as junk so the skip is recorded) and attaches its ``fields`` to each. Raises
-    ExtractionBudgetExceeded when the page needs more than ``budget`` (default: no limit)."""
+    ExtractionBudgetExceeded when the page needs more than ``budget`` (default: no limit).
+    ``stylesheets`` gives the staged copy of a linked stylesheet by URL (pages/stylesheets.py);
+    without it only the page's own ``<style>`` blocks are read."""
     soup = BeautifulSoup(html_text(html), "lxml")
     base_tag = soup.find("base", href=True)
     collect = Collector(document_base(page_url, base_tag["href"] if base_tag else None), budget)
     collect.budget.check()
     collect_page_images(soup, collect)
+    collect_stylesheets(soup, collect, stylesheets)
     items = collect.merged()
+    for url, reason in repeated_small_images(items).items():
+        for item in items:
+            if item.url == url and not item.role:
+                item.role = reason
     if profile is not None:
         _apply_profile(soup, items, profile, collect.budget)
     for item in items:  # a tag holds its whole page: kept, every page of a run would stay in memory
@@ -74,8 +85,10 @@ def _apply_profile(
             item.junk = f"not selected by site profile {profile.name}"
 
 
-def markup_junk_reason(item: Found, cfg: HarvestConfig) -> str | None:
-    """Why an image is junk, decided before download from the markup alone (None: fetch it)."""
+def markup_junk_reason(item: Found, cfg: HarvestConfig, roles: bool = True) -> str | None:
+    """Why an image is junk, decided before download from the markup alone (None: fetch it).
+    ``roles=False`` leaves out what the markup says the image is for (avatar, emoji, logo), for a
+    caller that ranks another reason (site chrome) before it."""
     path = urlsplit(item.url).path.lower()
     if item.junk:
         return item.junk
@@ -89,7 +102,7 @@ def markup_junk_reason(item: Found, cfg: HarvestConfig) -> str | None:
         return "tracking pixel or spacer (by file name)"
     if _SPRITE.search(path.rsplit("/", 1)[-1]):
         return "CSS sprite sheet"
-    return None
+    return item.role if roles else None
 
 
 def chrome_images(

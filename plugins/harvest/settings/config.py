@@ -70,7 +70,11 @@ class HarvestConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_page_bytes: int = 5 * 1024 * 1024
+    #: a linked stylesheet (or one it @imports) longer than this is not read; the cap is recorded
+    max_stylesheet_bytes: int = 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
+    #: renditions of one image (preferred URL, then srcset/src/thumbnail variants) tried per download
+    max_renditions: int = 4
     # crawler behaviour (README "Crawling"): robots, politeness, scope, junk filters, site profiles
     respect_robots: bool = True
     host_concurrency: int = 2
@@ -112,6 +116,7 @@ class HarvestConfig:
     placeholder_min_urls: int = 10
     placeholder_distance: int = 4
     min_entropy: float = 2.0
+    min_detail: float = 3.0
     exports: tuple[str, ...] = ("parquet", "card")
     webdataset_shard_size: int = 1000
     variant_widths: tuple[int, ...] = ()
@@ -325,6 +330,7 @@ def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     return {
         "num_shards": env_int(env, "HARVEST_SHARDS", 4, 1, 256, problems),
         "download_threads": env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems),
+        "max_renditions": env_int(env, "HARVEST_MAX_RENDITIONS", 4, 1, 16, problems),
         "batch_size": env_int(env, "HARVEST_BATCH_SIZE", 32, 1, 1024, problems),
         "host_concurrency": env_int(env, "HARVEST_HOST_CONCURRENCY", 2, 1, 64, problems),
         "host_delay": env_float(env, "HARVEST_HOST_DELAY", 0.5, 0.0, 600.0, problems),

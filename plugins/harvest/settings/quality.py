@@ -51,6 +51,15 @@ def quality_settings(env: Mapping[str, str], problems: list[str]) -> dict[str, A
                 raise ValueError
         except ValueError:
             problems.append(f"HARVEST_MIN_ENTROPY must be a number of bits between 0 and 8, got {raw!r}")
+    raw = env.get("HARVEST_MIN_DETAIL")
+    settings["min_detail"] = 3.0
+    if raw is not None and raw.strip():
+        try:
+            settings["min_detail"] = float(raw)
+            if not 0.0 <= settings["min_detail"] <= 8.0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"HARVEST_MIN_DETAIL must be a number of bits between 0 and 8, got {raw!r}")
     exports = as_list((env.get("HARVEST_EXPORTS") or "").lower())
     if not exports:
         exports = list(DEFAULT_EXPORTS)

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from harvest.pages.base_href import document_base
 from harvest.pages.htmltext import html_text
 from harvest.pages.site_selectors import followed_links
+from harvest.pages.stylesheets import StagedSheet, decode_css, import_urls, stylesheet_key, stylesheet_links
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
@@ -25,7 +26,7 @@ from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
 from harvest.state.retry import page_failure_may_pass, reopen_failed
 from harvest.storage import open_store
-from harvest.urls import canonicalize, host_of, looks_like_image
+from harvest.urls import canonicalize, host_of, looks_like_image, same_site
 from harvest.web.client import make_client
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.web.http import FetchError, FetchResult, HopRefused, HttpClient
@@ -96,6 +97,83 @@ class RobotsDisallowed(Exception):
     """robots.txt forbids the page; recorded as skipped, never retried in this run."""
 
 
+def _robots_check(robots: RobotsCache):
+    """The hop check of a fetch: robots.txt is asked for each hop; an unreachable robots.txt is a
+    passing failure, not a refusal."""
+
+    def robots_check(hop: str) -> str | None:
+        reason = robots.skip_reason(hop)
+        if reason and robots.rules_for(hop).unavailable:
+            raise FetchError(hop, reason, transient=True)
+        return reason
+
+    return robots_check
+
+
+class Stylesheets:
+    """The run's linked stylesheets, each fetched once with the pages' client (robots, politeness,
+    the network guard) under ``max_stylesheet_bytes``, and staged for the extract stage with its
+    final URL, or with the reason it could not be read. The sheets a sheet @imports are fetched
+    too, one level deep."""
+
+    def __init__(self, cfg: HarvestConfig, client: HttpClient, store, report: StageReport):
+        self.cfg, self.client, self.store, self.report = cfg, client, store, report
+        self.seen: dict[str, StagedSheet] = {}
+
+    @property
+    def counts(self) -> dict:
+        return self.report.extra.setdefault("stylesheets", {"fetched": 0, "failed": {}})
+
+    def stage_page(self, html: bytes, page_url: str) -> None:
+        """The page's own site's stylesheets (a library or web-font sheet on a third-party CDN names
+        no photo of the site's, and is not fetched)."""
+        for url in stylesheet_links(html, page_url):
+            if not same_site(url, page_url):
+                continue
+            sheet = self.sheet(url)
+            if sheet.css:
+                for imported in import_urls(sheet.css, sheet.url):
+                    if same_site(imported, page_url):
+                        self.sheet(imported)
+
+    def sheet(self, url: str) -> StagedSheet:
+        if url in self.seen:
+            return self.seen[url]
+        key = stylesheet_key(self.cfg.run_id, url)
+        if self.store.exists(key):  # an earlier attempt of this run fetched it
+            sheet = StagedSheet.from_bytes(self.store.get(key))
+        else:
+            sheet, lasting = self._fetch(url)
+            if lasting:
+                self.store.put(key, sheet.to_bytes(), "application/json")
+        self.seen[url] = sheet
+        return sheet
+
+    def _fetch(self, url: str) -> tuple[StagedSheet, bool]:
+        """(the sheet or why it has none, whether that holds for the rest of the run)."""
+        try:
+            result = self.client.get(
+                url,
+                self.cfg.max_stylesheet_bytes,
+                accept="text/css,*/*;q=0.1",
+                hop_check=_robots_check(self.client.robots),
+            )
+        except HopRefused as exc:
+            return self._failed(url, f"robots.txt: {exc.reason}"), True
+        except FetchError as exc:
+            return self._failed(url, exc.reason), not exc.transient
+        if result.content_type in HTML_TYPES:
+            return self._failed(url, f"not a stylesheet ({result.content_type})"), True
+        self.counts["fetched"] += 1
+        return StagedSheet(result.url, decode_css(result.body)), True
+
+    def _failed(self, url: str, reason: str) -> StagedSheet:
+        failed = self.counts["failed"]
+        failed[reason] = failed.get(reason, 0) + 1
+        log.warning("crawl: stylesheet %s not read: %s", url, reason)
+        return StagedSheet(url, error=reason)
+
+
 def _fetch(
     client: HttpClient,
     robots: RobotsCache,
@@ -107,19 +185,12 @@ def _fetch(
     """robots.txt is asked for the page and for every redirect target before it is requested; a
     page whose site profile asks for rendering is handed to the browser afterwards. With conditional
     ``headers`` the result may be a 304 without a body."""
-
-    def robots_check(hop: str) -> str | None:
-        reason = robots.skip_reason(hop)
-        if reason and robots.rules_for(hop).unavailable:
-            raise FetchError(hop, reason, transient=True)
-        return reason
-
     try:
         result = client.get(
             url,
             cfg.max_page_bytes,
             accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
-            hop_check=robots_check,
+            hop_check=_robots_check(robots),
             headers=headers,
         )
         if result.status == HTTP_NOT_MODIFIED:
@@ -152,6 +223,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     renderer = Renderer(client, robots) if any(p.render for p in profiles) else None
 
     store = open_store(cfg.staging, cfg.s3)
+    stylesheets = Stylesheets(cfg, client, store, report)
 
     def fetch(job: tuple[Page, Known | None]) -> FetchResult | FetchError | RobotsDisallowed:
         page, known = job
@@ -178,7 +250,9 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
                 known = known_pages(cfg.database_url, cfg.run_id, [page.url for page in batch])
                 results = list(pool.map(fetch, [(page, known.get(page.url)) for page in batch]))
                 for page, result in zip(batch, results, strict=True):
-                    _record(cfg, store, scope, profiles, page, result, report, known.get(page.url))
+                    _record(
+                        cfg, store, scope, profiles, page, result, report, known.get(page.url), stylesheets
+                    )
                 log.info(
                     "crawl: %d pages fetched (%d not modified, %d unchanged), %d failed, %d skipped "
                     "(%.1f pages/s)",
@@ -214,6 +288,7 @@ def _record(
     result: FetchResult | FetchError | RobotsDisallowed,
     report: StageReport,
     known: Known | None = None,
+    stylesheets: Stylesheets | None = None,
 ) -> None:
     values: dict = {"attempts": page.attempts + 1, "fetched_at": utcnow(), "revalidation": None}
     children: list[str] = []
@@ -252,6 +327,8 @@ def _record(
             revalidation=revalidation,
         )
         report.count("done")
+        if stylesheets is not None:
+            stylesheets.stage_page(result.body, result.url)
         if revalidation:
             report.extra[revalidation] = report.extra.get(revalidation, 0) + 1
         if page.depth < cfg.max_depth:

@@ -51,6 +51,9 @@ __all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image
 log = logging.getLogger(__name__)
 
 CHUNK = 64
+#: renditions of one candidate tried at most in one download, by default: its preferred URL, then
+#: its variants (HARVEST_MAX_RENDITIONS)
+MAX_RENDITIONS = 4
 #: Chunks claimed at once: the oldest is recorded when all of its downloads are done, while the
 #: pool works on the others, so one slow server holds back its own chunk's rows and nothing else.
 MAX_OPEN_CLAIMS = 4
@@ -104,6 +107,53 @@ def _work(
     # staged: the chunk's rows need only the description (and the copy's hash) until they are written
     inspected.data, inspected.clean_data = b"", None
     return inspected
+
+
+@dataclass
+class Renditions:
+    """What one candidate's download came to: ``result`` is the served rendition's (or, when none
+    served an image, the first failure to fetch, else the first rejection: a candidate is skipped
+    only when every rendition was seen and none is an image), ``url`` the rendition that served the bytes,
+    ``failed`` the renditions tried before it (or all of them) with their reasons."""
+
+    result: Inspected | NotModified | FetchError | ImageRejected
+    url: str | None
+    failed: list[dict]
+
+
+def rendition_urls(url: str, variants: list[dict] | None, limit: int = MAX_RENDITIONS) -> list[str]:
+    """The URLs a candidate's image can be downloaded from, in order of preference: the one extract
+    chose (the largest srcset entry, the linked full-size file), then its variants in the order the
+    page lists them (srcset from largest, ``src``, the thumbnail), at most ``limit``."""
+    urls = [url]
+    for variant in variants or []:
+        other = variant.get("url") if isinstance(variant, dict) else None
+        if isinstance(other, str) and other and other not in urls:
+            urls.append(other)
+    return urls[: max(1, limit)]
+
+
+def _work_renditions(
+    client: HttpClient,
+    store: Store,
+    cfg: HarvestConfig,
+    urls: list[str],
+    processes: InspectorPool | None = None,
+    known: dict[str, Known] | None = None,
+) -> Renditions:
+    """Each rendition in turn, through the same client (guard, robots, politeness), until one
+    serves an image: a 4xx, a timeout, a page served as an image or a picture too small moves on."""
+    failed: list[dict] = []
+    first = None
+    for url in urls:
+        result = _work(client, store, cfg, url, processes, (known or {}).get(url))
+        if isinstance(result, Inspected | NotModified):
+            return Renditions(result, url, failed)
+        if first is None or (isinstance(result, FetchError) and not isinstance(first, FetchError)):
+            first = result
+        reason = result.reason if isinstance(result, FetchError) else str(result)
+        failed.append({"url": url, "reason": reason})
+    return Renditions(first, None, failed)
 
 
 def _timed(work, *args) -> tuple[object, int]:
@@ -166,12 +216,13 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                     if claim is None:
                         exhausted = True
                     else:
+                        urls = [rendition_urls(c.url, c.variants, cfg.max_renditions) for c in claim.chunk]
                         known = known_images(
-                            cfg.database_url, cfg.run_id, store.location, [c.url for c in claim.chunk]
+                            cfg.database_url, cfg.run_id, store.location, [u for each in urls for u in each]
                         )
                         claim.futures = [
-                            pool.submit(_timed, _work, client, store, cfg, c.url, processes, known.get(c.url))
-                            for c in claim.chunk
+                            pool.submit(_timed, _work_renditions, client, store, cfg, each, processes, known)
+                            for each in urls
                         ]
                         progress.track(claim)
                         window.append(claim)
@@ -218,7 +269,7 @@ def _inspector_pool(count: int, cfg: HarvestConfig, store: Store) -> Iterator[In
 class _Claim:
     stack: ExitStack
     session: Session
-    #: (id, url, attempts, priority) rows: plain tuples are several times cheaper than ORM objects
+    #: (id, url, attempts, priority, variants) rows: plain tuples are several times cheaper than ORM objects
     chunk: list[Row]
     futures: list[Future] = field(default_factory=list)
     #: of the futures, those not done yet (kept by _Progress)
@@ -232,7 +283,7 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
     session = stack.enter_context(session_scope(cfg.database_url))
     try:
         query = (
-            select(Candidate.id, Candidate.url, Candidate.attempts, Candidate.priority)
+            select(Candidate.id, Candidate.url, Candidate.attempts, Candidate.priority, Candidate.variants)
             .where(
                 Candidate.run_id == cfg.run_id,
                 Candidate.shard == shard,
@@ -314,32 +365,38 @@ def _record_chunk(
     """Rows for a whole chunk in a few statements: images and their URLs first, then the candidates
     that point at them (one statement per row would cost more than the download itself)."""
     timings = results
-    results = [result for result, _ in timings]
-    inspected: dict[str, tuple[Row, Inspected]] = {}
-    for candidate, result in zip(chunk, results, strict=True):
-        if isinstance(result, Inspected):
-            inspected.setdefault(result.sha256, (candidate, result))  # first URL in claim order
+    tried: list[Renditions] = [each for each, _ in timings]
+    inspected: dict[str, tuple[str, Inspected]] = {}
+    for each in tried:
+        if isinstance(each.result, Inspected):
+            inspected.setdefault(each.result.sha256, (each.url, each.result))  # first URL in claim order
     now = utcnow()
     if inspected:
         known = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(list(inspected)))).all())
-        rows = [image_row(store, cfg, c.url, r) for sha, (c, r) in inspected.items() if sha not in known]
+        rows = [image_row(store, cfg, url, r) for sha, (url, r) in inspected.items() if sha not in known]
         _insert_many(session, Image, rows, ["sha256"])
         host = lambda url: (urlsplit(url).hostname or "").lower()  # noqa: E731
-        urls = [
-            {"sha256": r.sha256, "url": c.url, "host": host(c.url), "run_id": cfg.run_id, "created_at": now}
-            for c, r in zip(chunk, results, strict=True)
-            if isinstance(r, Inspected)
+        urls = [  # the URL that served the bytes: the rendition, not necessarily the preferred one
+            {
+                "sha256": each.result.sha256,
+                "url": each.url,
+                "host": host(each.url),
+                "run_id": cfg.run_id,
+                "created_at": now,
+            }
+            for each in tried
+            if isinstance(each.result, Inspected)
         ]
         _insert_many(session, ImageUrl, urls, ["sha256", "url"])
     updates = [
         {
-            **_outcome(result, report),
+            **_outcome(each, report),
             "_id": candidate.id,
             "attempts": candidate.attempts + 1,
             "elapsed_ms": ms,
             "updated_at": now,
         }
-        for candidate, (result, ms) in zip(chunk, timings, strict=True)
+        for candidate, (each, ms) in zip(chunk, timings, strict=True)
     ]
     session.connection().execute(_CANDIDATE_UPDATE, updates)
 
@@ -352,7 +409,16 @@ _CANDIDATE_UPDATE = (
         {
             **{
                 name: bindparam(name)
-                for name in ("status", "error", "revalidation", "attempts", "elapsed_ms", "updated_at")
+                for name in (
+                    "status",
+                    "error",
+                    "revalidation",
+                    "attempts",
+                    "elapsed_ms",
+                    "updated_at",
+                    "rendition_url",
+                    "renditions_failed",
+                )
             },
             # a failure leaves the image an earlier attempt recorded, as it always did
             "sha256": func.coalesce(bindparam("sha256"), Candidate.__table__.c.sha256),
@@ -374,7 +440,17 @@ def _insert_many(session, model, rows: list[dict], index_elements: list[str]) ->
     session.connection().execute(statement, rows)
 
 
-def _outcome(result, report: StageReport) -> dict:
+def _outcome(tried: Renditions, report: StageReport) -> dict:
+    """The candidate's new status, image, error and renditions; counted in the report."""
+    renditions = {"rendition_url": tried.url, "renditions_failed": tried.failed or None}
+    outcome = _result_outcome(tried.result, report)
+    if len(tried.failed) > 1 and tried.url is None:  # every rendition failed: each reason is listed
+        reasons = "; ".join(f"{failed['url']}: {failed['reason']}" for failed in tried.failed)
+        outcome["error"] = f"all {len(tried.failed)} renditions failed: {reasons}"
+    return {**outcome, **renditions}
+
+
+def _result_outcome(result, report: StageReport) -> dict:
     """The candidate's new status, image and error for one result; counted in the report."""
     if isinstance(result, NotModified):
         report.count("done")

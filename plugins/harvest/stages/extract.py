@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from harvest.pages.budget import ExtractBudget, ExtractionBudgetExceeded
 from harvest.pages.images import Found, PageImages, chrome_images, extract_page, markup_junk_reason
+from harvest.pages.stylesheets import StagedSheet, stylesheet_key
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
@@ -51,9 +52,10 @@ def _earlier_pages(
     """The header/nav/footer images of pages an earlier attempt extracted, for judging site chrome
     (the only images that judgement counts); nothing is written."""
     found = []
+    sheets = _StagedSheets(cfg, store)
     for page in pages:
         try:
-            page_url, items = _extract_stored(cfg, store, profiles, page)
+            page_url, items = _extract_stored(cfg, store, profiles, page, sheets)
         except Exception as exc:  # noqa: BLE001 - it was extracted once; without it the judgement has less
             log.warning("extract: %s: cannot read it again to judge site chrome: %s", page.url, exc)
             continue
@@ -61,15 +63,30 @@ def _earlier_pages(
     return found
 
 
+class _StagedSheets:
+    """The run's stylesheets as the crawl stage staged them, each read from the store once."""
+
+    def __init__(self, cfg: HarvestConfig, store):
+        self.cfg, self.store = cfg, store
+        self.sheets: dict[str, StagedSheet | None] = {}
+
+    def __call__(self, url: str) -> StagedSheet | None:
+        if url not in self.sheets:
+            key = stylesheet_key(self.cfg.run_id, url)
+            self.sheets[url] = StagedSheet.from_bytes(self.store.get(key)) if self.store.exists(key) else None
+        return self.sheets[url]
+
+
 def _extract_stored(
-    cfg: HarvestConfig, store, profiles: list[SiteProfile], page: Page
+    cfg: HarvestConfig, store, profiles: list[SiteProfile], page: Page, sheets: _StagedSheets | None = None
 ) -> tuple[str, PageImages]:
     """(the page's final URL, what its staged HTML names), parsed with its site's profile, within
     the run's per-page budget."""
     page_url = page.final_url or page.url
     html = store.get(page.content_key)
     budget = ExtractBudget(cfg.extract_seconds, cfg.extract_max_images)
-    return page_url, extract_page(html, page_url, site_profile_for(profiles, host_of(page_url)), budget)
+    profile = site_profile_for(profiles, host_of(page_url))
+    return page_url, extract_page(html, page_url, profile, budget, sheets or _StagedSheets(cfg, store))
 
 
 def _record_page_failure(cfg: HarvestConfig, page: Page, exc: Exception, report: StageReport) -> None:
@@ -122,9 +139,10 @@ def _parse_pages(
     """Each page parsed once: its header/nav/footer images kept in memory for the chrome judgement,
     everything it names pickled to ``spill``. A page that fails is marked failed and passed over."""
     parsed = _Parsed()
+    sheets = _StagedSheets(cfg, store)
     for page in pages:
         try:
-            page_url, found = _extract_stored(cfg, store, profiles, page)
+            page_url, found = _extract_stored(cfg, store, profiles, page, sheets)
         except Exception as exc:  # one broken page must not stop the others
             if isinstance(exc, StorageError) and exc.transient:
                 raise  # the store failed, not the page: the stage fails and a re-run reads the page again
@@ -168,7 +186,12 @@ def _write_candidates(
         page_id, page_url, items = pickle.load(spill)
         rows = []
         for item in items:
-            reason = markup_junk_reason(item, cfg) or chrome.get(item.url) or _robots_reason(robots, item.url)
+            reason = (
+                markup_junk_reason(item, cfg, roles=False)
+                or chrome.get(item.url)
+                or item.role
+                or _robots_reason(robots, item.url)
+            )
             rows.append(_candidate_row(cfg, page_url, item, reason))
             if reason:
                 report.count("skipped", reason)

@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import select, update
 
@@ -59,6 +59,10 @@ class Kept:
     mime_type: str
     #: sha256 of the bytes published (the clean copy; the download's own when nothing was removed)
     content_sha256: str | None = None
+    #: the rendition whose bytes were downloaded (``url`` itself unless it failed), and the ones
+    #: that failed before it: [{"url": ..., "reason": ...}, ...]
+    rendition_url: str | None = None
+    renditions_failed: list[dict] = field(default_factory=list)
 
     @property
     def published_sha256(self) -> str:
@@ -124,6 +128,8 @@ def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
                     Candidate.url,
                     Candidate.page_url,
                     Candidate.alt,
+                    Candidate.rendition_url,
+                    Candidate.renditions_failed,
                     Image.width,
                     Image.height,
                     Image.format,
@@ -154,6 +160,8 @@ def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
                 staging=row.staging,
                 staging_key=row.storage_key,
                 mime_type=row.mime_type,
+                rendition_url=row.rendition_url or row.url,
+                renditions_failed=list(row.renditions_failed or []),
             )
         )
     return kept

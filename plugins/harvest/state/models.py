@@ -112,6 +112,10 @@ class Candidate(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), onupdate=utcnow)
     #: "not_modified" when an earlier run's download of the URL was confirmed by a 304
     revalidation: Mapped[str | None] = mapped_column(String(16))
+    #: the rendition (``url`` or one of ``variants``) whose bytes were stored
+    rendition_url: Mapped[str | None] = mapped_column(Text)
+    #: the renditions tried that served no image: [{"url": ..., "reason": ...}, ...] in the order tried
+    renditions_failed: Mapped[list | None] = mapped_column(JSON)
 
 
 class Image(Base):
@@ -134,6 +138,9 @@ class Image(Base):
     phash: Mapped[str | None] = mapped_column(String(16), index=True)
     #: grey-level entropy in bits; near-uniform fills score close to 0
     entropy: Mapped[float | None] = mapped_column(Float)
+    #: bits of detail beside the background (harvest.images.perceptual.detail_bits): a photo of an
+    #: object on a plain background scores high, a flat logo or a fill low
+    detail: Mapped[float | None] = mapped_column(Float)
     orientation: Mapped[int | None] = mapped_column(Integer)
     #: camera, dates, orientation, copyright: the EXIF fields that identify nobody
     exif: Mapped[dict | None] = mapped_column(JSON)
