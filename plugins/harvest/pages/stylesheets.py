@@ -19,13 +19,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import lxml.html
 import tinycss2
 from bs4 import Tag
 
-from harvest.pages.base_href import document_base
+from harvest.pages.base_href import parse_page
 from harvest.pages.found import Collector
-from harvest.pages.htmltext import html_text
 from harvest.pages.srcset import ranked_srcset
 from harvest.urls import canonicalize
 
@@ -65,12 +63,10 @@ def stylesheet_key(run_id: str, url: str) -> str:
 
 def stylesheet_links(html: bytes | str, page_url: str) -> list[str]:
     """Absolute URLs of the page's ``<link rel="stylesheet" href>``, in order, once each."""
-    try:
-        parser = lxml.html.HTMLParser(encoding="utf-8")
-        doc = lxml.html.fromstring(html_text(html).encode("utf-8"), parser=parser)
-    except (lxml.etree.ParserError, ValueError):
+    parsed = parse_page(html, page_url)
+    if parsed is None:
         return []
-    base = document_base(page_url, next(iter(doc.xpath("//base/@href")), None))
+    doc, base = parsed
     urls: list[str] = []
     for link in doc.xpath("//link[@href]"):
         rels = (link.get("rel") or "").lower().split()

@@ -12,10 +12,9 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import lxml.html
 from sqlalchemy import func, select, update
 
-from harvest.pages.base_href import document_base
+from harvest.pages.base_href import document_base, parse_page
 from harvest.pages.htmltext import html_text
 from harvest.pages.site_selectors import followed_links
 from harvest.pages.stylesheets import StagedSheet, decode_css, import_urls, stylesheet_key, stylesheet_links
@@ -43,12 +42,10 @@ BATCH = 16
 
 def page_links(html: bytes, page_url: str, honour_nofollow: bool = False) -> list[str]:
     """Canonical URLs of the pages a page links to (not images, not other schemes)."""
-    try:
-        parser = lxml.html.HTMLParser(encoding="utf-8")
-        doc = lxml.html.fromstring(html_text(html).encode("utf-8"), parser=parser)
-    except (lxml.etree.ParserError, ValueError):
+    parsed = parse_page(html, page_url)
+    if parsed is None:
         return []
-    base = document_base(page_url, next(iter(doc.xpath("//base/@href")), None))
+    doc, base = parsed
     links: list[str] = []
     seen: set[str] = set()
     for anchor in doc.xpath("//a[@href]"):
