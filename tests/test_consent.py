@@ -1,0 +1,230 @@
+"""Opt-outs and licences end to end: a loopback site declaring each opt-out in each place and
+licensing its photos in each markup and file form, harvested through every stage against Postgres
+with the real classifier; the harvest keeps and records exactly the images allowed."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from consent_site import AGENT, build, jpeg_bytes, with_iptc, with_xmp
+from loopback_site import serve
+from sqlalchemy import select
+from staged import sample_photos
+
+from harvest.dataset.stats import domain_stats
+from harvest.demo_site import DEMO_LABELS
+from harvest.images.imagecheck import inspect_image
+from harvest.licences import allowed, resolve, spdx_from_text, spdx_from_url
+from harvest.pipeline import run_all
+from harvest.settings.config import ConfigError, build_config
+from harvest.state.db import session_scope
+from harvest.state.models import Candidate, Image, Page
+from harvest.web.optout import from_headers, from_meta, parse_tdmrep, robots_directives
+
+DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+
+
+def test_x_robots_tag_scopes_and_directives():
+    assert robots_directives("noai, noimageai", AGENT) == ["noai", "noimageai"]
+    assert robots_directives(f"{AGENT}: noai", AGENT) == ["noai"]
+    assert robots_directives("googlebot: noindex, nofollow", AGENT) == []
+    assert robots_directives("unavailable_after: 25 Jun 2010 15:00:00 PST, noai", AGENT)[-1] == "noai"
+    assert from_headers({"x-robots-tag": "nofollow"}, AGENT, DIRECTIVES, "the image") is None
+    found = from_headers(
+        {"x-robots-tag": "googlebot: noindex, image-harvester: noimageai"}, AGENT, DIRECTIVES, "x"
+    )
+    assert found is not None and found.directive == "noimageai"
+    assert from_headers({"tdm-reservation": "0"}, AGENT, DIRECTIVES, "x") is None
+    # the directive list is a setting: noindex alone is not honoured when the list leaves it out
+    assert from_meta([("robots", "noindex")], AGENT, ("noai",)) is None
+    assert from_meta([("ROBOTS", "NoAI")], AGENT, ("noai",)).directive == "noai"
+
+
+def test_tdmrep_rules_longest_location_wins():
+    rules = parse_tdmrep(
+        "https://a.example",
+        json.dumps(
+            [
+                {"location": "/", "tdm-reservation": 0},
+                {"location": "/img/*.jpg$", "tdm-reservation": 1},
+                {"location": "/img/free/*.jpg", "tdm-reservation": 0},
+                {"location": "no-slash", "tdm-reservation": 1},
+            ]
+        ),
+    )
+    assert rules.verdict("https://a.example/img/a.jpg") is not None
+    assert rules.verdict("https://a.example/img/a.jpg?x=1") is None  # "$" anchors the end
+    assert rules.verdict("https://a.example/img/free/a.jpg") is None
+    assert rules.verdict("https://a.example/page.html") is None
+    assert parse_tdmrep("https://a.example", "{not json").rules == []
+
+
+@pytest.mark.parametrize(
+    "text, spdx",
+    [
+        ("https://creativecommons.org/licenses/by-nc-sa/3.0/deed.fr", "CC-BY-NC-SA-3.0"),
+        ("https://licensebuttons.net/l/by-nd/4.0/88x31.png", "CC-BY-ND-4.0"),
+        ("http://creativecommons.org/publicdomain/mark/1.0/", "PDM"),
+        ("CC BY-SA 4.0", "CC-BY-SA-4.0"),
+        ("Public domain (CC0)", "CC0-1.0"),
+        ("© 2026 Someone. All rights reserved.", None),
+    ],
+)
+def test_licences_normalised_to_spdx(text, spdx):
+    assert (spdx_from_url(text) or spdx_from_text(text)) == spdx
+
+
+def test_licence_groups_and_unknown_param():
+    assert allowed("CC-BY-NC-4.0", ()) and allowed("unknown", ())
+    assert allowed("PDM", ("open",)) and allowed("CC-BY-SA-4.0", ("open",))
+    assert not allowed("CC-BY-NC-4.0", ("open",)) and not allowed("unknown", ("open",))
+    assert allowed("CC-BY-ND-4.0", ("CC-BY-ND-4.0",)) and not allowed("CC-BY-ND-4.0", ("commercial",))
+    assert allowed("unknown", ("unknown",))
+    with pytest.raises(ConfigError, match="licenses: 'MIT-ish'"):
+        build_config({"seeds": ["http://a.example/"], "labels": ["goldfish"], "licenses": ["MIT-ish"]}, "r")
+
+
+def test_file_authors_stay_private_unless_attribution_is_required():
+    photo = jpeg_bytes(next(iter(sample_photos().values())))
+    reserved = inspect_image(with_xmp(photo, rights="All rights reserved", creator="Rita"), 64, 64)
+    assert "creator" not in reserved.rights and reserved.sensitive["xmp_creator"] == ["Rita"]
+    assert resolve(None, reserved.rights)["author"] is None
+    licensed = inspect_image(with_iptc(photo, {80: "Ivan", 116: "CC BY 4.0"}), 64, 64)
+    assert licensed.rights["license"] == "CC-BY-4.0" and licensed.rights["creator"] == ["Ivan"]
+    # a page's image-specific evidence outranks the file; the file outranks a page-wide link
+    page_wide = {"license": "CC-BY-SA-4.0", "url": "u", "found": "rel=license of the page", "scope": "page"}
+    assert resolve(page_wide, licensed.rights)["license"] == "CC-BY-4.0"
+    in_figure = {**page_wide, "license": "CC0-1.0", "scope": "image"}
+    assert resolve(in_figure, licensed.rights)["license"] == "CC0-1.0"
+
+
+def test_consent_site_harvest(postgres_url, tmp_path: Path, classifier, monkeypatch, capsys):
+    monkeypatch.setenv("HARVEST_OBEY_AGENTS", "GPTBot")
+    monkeypatch.setenv("HARVEST_NEAR_DUP_DISTANCE", "0")  # each photo is distinct; keep them all
+    monkeypatch.setenv("HARVEST_EXPORTS", "parquet,webdataset,card")
+    with serve() as server:
+        expect = build(server)
+        cfg = build_config(
+            {
+                "seeds": [f"{server.base}/index.html"],
+                "labels": list(DEMO_LABELS),
+                "destination": str(tmp_path / "dataset"),
+                "licenses": ["open"],
+                # every photo the classifier scores is a keeper: this test is about consent
+                "top_k": 1000,
+                "threshold": 0.0,
+                "max_depth": 1,
+            },
+            "manual__consent",
+            database_url=postgres_url,
+        )
+        run_all(cfg, classifier)
+        tdmrep_fetches = server.paths().count("/.well-known/tdmrep.json")
+
+    base = server.base
+    with session_scope(postgres_url) as session:
+        rows = {
+            row.url.removeprefix(base): row
+            for row in session.execute(
+                select(
+                    Candidate.url,
+                    Candidate.status,
+                    Candidate.error,
+                    Candidate.optout,
+                    Candidate.license,
+                    Candidate.license_evidence,
+                    Candidate.author,
+                    Candidate.sha256,
+                ).where(Candidate.run_id == cfg.run_id)
+            )
+        }
+        page_optouts = {
+            url.removeprefix(base): optout
+            for url, optout in session.execute(select(Page.url, Page.optout).where(Page.run_id == cfg.run_id))
+        }
+        private = dict(session.execute(select(Image.first_url, Image.private_fields)).all())
+
+    assert tdmrep_fetches == 1  # once per host, like robots.txt
+    assert page_optouts["/o/page-header.html"] == {
+        "directive": "noai",
+        "found": "X-Robots-Tag header of the page",
+    }
+    per_directive: Counter = Counter()
+    per_licence: Counter = Counter()
+    for path, want in expect.items():
+        row = rows[path]
+        assert row.status == want.status, (path, row.error)
+        if want.directive:
+            assert row.optout["directive"] == want.directive, path
+            assert want.reason in row.optout["found"], (path, row.optout)
+            assert row.error.startswith(f"opt-out: {want.directive}"), path
+            per_directive[f"{row.optout['directive']} ({row.optout['found']})"] += 1
+            continue
+        assert row.optout is None, path
+        assert row.license == want.license, (path, row.license, row.license_evidence)
+        per_licence[row.license] += 1
+        if want.reason:
+            assert row.error.startswith(want.reason) and "(open)" in row.error, (path, row.error)
+        if want.author is not None or path.startswith("/f/xmp-reserved"):
+            assert row.author == want.author, (path, row.author)
+    assert rows["/l/figure-rel.jpg"].license_evidence["found"] == "rel=license in the figure"
+    assert rows["/l/json-ld.jpg"].license_evidence["acquire"].endswith("/licensing")
+    assert rows["/f/xmp-by.jpg"].license_evidence["scope"] == "file"  # over the page-wide CC BY-SA
+    # the name found only in a reserved file's metadata is among the private fields, not in clear
+    assert "xmp_creator" in private[f"{base}/f/xmp-reserved.jpg"]
+
+    kept = {path for path, want in expect.items() if want.status == "done"}
+    dataset = tmp_path / "dataset"
+    manifest = [
+        json.loads(line) for line in (dataset / "manifests" / f"{cfg.run_id}.jsonl").read_text().splitlines()
+    ]
+    assert {row["url"].removeprefix(base) for row in manifest} == kept
+    for row in manifest:
+        want = expect[row["url"].removeprefix(base)]
+        assert row["license"] == want.license
+        if want.author:
+            assert row["author"] == want.author
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(dataset / "manifests" / "dataset.parquet").to_pylist()
+    assert {r["url"].removeprefix(base): (r["license"], r["author"]) for r in table} == {
+        path: (expect[path].license, expect[path].author) for path in kept
+    }
+    assert all(r["license_url"] for r in table)
+
+    import tarfile
+
+    samples = []
+    for shard in sorted((dataset / "webdataset").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            samples += [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert {s["url"].removeprefix(base): s["license"] for s in samples} == {
+        p: expect[p].license for p in kept
+    }
+
+    card = (dataset / "README.md").read_text()
+    assert "| CC-BY-4.0 |" in card and "| CC0-1.0 |" in card and "| CC-BY-SA-4.0 |" in card
+    assert "noai (X-Robots-Tag header of the page)" in card and "tdm-reservation: 1 (tdmrep.json)" in card
+    attribution = (dataset / "ATTRIBUTION.md").read_text()
+    for path in kept:
+        if expect[path].license.startswith("CC-BY"):
+            assert f"{base}" in attribution
+    for name in ("Ana Author", "Xavier Xmp", "Ivan Iptc"):
+        assert name in attribution
+    assert "Rita" not in attribution and "Rita" not in card
+
+    stats = {s.domain: s for s in domain_stats(postgres_url, cfg.run_id)}
+    assert sum(stats["127.0.0.1"].optouts.values()) == sum(1 for w in expect.values() if w.directive)
+
+    with capsys.disabled():
+        print("\nconsent site: images per opt-out directive (where found):")
+        for key, count in sorted(per_directive.items()):
+            print(f"  {count}  {key}")
+        print("consent site: images per licence (kept with licenses=open):")
+        for key, count in sorted(per_licence.items()):
+            kept_count = sum(1 for p in kept if expect[p].license == key)
+            print(f"  {count}  {key}  (kept {kept_count})")
