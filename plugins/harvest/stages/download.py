@@ -446,7 +446,9 @@ _CANDIDATE_UPDATE = (
             },
             # what extraction found stays unless the download has more to say
             **{
-                name: func.coalesce(bindparam(name), Candidate.__table__.c[name])
+                name: func.coalesce(
+                    bindparam(name, type_=Candidate.__table__.c[name].type), Candidate.__table__.c[name]
+                )
                 for name in ("optout", "license", "license_evidence", "author")
             },
             # a failure leaves the image an earlier attempt recorded, as it always did
@@ -478,7 +480,11 @@ def _known_rights(session, tried: list[Renditions]) -> dict[str, dict | None]:
 
 
 def _licence(
-    result, cfg: HarvestConfig, page_evidence: dict | None, rights: dict[str, dict | None]
+    result,
+    cfg: HarvestConfig,
+    page_evidence: dict | None,
+    rights: dict[str, dict | None],
+    source_url: str | None = None,
 ) -> tuple[dict, str | None]:
     """(the candidate's licence columns, why the ``licenses`` Param rejects it or None)."""
     if isinstance(result, Inspected):
@@ -492,6 +498,9 @@ def _licence(
         resolved = resolve(page_evidence, rights.get(result.sha256))
     else:
         return {"optout": None, "license": None, "license_evidence": None, "author": None}, None
+    evidence = resolved["evidence"]
+    if evidence and evidence.get("scope") == "file" and not evidence.get("url"):
+        evidence["url"] = source_url  # the file itself is the evidence (an IPTC notice names no page)
     columns = {
         "optout": None,
         "license": resolved["license"],
@@ -521,7 +530,7 @@ def _outcome(
     stay staged: another page may name the same image under another licence)."""
     renditions = {"rendition_url": tried.url, "renditions_failed": tried.failed or None}
     licence, rejected = (
-        _licence(tried.result, cfg, page_evidence, rights or {}) if cfg is not None else ({}, None)
+        _licence(tried.result, cfg, page_evidence, rights or {}, tried.url) if cfg is not None else ({}, None)
     )
     if rejected:
         report.count("skipped", rejected)
