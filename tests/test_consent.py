@@ -123,6 +123,7 @@ def test_consent_site_harvest(postgres_url, tmp_path: Path, classifier, monkeypa
         )
         run_all(cfg, classifier)
         tdmrep_fetches = server.paths().count("/.well-known/tdmrep.json")
+        requested = set(server.paths())
 
     base = server.base
     with session_scope(postgres_url) as session:
@@ -148,6 +149,11 @@ def test_consent_site_harvest(postgres_url, tmp_path: Path, classifier, monkeypa
         private = dict(session.execute(select(Image.first_url, Image.private_fields)).all())
 
     assert tdmrep_fetches == 1  # once per host, like robots.txt
+    # what the page, robots.txt or tdmrep.json says is known before download: never requested
+    known_before = {p for p, w in expect.items() if w.directive and "of the image" not in w.reason}
+    assert known_before and not known_before & requested
+    assert "/l/figure-badge.jpg" not in requested  # licensed CC BY-NC in its figure: not fetched
+    assert {"/o/image-header.jpg", "/f/xmp-by-nc.jpg"} <= requested
     assert page_optouts["/o/page-header.html"] == {
         "directive": "noai",
         "found": "X-Robots-Tag header of the page",

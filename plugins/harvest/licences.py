@@ -101,6 +101,13 @@ def allowed(spdx: str | None, wanted: tuple[str, ...]) -> bool:
     return False
 
 
+def rejection(spdx: str | None, wanted: tuple[str, ...]) -> str | None:
+    """The recorded reason an image is not kept for its licence, or None when it passes."""
+    if allowed(spdx, wanted):
+        return None
+    return f"licence {spdx or UNKNOWN} not among the licences kept ({', '.join(wanted)})"
+
+
 def licence_filter_problems(wanted: tuple[str, ...]) -> list[str]:
     """Entries of the ``licenses`` Param that name no known licence or group."""
     problems = []

@@ -34,7 +34,7 @@ from harvest.images.imagecheck import (
 )
 from harvest.images.inspectors import InspectorPool, inspection_processes
 from harvest.images.rows import image_row
-from harvest.licences import allowed, resolve
+from harvest.licences import rejection, resolve
 from harvest.pages.prefilter import apply_prefilter
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
@@ -54,6 +54,8 @@ __all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image
 log = logging.getLogger(__name__)
 
 CHUNK = 64
+#: Candidate.source of the images a URL list names (harvest.stages.sources)
+URL_LIST = "url_list"
 #: renditions of one candidate tried at most in one download, by default: its preferred URL, then
 #: its variants (HARVEST_MAX_RENDITIONS)
 MAX_RENDITIONS = 4
@@ -154,11 +156,17 @@ def _work_renditions(
     urls: list[str],
     processes: InspectorPool | None = None,
     known: dict[str, Known] | None = None,
+    ask_tdmrep: bool = False,
 ) -> Renditions:
     """Each rendition in turn, through the same client (guard, robots, politeness), until one
-    serves an image: a 4xx, a timeout, a page served as an image or a picture too small moves on."""
+    serves an image: a 4xx, a timeout, a page served as an image or a picture too small moves on.
+    ``ask_tdmrep``: the image came from a URL list, not a page, so no extraction asked its
+    origin's tdmrep.json; it is asked here, before the image is requested."""
     failed: list[dict] = []
     first = None
+    reserved = client.tdmrep.verdict(urls[0]) if ask_tdmrep and client.tdmrep is not None else None
+    if reserved is not None:
+        return Renditions(OptedOut(reserved), None, failed)
     for url in urls:
         result = _work(client, store, cfg, url, processes, (known or {}).get(url))
         if isinstance(result, Inspected | NotModified):
@@ -237,8 +245,18 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                             cfg.database_url, cfg.run_id, store.location, [u for each in urls for u in each]
                         )
                         claim.futures = [
-                            pool.submit(_timed, _work_renditions, client, store, cfg, each, processes, known)
-                            for each in urls
+                            pool.submit(
+                                _timed,
+                                _work_renditions,
+                                client,
+                                store,
+                                cfg,
+                                each,
+                                processes,
+                                known,
+                                candidate.source == URL_LIST,
+                            )
+                            for candidate, each in zip(claim.chunk, urls, strict=True)
                         ]
                         progress.track(claim)
                         window.append(claim)
@@ -285,7 +303,8 @@ def _inspector_pool(count: int, cfg: HarvestConfig, store: Store) -> Iterator[In
 class _Claim:
     stack: ExitStack
     session: Session
-    #: (id, url, attempts, priority, variants) rows: plain tuples are several times cheaper than ORM objects
+    #: (id, url, attempts, priority, variants, license_evidence, source) rows: plain tuples are several
+    #: times cheaper than ORM objects
     chunk: list[Row]
     futures: list[Future] = field(default_factory=list)
     #: of the futures, those not done yet (kept by _Progress)
@@ -306,6 +325,7 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
                 Candidate.priority,
                 Candidate.variants,
                 Candidate.license_evidence,
+                Candidate.source,
             )
             .where(
                 Candidate.run_id == cfg.run_id,
@@ -507,9 +527,7 @@ def _licence(
         "license_evidence": resolved["evidence"],
         "author": resolved["author"],
     }
-    if allowed(resolved["license"], cfg.licenses):
-        return columns, None
-    return columns, f"licence {resolved['license']} not among the licences kept ({', '.join(cfg.licenses)})"
+    return columns, rejection(resolved["license"], cfg.licenses)
 
 
 def _names(value) -> list[str]:

@@ -14,6 +14,7 @@ from typing import IO
 
 from sqlalchemy import select, update
 
+from harvest.licences import rejection
 from harvest.pages.budget import ExtractBudget, ExtractionBudgetExceeded
 from harvest.pages.images import Found, PageImages, chrome_images, extract_page, markup_junk_reason
 from harvest.pages.stylesheets import StagedSheet, stylesheet_key
@@ -197,6 +198,15 @@ def _image_optout(
     return _optout_dict(found)
 
 
+def _licence_rejection(cfg: HarvestConfig, item: Found) -> str | None:
+    """The page's own word on this image's licence decides before download (it outranks the
+    file's metadata): an image it licenses outside the ``licenses`` Param is not fetched."""
+    licence = item.licence or {}
+    if not cfg.licenses or licence.get("scope") != "image" or not licence.get("license"):
+        return None
+    return rejection(licence["license"], cfg.licenses)
+
+
 def _candidate_row(
     cfg: HarvestConfig, page_url: str, item: Found, reason: str | None, optout: dict | None = None
 ) -> dict:
@@ -245,7 +255,7 @@ def _write_candidates(
             optout = _robots_optout(robots_said) if robots_said == reason else None
             if reason is None:
                 optout = _image_optout(page_optout, tdmrep, page_url, item.url)
-                reason = OptOut(**optout).reason if optout else None
+                reason = OptOut(**optout).reason if optout else _licence_rejection(cfg, item)
             rows.append(_candidate_row(cfg, page_url, item, reason, optout))
             if reason:
                 report.count("skipped", reason.split(" (")[0] if optout else reason)
