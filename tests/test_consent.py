@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from consent_site import AGENT, build, jpeg_bytes, with_iptc, with_xmp
-from loopback_site import serve
+from loopback_site import Response, serve
 from sqlalchemy import select
 from staged import sample_photos
 
@@ -236,3 +236,61 @@ def test_consent_site_harvest(postgres_url, tmp_path: Path, classifier, monkeypa
         for key, count in sorted(per_licence.items()):
             kept_count = sum(1 for p in kept if expect[p].license == key)
             print(f"  {count}  {key}  (kept {kept_count})")
+
+
+def test_url_list_images_ask_tdmrep_and_honour_image_headers(postgres_url, tmp_path: Path):
+    """Images named by a URL list were seen by no extraction: the download asks their origin's
+    tdmrep.json (once) before requesting them, and reads their own response headers."""
+    from stage_setup import make_config, record_run
+
+    from harvest.stages.download import run_download
+    from harvest.state.db import insert_ignore, migrate
+
+    photos = [jpeg_bytes(photo) for photo in list(sample_photos().values())[:3]]
+    with serve() as server:
+        server.routes.update(
+            {
+                "/.well-known/tdmrep.json": Response(
+                    json.dumps([{"location": "/reserved/", "tdm-reservation": 1}]).encode(),
+                    content_type="application/json",
+                ),
+                "/reserved/a.jpg": Response(photos[0], content_type="image/jpeg"),
+                "/free/b.jpg": Response(photos[1], content_type="image/jpeg"),
+                "/free/c.jpg": Response(
+                    photos[2], content_type="image/jpeg", headers={"X-Robots-Tag": "noindex, noimageai"}
+                ),
+            }
+        )
+        cfg = make_config(postgres_url, "manual__list", str(tmp_path / "out"))
+        migrate(cfg.database_url)
+        with session_scope(cfg.database_url) as session:
+            record_run(session, cfg)
+            insert_ignore(
+                session,
+                Candidate,
+                [
+                    {
+                        "run_id": cfg.run_id,
+                        "url": f"{server.base}{path}",
+                        "page_url": "",
+                        "source": "url_list",
+                        "shard": 0,
+                        "status": "pending",
+                        "attempts": 0,
+                    }
+                    for path in ("/reserved/a.jpg", "/free/b.jpg", "/free/c.jpg")
+                ],
+                ["run_id", "url"],
+            )
+        report = run_download(cfg, 0)
+        requested = server.paths()
+    with session_scope(cfg.database_url) as session:
+        rows = dict(session.execute(select(Candidate.url, Candidate.optout)).all())
+    assert report.done == 1 and report.skipped == 2
+    assert "/reserved/a.jpg" not in requested and requested.count("/.well-known/tdmrep.json") == 1
+    assert rows[f"{server.base}/reserved/a.jpg"]["directive"] == "tdm-reservation: 1"
+    assert rows[f"{server.base}/free/c.jpg"] == {
+        "directive": "noindex",
+        "found": "X-Robots-Tag header of the image",
+    }
+    assert rows[f"{server.base}/free/b.jpg"] is None

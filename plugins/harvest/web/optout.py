@@ -99,15 +99,6 @@ def from_meta(metas: list[tuple[str, str]], agent: str, directives: tuple[str, .
     return None
 
 
-def page_metas(doc) -> list[tuple[str, str]]:
-    """(name, content) of a parsed page's (lxml) ``<meta>`` elements."""
-    return [
-        (str(meta.get("name")), str(meta.get("content") or ""))
-        for meta in doc.xpath("//meta[@name]")
-        if meta.get("name")
-    ]
-
-
 def _location_pattern(location: str) -> re.Pattern[str] | None:
     """A tdmrep.json ``location``: a path pattern with robots.txt wildcards (``*``, a final ``$``)."""
     if not location.startswith("/"):
