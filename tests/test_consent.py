@@ -294,3 +294,36 @@ def test_url_list_images_ask_tdmrep_and_honour_image_headers(postgres_url, tmp_p
         "found": "X-Robots-Tag header of the image",
     }
     assert rows[f"{server.base}/free/b.jpg"] is None
+
+
+def test_licence_markup_on_real_page_shapes():
+    """A news page's figure credit names the figure's photo only, not the photo beside it in the
+    article; a bare CC badge next to a photo licenses it; JSON-LD ImageObject beats a page-wide link."""
+    from harvest.pages.images import extract_page
+
+    fixture = Path(__file__).parent / "fixtures" / "html" / "news_lazy.html"
+    items = {
+        i.url.rsplit("/", 1)[-1]: i.licence
+        for i in extract_page(fixture.read_bytes(), "https://n.example/a").items
+    }
+    assert items["tiger-cubs.webp"]["author"] == "Photo: City Zoo"
+    assert items["keeper-feeding.jpg"] is None
+    page = (
+        '<html><head><link rel="license" href="https://creativecommons.org/licenses/by-sa/4.0/">'
+        '<script type="application/ld+json">{"@context": "https://schema.org", "@graph": [{"@type": "ImageObject",'
+        ' "contentUrl": "/ld.jpg", "license": "https://creativecommons.org/publicdomain/zero/1.0/",'
+        ' "creator": [{"@type": "Person", "name": "A"}, {"@type": "Person", "name": "B"}]}]}</script></head><body>'
+        '<div class="photo"><img src="/badge.jpg" width="640" height="480">'
+        '<img src="https://licensebuttons.net/l/by-nd/4.0/88x31.png" width="88" height="31"></div>'
+        '<p><img src="/ld.jpg" width="640" height="480"></p><p><img src="/plain.jpg" width="640" height="480"></p>'
+        "</body></html>"
+    )
+    found = {i.url.rsplit("/", 1)[-1]: i.licence for i in extract_page(page, "https://s.example/p").items}
+    assert found["badge.jpg"]["license"] == "CC-BY-ND-4.0" and found["badge.jpg"]["scope"] == "image"
+    assert found["ld.jpg"]["license"] == "CC0-1.0" and found["ld.jpg"]["author"] == "A, B"
+    assert found["plain.jpg"] == {
+        "license": "CC-BY-SA-4.0",
+        "url": "https://creativecommons.org/licenses/by-sa/4.0/",
+        "found": "rel=license of the page",
+        "scope": "page",
+    }

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: JSON-LD read per page at most (a page that ships megabytes of it is not read for licences)
 MAX_JSON_LD = 256 * 1024
 _BADGE_HOSTS = ("licensebuttons.net", "i.creativecommons.org", "mirrors.creativecommons.org")
+#: elements that hold a whole page or story, never one image's credit
+_SECTIONS = {"html", "body", "main", "article", "section", "header", "footer", "nav", "aside"}
 
 
 def _evidence(spdx: str | None, url: str | None, found: str, scope: str, **extra: Any) -> dict:
@@ -101,12 +103,23 @@ def _from_json_ld(obj: dict, found: str, scope: str) -> dict:
 
 
 def _near(element: Tag) -> Tag | None:
-    """The markup that belongs to an image: its figure, else its parent element."""
+    """The markup that belongs to an image: its figure, else its parent element when that holds
+    no other picture (a credit in an article holding several figures belongs to none in particular)."""
     figure = element if element.name == "figure" else element.find_parent("figure")
     if figure is not None:
         return figure
     parent = element.parent
-    return parent if isinstance(parent, Tag) and parent.name not in ("body", "html", "main") else None
+    if not isinstance(parent, Tag) or parent.name in _SECTIONS or parent.find("figure") is not None:
+        return None
+    others = [img for img in parent.find_all("img") if img is not element and not _is_badge(img)]
+    return None if others else parent
+
+
+def _is_badge(img: Tag) -> bool:
+    """A licence badge (88x31 and the like) rather than a picture."""
+    src = str(img.get("src") or "")
+    width = str(img.get("width") or "")
+    return any(host in src for host in _BADGE_HOSTS) or (width.isdigit() and int(width) <= 120)
 
 
 def _from_container(container: Tag, base: str) -> dict | None:
@@ -161,20 +174,27 @@ def annotate_licences(soup: BeautifulSoup, items: list[Found], base: str) -> Non
                     images.setdefault(url, obj)
     page = _page_wide(soup, objects, base)
     for item in items:
-        evidence = None
-        urls = [item.url, *item.variant_urls()]
-        ld = next((images[u] for u in urls if u in images), None)
+        pieces: list[dict] = []
+        ld = next((images[u] for u in (item.url, *item.variant_urls()) if u in images), None)
         if ld is not None:
-            evidence = _from_json_ld(ld, "JSON-LD ImageObject", "image")
+            pieces.append(_from_json_ld(ld, "JSON-LD ImageObject", "image"))
         for element in item.elements:
-            if evidence is not None and evidence.get("license"):
-                break
             container = _near(element)
             found = _from_container(container, base) if container is not None else None
-            if found is not None and (evidence is None or found.get("license")):
-                evidence = {**(evidence or {}), **found} if evidence else found
-        if evidence is None:
-            evidence = page
-        elif page is not None and not evidence.get("license") and "All rights" not in evidence["found"]:
-            evidence = {**page, **{k: v for k, v in evidence.items() if k in ("author", "credit")}}
-        item.licence = evidence
+            if found is not None:
+                pieces.append(found)
+        item.licence = _combined(pieces, page)
+
+
+def _combined(pieces: list[dict], page: dict | None) -> dict | None:
+    """The image-specific evidence with a licence (else the first said, an "All rights reserved"
+    included), the page-wide licence when the image's own markup names none, and the first author
+    and credit any of them names."""
+    evidence = next((p for p in pieces if p.get("license")), None) or (pieces[0] if pieces else None)
+    reserved = evidence is not None and "All rights" in evidence["found"]
+    if page is not None and (evidence is None or (not evidence.get("license") and not reserved)):
+        evidence = page
+    if evidence is None:
+        return None
+    extra = {name: next((p[name] for p in pieces if p.get(name)), None) for name in ("author", "credit")}
+    return {**evidence, **{name: value for name, value in extra.items() if value and not evidence.get(name)}}
