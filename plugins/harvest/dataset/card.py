@@ -5,20 +5,27 @@ how it was filtered and whose pictures it holds, plus two histograms as PNG.
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
+from harvest.dataset.stats import optout_key
+from harvest.licences import UNKNOWN, requires_attribution
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
-from harvest.state.models import Image
+from harvest.state.models import Candidate, Image
 from harvest.storage import Store
 
 CARD_KEY = "README.md"
+#: author, source and licence of every published image whose licence requires attribution
+ATTRIBUTION_KEY = "ATTRIBUTION.md"
 SIZES_KEY = "card/sizes.png"
 ASPECTS_KEY = "card/aspect_ratios.png"
 
@@ -124,6 +131,12 @@ class CardFigures:
     domains: Counter = field(default_factory=Counter)
     formats: Counter = field(default_factory=Counter)
     licences: Counter = field(default_factory=Counter)
+    #: "| author | source | licence |" lines of the images whose licence requires attribution
+    #: (~200 bytes each, spilled to a temporary file past 1 MB)
+    attributions: IO[bytes] = field(
+        default_factory=lambda: tempfile.SpooledTemporaryFile(1 << 20)  # noqa: SIM115 - closed when written
+    )
+    attributed: int = 0
     sizes: array = field(default_factory=lambda: array("d"))
     aspects: array = field(default_factory=lambda: array("d"))
 
@@ -134,19 +147,56 @@ class CardFigures:
             self.labels[row["label"]] += 1
             self.domains[urlsplit(row["url"] or "").hostname or "unknown"] += 1
             self.formats[row["format"]] += 1
-            if row.get("exif_copyright"):
-                self.licences[row["exif_copyright"]] += 1
+            spdx = row.get("license") or UNKNOWN
+            self.licences[spdx] += 1
+            if requires_attribution(spdx):
+                source = row.get("page_url") or row["url"]
+                line = f"| {_cell(row.get('author') or 'not named')} | {source} | {spdx} | {row['key']} |\n"
+                self.attributions.write(line.encode("utf-8"))
+                self.attributed += 1
             self.sizes.append((row["width"] * row["height"]) ** 0.5)
             if row["height"]:
                 self.aspects.append(row["width"] / row["height"])
 
 
-def render_card(cfg: HarvestConfig, figures: CardFigures, filtered: Counter) -> str:
+def _cell(text: str) -> str:
+    return " ".join(text.replace("|", "/").split())[:200]
+
+
+def _optout_counts(database_url: str) -> Counter:
+    """Images skipped for an opt-out, by directive and where it was found, over every run."""
+    counts: Counter = Counter()
+    with session_scope(database_url) as session:
+        for (optout,) in session.execute(
+            select(Candidate.optout).where(Candidate.optout.is_not(None)).execution_options(yield_per=1000)
+        ):
+            if isinstance(optout, dict):
+                counts[optout_key(optout)] += 1
+    return counts
+
+
+def render_card(
+    cfg: HarvestConfig, figures: CardFigures, filtered: Counter, optouts: Counter | None = None
+) -> str:
     licence_text = (
-        _table(figures.licences, "EXIF copyright")
-        if figures.licences
-        else "No licence or attribution fields were found in the images' metadata; check each "
-        "source page (`page_url` in the manifest) before redistributing."
+        _table(figures.licences, "licence (SPDX)")
+        + "\n\nLicences are read from the source page (rel=license, Creative Commons links and badges "
+        "beside the image, JSON-LD) and the file's XMP/IPTC/EXIF; `unknown` means none was found: check "
+        "the source page (`page_url` in the manifest) before redistributing."
+        + (
+            f" Authors, sources and licences of the {figures.attributed} images whose licence requires "
+            f"attribution: [{ATTRIBUTION_KEY}]({ATTRIBUTION_KEY})."
+            if figures.attributed
+            else ""
+        )
+    )
+    filtered_licences = (
+        f"- licences kept: {', '.join(cfg.licenses)} (other licences and `unknown` skipped)\n"
+        if cfg.licenses
+        else ""
+    )
+    optout_text = (
+        _table(optouts, "directive (where found)") if optouts else "No image was skipped for an opt-out."
     )
     return f"""# Image dataset
 
@@ -188,10 +238,19 @@ harvester. Which run published each image is in the manifests.
 - low information: grey-level entropy below {cfg.min_entropy:g} bits and detail beside the
   background below {cfg.min_detail:g} bits (a flat logo or fill, not an object on a plain background)
 - private EXIF fields (GPS position, owner/artist, serial numbers) removed from every file
-
+- opt-outs honoured: X-Robots-Tag and robots meta directives {", ".join(cfg.optout_directives)}
+  (also scoped to this harvester's user agent), TDMRep (header, meta, /.well-known/tdmrep.json),
+  robots.txt{" and the groups of " + ", ".join(cfg.obey_robots_agents) if cfg.obey_robots_agents else ""}
+{filtered_licences}
 Images held back so far, by reason:
 
 {_table(filtered, "reason") if filtered else "none"}
+
+## Opt-outs honoured
+
+Images not harvested because their site opted out, by directive:
+
+{optout_text}
 
 ## Licences and attribution
 
@@ -204,6 +263,27 @@ def write_card(cfg: HarvestConfig, destination: Store, figures: CardFigures) -> 
         SIZES_KEY, _histogram(figures.sizes, "Image size", "sqrt(width x height), pixels"), "image/png"
     )
     destination.put(ASPECTS_KEY, _histogram(figures.aspects, "Aspect ratio", "width / height"), "image/png")
-    card = render_card(cfg, figures, _filter_counts(cfg.database_url))
+    card = render_card(cfg, figures, _filter_counts(cfg.database_url), _optout_counts(cfg.database_url))
     destination.put(CARD_KEY, card.encode("utf-8"), "text/markdown")
+    _write_attributions(destination, figures)
     return destination.url(CARD_KEY)
+
+
+def _write_attributions(destination: Store, figures: CardFigures) -> None:
+    """ATTRIBUTION.md: one line per image whose licence requires attribution (removed when none)."""
+    if not figures.attributed:
+        figures.attributions.close()
+        if destination.exists(ATTRIBUTION_KEY):
+            destination.delete(ATTRIBUTION_KEY)
+        return
+    figures.attributions.seek(0)
+    head = (
+        "# Attribution\n\nThe images below are published under licences that require crediting "
+        "their authors.\n\n| author | source | licence | file |\n|---|---|---|---|\n"
+    )
+    with tempfile.TemporaryFile() as sink:
+        sink.write(head.encode("utf-8"))
+        shutil.copyfileobj(figures.attributions, sink)
+        figures.attributions.close()
+        sink.seek(0)
+        destination.put_file(ATTRIBUTION_KEY, sink, "text/markdown")

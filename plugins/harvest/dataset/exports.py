@@ -30,6 +30,8 @@ PARQUET_KEY = "manifests/dataset.parquet"
 WEBDATASET_PREFIX = "webdataset/"
 #: Public EXIF fields copied into the exports; private ones (GPS, owner, serials) never are.
 EXIF_COLUMNS = ("make", "model", "date_taken", "orientation", "copyright", "country")
+#: each image's licence (SPDX id or "unknown"), the URL of its evidence and the author to credit
+LICENCE_COLUMNS = ("license", "license_url", "author")
 #: publications read at a time
 PAGE_ROWS = 500
 #: the Parquet manifest's columns, in order (a row also carries where its bytes are staged)
@@ -55,6 +57,7 @@ COLUMNS = (
     *(f"exif_{name}" for name in EXIF_COLUMNS),
     "rendition_url",
     "renditions_failed",
+    *LICENCE_COLUMNS,
 )
 
 
@@ -107,6 +110,9 @@ def dataset_pages(database_url: str, destination: str, size: int = PAGE_ROWS) ->
                     Candidate.alt,
                     Candidate.rendition_url,
                     Candidate.renditions_failed,
+                    Candidate.license,
+                    Candidate.license_evidence,
+                    Candidate.author,
                 )
                 .where(Candidate.sha256.in_(shas))
                 .order_by(Candidate.id)
@@ -120,8 +126,8 @@ def dataset_pages(database_url: str, destination: str, size: int = PAGE_ROWS) ->
 
 
 def _row(found, sources: dict[str, tuple], url_counts: dict[str, int]) -> dict:
-    url, page_url, alt, rendition_url, failed = sources.get(
-        found.sha256, (found.first_url, None, None, None, None)
+    url, page_url, alt, rendition_url, failed, spdx, evidence, author = sources.get(
+        found.sha256, (found.first_url, None, None, None, None, None, None, None)
     )
     exif = found.exif or {}
     row = {
@@ -149,6 +155,7 @@ def _row(found, sources: dict[str, tuple], url_counts: dict[str, int]) -> dict:
         "renditions_failed": [{"url": f["url"], "reason": f["reason"]} for f in failed or []],
     }
     row.update({f"exif_{name}": _text(exif.get(name)) for name in EXIF_COLUMNS})
+    row.update(license=spdx or "unknown", license_url=(evidence or {}).get("url"), author=author)
     return row
 
 

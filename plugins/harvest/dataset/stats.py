@@ -25,6 +25,8 @@ class DomainStats:
     failed: int = 0
     rejected: int = 0
     errors: Counter = field(default_factory=Counter)
+    #: images skipped because the site opted out, by "directive (where found)" (harvest.web.optout)
+    optouts: Counter = field(default_factory=Counter)
     success_ms: list[int] = field(default_factory=list, repr=False)
 
     @property
@@ -42,6 +44,7 @@ class DomainStats:
         row["success_rate"] = self.success_rate
         row["mean_ms"] = self.mean_ms
         row["errors"] = dict(self.errors.most_common(3))
+        row["optouts"] = dict(self.optouts)
         return row
 
 
@@ -51,11 +54,22 @@ def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
     by_host: dict[str, DomainStats] = defaultdict(lambda: DomainStats(""))
     with session_scope(database_url) as session:
         rows = session.execute(
-            select(Candidate.url, Candidate.status, Candidate.error, Candidate.attempts, Candidate.elapsed_ms)
+            select(
+                Candidate.url,
+                Candidate.status,
+                Candidate.error,
+                Candidate.attempts,
+                Candidate.elapsed_ms,
+                Candidate.optout,
+            )
             .where(Candidate.run_id == run_id)
             .execution_options(yield_per=1000)
         )
-        for url, status, error, attempts, elapsed_ms in rows:
+        for url, status, error, attempts, elapsed_ms, optout in rows:
+            if isinstance(optout, dict):  # the site's own word, before or at download
+                host = host_of(url)
+                by_host[host].domain = host
+                by_host[host].optouts[optout_key(optout)] += 1
             if not attempts:  # skipped before download (declared size, SVG, ...): not the site's doing
                 continue
             host = host_of(url)
@@ -73,6 +87,16 @@ def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
                 stats.rejected += 1
                 stats.errors[short_reason((error or "rejected").split(" (")[0])] += 1
     return sorted(by_host.values(), key=lambda s: (-s.attempted, s.domain))
+
+
+def optout_key(optout: dict) -> str:
+    """ "noai (X-Robots-Tag header of the image)": a directive and where it was found, without the
+    host or rule a tdmrep.json or robots.txt finding names."""
+    found = str(optout.get("found", ""))
+    for place in ("tdmrep.json", "robots.txt"):
+        if place in found:
+            found = place
+    return f"{optout.get('directive')} ({found})"
 
 
 def format_table(stats: list[DomainStats], limit: int = 20) -> str:

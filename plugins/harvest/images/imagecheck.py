@@ -35,6 +35,7 @@ from harvest.images.decoding import (
 from harvest.images.exif import read_exif
 from harvest.images.perceptual import HASH_SIDE, detail_bits, entropy_bits, phash_hex, shrink
 from harvest.images.pixels import to_rgb
+from harvest.images.rights import file_rights
 from harvest.images.sanitize import MetadataError, clean_file, polyglot_reason
 from harvest.settings.config import DEFAULT_MAX_PIXELS
 
@@ -81,6 +82,8 @@ class Inspected:
     orientation: int | None = None
     exif: dict = field(default_factory=dict)
     sensitive: dict = field(default_factory=dict)
+    #: what the file's metadata says about its rights and licence (harvest.images.rights)
+    rights: dict = field(default_factory=dict)
     #: the bytes to publish: the file up to its end with metadata by allow-list (``data`` itself
     #: when nothing had to go); None when no such copy could be made, or after staging
     clean_data: bytes | None = None
@@ -266,6 +269,9 @@ def _clean(inspected: Inspected, image: PILImage.Image) -> None:
         return
     for name, value in cleaned.private.items():
         inspected.sensitive.setdefault(name, value)
+    inspected.rights = file_rights(
+        cleaned.xmp, cleaned.iptc, inspected.exif.get("copyright"), inspected.sensitive.get("artist")
+    )
     reason = polyglot_reason(cleaned.data)
     if reason:
         raise ImageRejected(reason)
@@ -284,7 +290,7 @@ def _clean(inspected: Inspected, image: PILImage.Image) -> None:
 #: Inspected fields that travel between an inspecting process and the download stage as JSON
 _WIRE_FIELDS = (
     "sha256", "format", "width", "height", "mode", "has_alpha", "phash", "entropy", "detail", "orientation",
-    "exif", "sensitive", "clean_sha256", "clean_error", "size_bytes",
+    "exif", "sensitive", "rights", "clean_sha256", "clean_error", "size_bytes",
 )  # fmt: skip
 _LENGTH = struct.Struct(">I")
 

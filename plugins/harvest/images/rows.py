@@ -39,6 +39,7 @@ def image_row(store: Store, cfg: HarvestConfig, first_url: str, result: Inspecte
         "clean_key": result.clean_key,
         "metadata_policy": POLICY,
         "excluded": result.clean_error,
+        "rights": result.rights or None,
     }
 
 

@@ -43,11 +43,19 @@ _REPEATABLE = {"iptc_by_line", "iptc_by_line_title", "iptc_contact"}
 #: pass, so that a hostile packet costs time in proportion to its size: an unclosed quote or tag
 #: ends a match after a few kilobytes instead of rescanning the rest of the packet from every start.
 _PREFIX = rb"(?:[\w.-]{1,64}:)?"
-_ALTERNATIVES = b"|".join(name.encode("ascii") for name in _NAMES)
-_ATTRIBUTE = re.compile(
-    rb"[\s<]" + _PREFIX + rb"(" + _ALTERNATIVES + rb")\s{0,64}=\s{0,64}(\"[^\"]{0,4096}\"|'[^']{0,4096}')"
-)
-_ELEMENT = re.compile(rb"<(" + _PREFIX + rb"(" + _ALTERNATIVES + rb"))(?:\s[^<>]{0,4096})?>")
+
+
+def _property_patterns(names: tuple[str, ...]) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """(attribute form, element form) patterns for properties with these local names."""
+    alternatives = b"|".join(name.encode("ascii") for name in names)
+    attribute = re.compile(
+        rb"[\s<]" + _PREFIX + rb"(" + alternatives + rb")\s{0,64}=\s{0,64}(\"[^\"]{0,4096}\"|'[^']{0,4096}')"
+    )
+    element = re.compile(rb"<(" + _PREFIX + rb"(" + alternatives + rb"))(?:\s[^<>]{0,4096})?>")
+    return attribute, element
+
+
+_ATTRIBUTE, _ELEMENT = _property_patterns(_NAMES)
 _TAG = re.compile(rb"<[^<>]{0,4096}>")
 _LI_OPEN = re.compile(rb"<rdf:li\b[^<>]{0,4096}>")
 #: longest value kept (names and places are short; a longer value is cut)
@@ -55,14 +63,17 @@ MAX_VALUE = 1024
 _COORDINATE = re.compile(r"\s*(\d+(?:\.\d+)?),(\d+(?:\.\d+)?)(?:,(\d+(?:\.\d+)?))?\s*([NSEW])\s*", re.I)
 
 
-def _properties(packet: bytes) -> dict[str, list[str]]:
+def _properties(
+    packet: bytes, patterns: tuple[re.Pattern[bytes], re.Pattern[bytes]] | None = None
+) -> dict[str, list[str]]:
     """Every value of the properties of interest, by local name (attribute or element form)."""
+    attribute, element = patterns or (_ATTRIBUTE, _ELEMENT)
     found: dict[bytes, list[bytes]] = {}
-    for match in _ATTRIBUTE.finditer(packet):
+    for match in attribute.finditer(packet):
         found.setdefault(match.group(1), []).append(match.group(2)[1:-1])
     pos = 0
     unclosed: set[bytes] = set()  # no closing tag after some opening: none after later ones either
-    while (match := _ELEMENT.search(packet, pos)) is not None:
+    while (match := element.search(packet, pos)) is not None:
         pos = match.end()
         if match.group(1) in unclosed:
             continue
@@ -143,9 +154,22 @@ def photoshop_iptc(payload: bytes) -> list[bytes]:
     return blocks
 
 
-def iptc_private(blocks: list[bytes]) -> dict[str, Any]:
-    """Identifying values found in IPTC-IIM records (by-line, city, sub-location, province, country)."""
-    found: dict[str, Any] = {}
+def xmp_values(packets: list[bytes], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """The values of the XMP properties with these local names, over all packets (bounded as in
+    :func:`xmp_private`); for the rights statements of :mod:`harvest.images.rights`."""
+    patterns = _property_patterns(names)
+    values: dict[str, list[str]] = {}
+    budget = MAX_SEARCHED
+    for packet in packets:
+        packet, budget = packet[:budget], budget - min(len(packet), budget)
+        for name, texts in _properties(packet, patterns).items():
+            values.setdefault(name, []).extend(t for t in texts if t not in values.get(name, []))
+    return values
+
+
+def iptc_records(blocks: list[bytes]) -> list[tuple[int, str]]:
+    """(dataset, text) of every application record (2) of IPTC-IIM blocks."""
+    records: list[tuple[int, str]] = []
     for block in blocks:
         pos = 0
         while pos + 5 <= len(block) and block[pos] == 0x1C:
@@ -160,18 +184,26 @@ def iptc_private(blocks: list[bytes]) -> dict[str, Any]:
                 pos += width
             value = block[pos : pos + size]
             pos += size
-            name = IPTC_FIELDS.get(dataset) if record == 2 else None
-            if name is None:
-                continue
-            text = _text(value)
-            if not text:
-                continue
-            if name in _REPEATABLE:
-                found.setdefault(name, [])
-                if text not in found[name]:
-                    found[name].append(text)
-            else:
-                found.setdefault(name, text)
+            if record == 2:
+                text = _text(value)
+                if text:
+                    records.append((dataset, text))
+    return records
+
+
+def iptc_private(blocks: list[bytes]) -> dict[str, Any]:
+    """Identifying values found in IPTC-IIM records (by-line, city, sub-location, province, country)."""
+    found: dict[str, Any] = {}
+    for dataset, text in iptc_records(blocks):
+        name = IPTC_FIELDS.get(dataset)
+        if name is None:
+            continue
+        if name in _REPEATABLE:
+            found.setdefault(name, [])
+            if text not in found[name]:
+                found[name].append(text)
+        else:
+            found.setdefault(name, text)
     return found
 
 

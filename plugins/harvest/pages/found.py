@@ -37,6 +37,8 @@ class Found:
     role: str | None = None  # what the markup says the image is for, when not content (emoji, avatar)
     css_class: str | None = None  # the <img>'s class attribute: repeated small images share one
     fields: dict | None = None
+    #: what the page's markup says about the image's licence (harvest.pages.licence_markup)
+    licence: dict | None = None
     elements: list = field(default_factory=list, compare=False, repr=False)  # where the page names it
 
     def variant_urls(self) -> set[str]:

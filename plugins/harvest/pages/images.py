@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bs4 import BeautifulSoup
@@ -15,6 +15,7 @@ from harvest.pages.budget import ExtractBudget
 from harvest.pages.found import Collector, Found
 from harvest.pages.htmltext import html_text
 from harvest.pages.image_sources import collect_page_images
+from harvest.pages.licence_markup import annotate_licences
 from harvest.pages.roles import repeated_small_images
 from harvest.pages.site_selectors import page_fields, selected_elements
 from harvest.pages.stylesheets import StagedSheet, collect_stylesheets
@@ -30,6 +31,8 @@ _SPRITE = re.compile(r"sprite", re.IGNORECASE)
 class PageImages:
     items: list[Found]
     data_uris: int = 0  # inline images: nothing to fetch, counted so the skip is visible
+    #: the page's <meta name=... content=...> pairs: opt-outs for its images (harvest.web.optout)
+    metas: list[tuple[str, str]] = field(default_factory=list)
 
 
 def find_images(html: bytes | str, page_url: str) -> list[Found]:
@@ -62,9 +65,13 @@ def extract_page(
                 item.role = reason
     if profile is not None:
         _apply_profile(soup, items, profile, collect.budget)
+    annotate_licences(soup, items, collect.base)
     for item in items:  # a tag holds its whole page: kept, every page of a run would stay in memory
         item.elements = []
-    return PageImages(items, collect.data_uris)
+    metas = [
+        (str(m["name"]), str(m.get("content") or "")) for m in soup.find_all("meta", attrs={"name": True})
+    ]
+    return PageImages(items, collect.data_uris, metas)
 
 
 def _apply_profile(

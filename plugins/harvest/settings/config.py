@@ -107,6 +107,14 @@ class HarvestConfig:
     domains: tuple[str, ...] = _P["domains"]
     quota: int = _P["quota"]
     text_prefilter: bool = _P["text_prefilter"]
+    #: SPDX ids and groups (harvest.pages.licences.GROUPS) to keep; empty keeps every licence
+    licenses: tuple[str, ...] = _P["licenses"]
+    #: honour X-Robots-Tag, robots meta and TDMRep opt-outs (harvest.web.optout); HARVEST_RESPECT_OPTOUTS
+    respect_optouts: bool = True
+    #: the X-Robots-Tag / robots meta directives that opt an image out (HARVEST_OPTOUT_DIRECTIVES)
+    optout_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    #: other crawlers' robots.txt groups obeyed as ours, e.g. GPTBot, CCBot (HARVEST_OBEY_AGENTS)
+    obey_robots_agents: tuple[str, ...] = ()
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
@@ -231,6 +239,7 @@ def build_config(
         **_form_choices(params, env),
         **_network(env, problems),
         **_crawler(params, env, problems),
+        **_consent(params, env, problems),
         **quality_settings(env, problems),
     }
     if problems:
@@ -358,6 +367,21 @@ def _crawler(params: Mapping[str, Any], env: Mapping[str, str], problems: list[s
         "user_agent": env.get("HARVEST_USER_AGENT") or DEFAULT_USER_AGENT,
         "allow_private_networks": truthy(env.get("HARVEST_ALLOW_PRIVATE_NETWORKS")),
         "reverse_geocode": truthy(env.get("HARVEST_REVERSE_GEOCODE")),
+    }
+
+
+def _consent(params: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """Opt-outs honoured and licences kept (docs/consent-and-licences.md)."""
+    from harvest.licences import licence_filter_problems
+
+    licenses = tuple(as_list(params.get("licenses")))
+    problems.extend(licence_filter_problems(licenses))
+    directives = tuple(d.lower() for d in as_list(env.get("HARVEST_OPTOUT_DIRECTIVES") or ""))
+    return {
+        "licenses": licenses,
+        "respect_optouts": not falsy(env.get("HARVEST_RESPECT_OPTOUTS")),
+        "optout_directives": directives or HarvestConfig.optout_directives,
+        "obey_robots_agents": tuple(as_list(env.get("HARVEST_OBEY_AGENTS") or "")),
     }
 
 

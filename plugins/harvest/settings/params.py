@@ -202,6 +202,15 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "ImageNet classes; empty or generic alt text never causes a skip.",
     ),
     ParamSpec(
+        "licenses",
+        (),
+        "array",
+        "Licences to keep",
+        "SPDX ids (CC-BY-4.0, CC0-1.0, ...) or groups: open (CC0, public domain, CC BY, CC BY-SA), "
+        "commercial (no NC, no ND). Images under another licence, or none found, are skipped with "
+        "the reason. Empty keeps every licence.",
+    ),
+    ParamSpec(
         "destination",
         "",
         "string",

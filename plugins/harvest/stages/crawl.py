@@ -29,9 +29,10 @@ from harvest.urls import canonicalize, host_of, looks_like_image, same_site
 from harvest.web.client import make_client
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.web.http import FetchError, FetchResult, HopRefused, HttpClient
+from harvest.web.optout import from_headers
 from harvest.web.render import Renderer
 from harvest.web.revalidate import NOT_MODIFIED, UNCHANGED, Known, known_pages
-from harvest.web.robots import RobotsCache
+from harvest.web.robots import RobotsCache, agent_token
 from harvest.web.scope import Scope
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ def _record(
             etag=result.headers.get("etag") or (known.etag if known else None),
             last_modified=result.headers.get("last-modified") or (known.last_modified if known else None),
             revalidation=revalidation,
+            optout=_page_optout(cfg, result),
         )
         report.count("done")
         if stylesheets is not None:
@@ -338,6 +340,17 @@ def _record(
         session.execute(update(Page).where(Page.id == page.id).values(**values))
         if children:
             _add_children(session, cfg, scope, page, children, report)
+
+
+def _page_optout(cfg: HarvestConfig, result: FetchResult) -> dict | None:
+    """An X-Robots-Tag or tdm-reservation header of the page: its images are skipped at extraction
+    (its links are still followed: the directives concern its content, not the pages it links to)."""
+    if not cfg.respect_optouts:
+        return None
+    found = from_headers(result.headers, agent_token(cfg.user_agent), cfg.optout_directives, "the page")
+    if found is not None:
+        log.info("crawl: %s: %s", result.url, found.reason)
+    return found.as_dict() if found is not None else None
 
 
 def _add_children(

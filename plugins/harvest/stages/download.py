@@ -34,6 +34,7 @@ from harvest.images.imagecheck import (
 )
 from harvest.images.inspectors import InspectorPool, inspection_processes
 from harvest.images.rows import image_row
+from harvest.licences import rejection, resolve
 from harvest.pages.prefilter import apply_prefilter
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
@@ -44,13 +45,17 @@ from harvest.storage import LocalStore, Store, open_store
 from harvest.web.client import make_client
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.web.http import FetchError, HttpClient
+from harvest.web.optout import OptOut, from_headers
 from harvest.web.revalidate import NOT_MODIFIED, Known, known_images
+from harvest.web.robots import agent_token
 
 __all__ = ["FORMATS", "MAX_PIXELS", "ImageRejected", "Inspected", "inspect_image", "run_download", "sniff"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64
+#: Candidate.source of the images a URL list names (harvest.stages.sources)
+URL_LIST = "url_list"
 #: renditions of one candidate tried at most in one download, by default: its preferred URL, then
 #: its variants (HARVEST_MAX_RENDITIONS)
 MAX_RENDITIONS = 4
@@ -63,6 +68,13 @@ def _inspect(data: bytes, cfg: HarvestConfig, inspectors: InspectorPool | None) 
     if inspectors is None:
         return inspect_image(data, cfg.min_width, cfg.min_height, cfg.max_pixels)
     return inspectors.inspect(data)
+
+
+@dataclass(frozen=True)
+class OptedOut:
+    """The image's response declared an opt-out (X-Robots-Tag, tdm-reservation): not kept."""
+
+    optout: OptOut
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ def _work(
     url: str,
     processes: InspectorPool | None = None,
     known: Known | None = None,
-) -> Inspected | NotModified | FetchError | ImageRejected:
+) -> Inspected | NotModified | OptedOut | FetchError | ImageRejected:
     """Fetch, inspect and stage the bytes, in a worker thread; the row is written afterwards. A URL
     an earlier run downloaded is asked for conditionally, if its staged bytes are still there."""
     conditional = known is not None and known.sha256 is not None and store.exists(known.content_key)
@@ -94,6 +106,10 @@ def _work(
         return exc
     if result.status == HTTP_NOT_MODIFIED and conditional:
         return NotModified(known.sha256)
+    if cfg.respect_optouts:
+        optout = from_headers(result.headers, agent_token(cfg.user_agent), cfg.optout_directives, "the image")
+        if optout is not None:
+            return OptedOut(optout)
     try:
         inspected = _inspect(result.body, cfg, processes)
     except ImageRejected as exc:
@@ -116,7 +132,7 @@ class Renditions:
     only when every rendition was seen and none is an image), ``url`` the rendition that served the bytes,
     ``failed`` the renditions tried before it (or all of them) with their reasons."""
 
-    result: Inspected | NotModified | FetchError | ImageRejected
+    result: Inspected | NotModified | OptedOut | FetchError | ImageRejected
     url: str | None
     failed: list[dict]
 
@@ -140,15 +156,23 @@ def _work_renditions(
     urls: list[str],
     processes: InspectorPool | None = None,
     known: dict[str, Known] | None = None,
+    ask_tdmrep: bool = False,
 ) -> Renditions:
     """Each rendition in turn, through the same client (guard, robots, politeness), until one
-    serves an image: a 4xx, a timeout, a page served as an image or a picture too small moves on."""
+    serves an image: a 4xx, a timeout, a page served as an image or a picture too small moves on.
+    ``ask_tdmrep``: the image came from a URL list, not a page, so no extraction asked its
+    origin's tdmrep.json; it is asked here, before the image is requested."""
     failed: list[dict] = []
     first = None
+    reserved = client.tdmrep.verdict(urls[0]) if ask_tdmrep and client.tdmrep is not None else None
+    if reserved is not None:
+        return Renditions(OptedOut(reserved), None, failed)
     for url in urls:
         result = _work(client, store, cfg, url, processes, (known or {}).get(url))
         if isinstance(result, Inspected | NotModified):
             return Renditions(result, url, failed)
+        if isinstance(result, OptedOut):  # the site's word covers every rendition of the image
+            return Renditions(result, None, failed)
         if first is None or (isinstance(result, FetchError) and not isinstance(first, FetchError)):
             first = result
         reason = result.reason if isinstance(result, FetchError) else str(result)
@@ -221,8 +245,18 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                             cfg.database_url, cfg.run_id, store.location, [u for each in urls for u in each]
                         )
                         claim.futures = [
-                            pool.submit(_timed, _work_renditions, client, store, cfg, each, processes, known)
-                            for each in urls
+                            pool.submit(
+                                _timed,
+                                _work_renditions,
+                                client,
+                                store,
+                                cfg,
+                                each,
+                                processes,
+                                known,
+                                candidate.source == URL_LIST,
+                            )
+                            for candidate, each in zip(claim.chunk, urls, strict=True)
                         ]
                         progress.track(claim)
                         window.append(claim)
@@ -269,7 +303,8 @@ def _inspector_pool(count: int, cfg: HarvestConfig, store: Store) -> Iterator[In
 class _Claim:
     stack: ExitStack
     session: Session
-    #: (id, url, attempts, priority, variants) rows: plain tuples are several times cheaper than ORM objects
+    #: (id, url, attempts, priority, variants, license_evidence, source) rows: plain tuples are several
+    #: times cheaper than ORM objects
     chunk: list[Row]
     futures: list[Future] = field(default_factory=list)
     #: of the futures, those not done yet (kept by _Progress)
@@ -283,7 +318,15 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
     session = stack.enter_context(session_scope(cfg.database_url))
     try:
         query = (
-            select(Candidate.id, Candidate.url, Candidate.attempts, Candidate.priority, Candidate.variants)
+            select(
+                Candidate.id,
+                Candidate.url,
+                Candidate.attempts,
+                Candidate.priority,
+                Candidate.variants,
+                Candidate.license_evidence,
+                Candidate.source,
+            )
             .where(
                 Candidate.run_id == cfg.run_id,
                 Candidate.shard == shard,
@@ -388,9 +431,10 @@ def _record_chunk(
             if isinstance(each.result, Inspected)
         ]
         _insert_many(session, ImageUrl, urls, ["sha256", "url"])
+    rights = _known_rights(session, tried)
     updates = [
         {
-            **_outcome(each, report),
+            **_outcome(each, report, cfg, candidate.license_evidence, rights),
             "_id": candidate.id,
             "attempts": candidate.attempts + 1,
             "elapsed_ms": ms,
@@ -420,6 +464,13 @@ _CANDIDATE_UPDATE = (
                     "renditions_failed",
                 )
             },
+            # what extraction found stays unless the download has more to say
+            **{
+                name: func.coalesce(
+                    bindparam(name, type_=Candidate.__table__.c[name].type), Candidate.__table__.c[name]
+                )
+                for name in ("optout", "license", "license_evidence", "author")
+            },
             # a failure leaves the image an earlier attempt recorded, as it always did
             "sha256": func.coalesce(bindparam("sha256"), Candidate.__table__.c.sha256),
         }
@@ -440,10 +491,78 @@ def _insert_many(session, model, rows: list[dict], index_elements: list[str]) ->
     session.connection().execute(statement, rows)
 
 
-def _outcome(tried: Renditions, report: StageReport) -> dict:
-    """The candidate's new status, image, error and renditions; counted in the report."""
+def _known_rights(session, tried: list[Renditions]) -> dict[str, dict | None]:
+    """The file rights of images confirmed unchanged by a 304 (their bytes were not read again)."""
+    shas = [each.result.sha256 for each in tried if isinstance(each.result, NotModified)]
+    if not shas:
+        return {}
+    return dict(session.execute(select(Image.sha256, Image.rights).where(Image.sha256.in_(shas))).all())
+
+
+def _licence(
+    result,
+    cfg: HarvestConfig,
+    page_evidence: dict | None,
+    rights: dict[str, dict | None],
+    source_url: str | None = None,
+) -> tuple[dict, str | None]:
+    """(the candidate's licence columns, why the ``licenses`` Param rejects it or None)."""
+    if isinstance(result, Inspected):
+        creators = [
+            name
+            for field_name in ("xmp_creator", "iptc_by_line", "artist")
+            for name in _names(result.sensitive.get(field_name))
+        ]
+        resolved = resolve(page_evidence, result.rights, creators)
+    elif isinstance(result, NotModified):
+        resolved = resolve(page_evidence, rights.get(result.sha256))
+    else:
+        return {"optout": None, "license": None, "license_evidence": None, "author": None}, None
+    evidence = resolved["evidence"]
+    if evidence and evidence.get("scope") == "file" and not evidence.get("url"):
+        evidence["url"] = source_url  # the file itself is the evidence (an IPTC notice names no page)
+    columns = {
+        "optout": None,
+        "license": resolved["license"],
+        "license_evidence": resolved["evidence"],
+        "author": resolved["author"],
+    }
+    return columns, rejection(resolved["license"], cfg.licenses)
+
+
+def _names(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _outcome(
+    tried: Renditions,
+    report: StageReport,
+    cfg: HarvestConfig | None = None,
+    page_evidence: dict | None = None,
+    rights: dict[str, dict | None] | None = None,
+) -> dict:
+    """The candidate's new status, image, error, renditions and licence; counted in the report. An
+    image whose licence the ``licenses`` Param does not keep is skipped with the reason (its bytes
+    stay staged: another page may name the same image under another licence)."""
     renditions = {"rendition_url": tried.url, "renditions_failed": tried.failed or None}
-    outcome = _result_outcome(tried.result, report)
+    licence, rejected = (
+        _licence(tried.result, cfg, page_evidence, rights or {}, tried.url) if cfg is not None else ({}, None)
+    )
+    if rejected:
+        report.count("skipped", rejected)
+        return {
+            "status": Status.SKIPPED,
+            "sha256": None,
+            "error": rejected,
+            "revalidation": None,
+            **renditions,
+            **licence,
+        }
+    if isinstance(tried.result, OptedOut):
+        licence["optout"] = tried.result.optout.as_dict()
+    outcome = {**_result_outcome(tried.result, report), **licence}
     if len(tried.failed) > 1 and tried.url is None:  # every rendition failed: each reason is listed
         reasons = "; ".join(f"{failed['url']}: {failed['reason']}" for failed in tried.failed)
         outcome["error"] = f"all {len(tried.failed)} renditions failed: {reasons}"
@@ -452,6 +571,9 @@ def _outcome(tried: Renditions, report: StageReport) -> dict:
 
 def _result_outcome(result, report: StageReport) -> dict:
     """The candidate's new status, image and error for one result; counted in the report."""
+    if isinstance(result, OptedOut):
+        report.count("skipped", result.optout.reason.split(" (")[0])
+        return {"status": Status.SKIPPED, "sha256": None, "error": result.optout.reason, "revalidation": None}
     if isinstance(result, NotModified):
         report.count("done")
         report.extra[NOT_MODIFIED] = report.extra.get(NOT_MODIFIED, 0) + 1

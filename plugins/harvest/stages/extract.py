@@ -14,6 +14,7 @@ from typing import IO
 
 from sqlalchemy import select, update
 
+from harvest.licences import rejection
 from harvest.pages.budget import ExtractBudget, ExtractionBudgetExceeded
 from harvest.pages.images import Found, PageImages, chrome_images, extract_page, markup_junk_reason
 from harvest.pages.stylesheets import StagedSheet, stylesheet_key
@@ -24,17 +25,34 @@ from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Page, Status
 from harvest.storage import StorageError, open_store
 from harvest.urls import host_of, shard_of
-from harvest.web.robots import RobotsCache, robots_skip_reason
+from harvest.web.optout import OptOut, TdmRepCache, from_meta
+from harvest.web.robots import RobotsCache, agent_token, robots_skip_reason
 
 log = logging.getLogger(__name__)
 
 
-def _robots(cfg: HarvestConfig) -> RobotsCache | None:
-    if not cfg.respect_robots:
-        return None
+def _robots_and_tdmrep(cfg: HarvestConfig) -> tuple[RobotsCache | None, TdmRepCache | None]:
+    """robots.txt and tdmrep.json of each origin, read through one client of the task (guard,
+    politeness, robots.txt first)."""
+    if not (cfg.respect_robots or cfg.respect_optouts):
+        return None, None
     from harvest.web.client import make_client
 
-    return make_client(cfg).robots
+    client = make_client(cfg)
+    return (client.robots if cfg.respect_robots else None), (client.tdmrep if cfg.respect_optouts else None)
+
+
+def _robots_optout(reason: str | None) -> dict | None:
+    """A robots.txt refusal as an opt-out record: our own group, or an AI crawler's the user obeys."""
+    if not reason:
+        return None
+    if reason.startswith("opt-out: "):
+        directive, _, found = reason.removeprefix("opt-out: ").partition(" (")
+        return {"directive": directive, "found": found.rstrip(")")}
+    if reason.startswith("disallowed by robots.txt of "):
+        host, _, agent = reason.removeprefix("disallowed by robots.txt of ").partition(" for user agent ")
+        return {"directive": f"Disallow for {agent.strip(chr(39))}", "found": f"robots.txt of {host}"}
+    return None
 
 
 def _robots_reason(robots: RobotsCache | None, url: str) -> str | None:
@@ -149,13 +167,50 @@ def _parse_pages(
             _record_page_failure(cfg, page, exc, report)
             continue
         parsed.chrome_seen.append((page_url, [item for item in found.items if item.in_chrome]))
-        pickle.dump((page.id, page_url, found.items), spill, protocol=pickle.HIGHEST_PROTOCOL)
+        page_optout = page.optout or _optout_dict(page_optout_of(cfg, found.metas))
+        pickle.dump((page.id, page_url, found.items, page_optout), spill, protocol=pickle.HIGHEST_PROTOCOL)
         parsed.pages += 1
         parsed.data_uris += found.data_uris
     return parsed
 
 
-def _candidate_row(cfg: HarvestConfig, page_url: str, item: Found, reason: str | None) -> dict:
+def page_optout_of(cfg: HarvestConfig, metas: list[tuple[str, str]]) -> OptOut | None:
+    """The opt-out a page's meta elements declare for its images, when opt-outs are honoured."""
+    if not cfg.respect_optouts:
+        return None
+    return from_meta(metas, agent_token(cfg.user_agent), cfg.optout_directives)
+
+
+def _optout_dict(optout: OptOut | None) -> dict | None:
+    return optout.as_dict() if optout is not None else None
+
+
+def _image_optout(
+    page_optout: dict | None, tdmrep: TdmRepCache | None, page_url: str, url: str
+) -> dict | None:
+    """The page's opt-out (header or meta, applying to all its images), else a tdmrep.json rule
+    of the page's or the image's origin."""
+    if page_optout:
+        return page_optout
+    if tdmrep is None:
+        return None
+    found = tdmrep.verdict(page_url) or tdmrep.verdict(url)
+    return _optout_dict(found)
+
+
+def _licence_rejection(cfg: HarvestConfig, item: Found) -> str | None:
+    """The page's own word on this image's licence decides before download (it outranks the
+    file's metadata): an image it licenses outside the ``licenses`` Param is not fetched."""
+    licence = item.licence or {}
+    if not cfg.licenses or licence.get("scope") != "image" or not licence.get("license"):
+        return None
+    return rejection(licence["license"], cfg.licenses)
+
+
+def _candidate_row(
+    cfg: HarvestConfig, page_url: str, item: Found, reason: str | None, optout: dict | None = None
+) -> dict:
+    licence = item.licence or {}
     return {
         "run_id": cfg.run_id,
         "url": item.url,
@@ -171,6 +226,10 @@ def _candidate_row(cfg: HarvestConfig, page_url: str, item: Found, reason: str |
         "status": Status.SKIPPED if reason else Status.PENDING,
         "error": reason,
         "attempts": 0,
+        "optout": optout,
+        "license": licence.get("license"),
+        "license_evidence": licence or None,
+        "author": licence.get("author"),
     }
 
 
@@ -179,11 +238,11 @@ def _write_candidates(
 ) -> int:
     """The spilled pages' images written as candidates (skipped ones with their reason), each page
     marked extracted in the same transaction; returns how many candidates are new."""
-    robots = _robots(cfg)
+    robots, tdmrep = _robots_and_tdmrep(cfg)
     new_candidates = 0
     spill.seek(0)
     for index in range(1, pages + 1):
-        page_id, page_url, items = pickle.load(spill)
+        page_id, page_url, items, page_optout = pickle.load(spill)
         rows = []
         for item in items:
             reason = (
@@ -192,9 +251,14 @@ def _write_candidates(
                 or item.role
                 or _robots_reason(robots, item.url)
             )
-            rows.append(_candidate_row(cfg, page_url, item, reason))
+            robots_said = _robots_reason(robots, item.url) if reason and robots is not None else None
+            optout = _robots_optout(robots_said) if robots_said == reason else None
+            if reason is None:
+                optout = _image_optout(page_optout, tdmrep, page_url, item.url)
+                reason = OptOut(**optout).reason if optout else _licence_rejection(cfg, item)
+            rows.append(_candidate_row(cfg, page_url, item, reason, optout))
             if reason:
-                report.count("skipped", reason)
+                report.count("skipped", reason.split(" (")[0] if optout else reason)
         with session_scope(cfg.database_url) as session:
             new_candidates += insert_ignore(session, Candidate, rows, ["run_id", "url"])
             session.execute(update(Page).where(Page.id == page_id).values(extract_status=Status.DONE))

@@ -63,6 +63,10 @@ class Kept:
     #: that failed before it: [{"url": ..., "reason": ...}, ...]
     rendition_url: str | None = None
     renditions_failed: list[dict] = field(default_factory=list)
+    #: SPDX id or "unknown", the URL of its evidence, and the author to credit (harvest.licences)
+    license: str = "unknown"
+    license_url: str | None = None
+    author: str | None = None
 
     @property
     def published_sha256(self) -> str:
@@ -130,6 +134,9 @@ def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
                     Candidate.alt,
                     Candidate.rendition_url,
                     Candidate.renditions_failed,
+                    Candidate.license,
+                    Candidate.license_evidence,
+                    Candidate.author,
                     Image.width,
                     Image.height,
                     Image.format,
@@ -162,6 +169,9 @@ def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
                 mime_type=row.mime_type,
                 rendition_url=row.rendition_url or row.url,
                 renditions_failed=list(row.renditions_failed or []),
+                license=row.license or "unknown",
+                license_url=(row.license_evidence or {}).get("url"),
+                author=row.author,
             )
         )
     return kept

@@ -75,6 +75,9 @@ class Page(Base):
     last_modified: Mapped[str | None] = mapped_column(Text)
     #: "not_modified" (304 to a conditional GET) or "unchanged" (200 with the earlier content hash)
     revalidation: Mapped[str | None] = mapped_column(String(16))
+    #: the opt-out the page's response or markup declared for its images (harvest.web.optout):
+    #: {"directive": ..., "found": ...}; its images are skipped with it
+    optout: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Candidate(Base):
@@ -116,6 +119,14 @@ class Candidate(Base):
     rendition_url: Mapped[str | None] = mapped_column(Text)
     #: the renditions tried that served no image: [{"url": ..., "reason": ...}, ...] in the order tried
     renditions_failed: Mapped[list | None] = mapped_column(JSON)
+    #: the opt-out that stopped this image: {"directive": "noai", "found": "X-Robots-Tag header ..."}
+    optout: Mapped[dict | None] = mapped_column(JSON)
+    #: SPDX id of the image's licence (harvest.pages.licences), or "unknown"
+    license: Mapped[str | None] = mapped_column(String(64))
+    #: where the licence was read: {"url": evidence URL, "found": "rel=license in the figure", ...}
+    license_evidence: Mapped[dict | None] = mapped_column(JSON)
+    #: the author to credit, in clear only when the page names them or the licence requires attribution
+    author: Mapped[str | None] = mapped_column(Text)
 
 
 class Image(Base):
@@ -160,6 +171,10 @@ class Image(Base):
     #: the better copy this image is a near duplicate of, and how many phash bits they differ in
     duplicate_of: Mapped[str | None] = mapped_column(String(64))
     duplicate_distance: Mapped[int | None] = mapped_column(Integer)
+    #: the rights statements of the file's XMP/IPTC/EXIF, read before they are stripped
+    #: (harvest.images.rights): licence URL, usage terms, copyright, credit; the creator only
+    #: when the file's own licence requires attribution
+    rights: Mapped[dict | None] = mapped_column(JSON)
 
 
 class ImageUrl(Base):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from harvest.settings.config import HarvestConfig
 from harvest.web.http import HttpClient
+from harvest.web.optout import TdmRepCache
 from harvest.web.politeness import HostGate
 from harvest.web.robots import RobotsCache
 
@@ -26,6 +27,10 @@ def make_client(cfg: HarvestConfig) -> HttpClient:
         retry_attempts=cfg.status_retries,
         max_retry_after=cfg.max_retry_after,
     )
-    client.robots = RobotsCache(client, cfg.user_agent, enabled=cfg.respect_robots)
+    client.robots = RobotsCache(
+        client, cfg.user_agent, enabled=cfg.respect_robots, obeyed=cfg.obey_robots_agents
+    )
+    #: /.well-known/tdmrep.json of each origin, read on first use (harvest.web.optout)
+    client.tdmrep = TdmRepCache(client, enabled=cfg.respect_optouts)
     client.first_contact = client.robots.prime
     return client

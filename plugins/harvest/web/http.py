@@ -73,6 +73,7 @@ class HttpClient:
         #: to read robots.txt first, so a Crawl-delay holds from the first request on, in every stage
         self.first_contact: Callable[[str], None] | None = None
         self.robots = None  # the crawler's harvest.web.robots.RobotsCache for this client, if any
+        self.tdmrep = None  # and its harvest.web.optout.TdmRepCache (/.well-known/tdmrep.json)
         self._contacts = OncePerOrigin()
         self._local = threading.local()
         self._deadline_timer = DeadlineTimer()

@@ -35,21 +35,30 @@ class RobotsRules:
     parser: Protego | None  # None: everything allowed (no robots.txt)
     unavailable: str | None = None  # set: everything disallowed, for this reason
 
-    def verdict(self, url: str, agent: str) -> str | None:
-        """None if ``agent`` may fetch ``url``; otherwise the reason it may not."""
+    def verdict(self, url: str, agent: str, obeyed: tuple[str, ...] = ()) -> str | None:
+        """None if ``agent`` may fetch ``url``; otherwise the reason it may not. ``obeyed``: other
+        crawlers' agents (AI crawlers) whose robots.txt groups the user asked to obey as ours; a
+        group that names one of them explicitly and disallows the URL is an opt-out."""
         if self.unavailable:
             return self.unavailable
         if self.parser is not None and not self.parser.can_fetch(url, agent):
             return f"disallowed by robots.txt of {self.host} for user agent {agent!r}"
+        for other in obeyed:  # a group naming that agent, not everyone's (ours is asked above)
+            if self.parser is not None and not self.parser.can_fetch(url, other):
+                return f"opt-out: Disallow for {other} (robots.txt of {self.host})"
         return None
 
 
 class RobotsCache:
     """Per-host robots.txt for one task; thread-safe, each host fetched at most once."""
 
-    def __init__(self, client: HttpClient, user_agent: str, enabled: bool = True):
+    def __init__(
+        self, client: HttpClient, user_agent: str, enabled: bool = True, obeyed: tuple[str, ...] = ()
+    ):
         self.client = client
         self.agent = agent_token(user_agent)
+        #: AI crawlers' robots.txt groups obeyed as if they were ours (HARVEST_OBEY_AGENTS)
+        self.obeyed = tuple(a for a in obeyed if a.lower() != self.agent.lower())
         self.enabled = enabled
         self._rules: dict[str, RobotsRules] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -107,7 +116,7 @@ class RobotsCache:
         """Why ``url`` must not be fetched by robots.txt, or None. Fetches robots.txt on first use."""
         if not self.enabled:
             return None
-        return self.rules_for(url).verdict(url, self.agent)
+        return self.rules_for(url).verdict(url, self.agent, self.obeyed)
 
 
 def robots_skip_reason(cache: RobotsCache | None, url: str) -> str | None:
