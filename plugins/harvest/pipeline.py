@@ -20,6 +20,7 @@ from harvest.stages.extract import run_extract
 from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
+from harvest.takedown.blocklist import skip_blocked_candidates
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,17 @@ def record_report(cfg: HarvestConfig, report: StageReport) -> None:
 
 
 def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
-    """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains."""
+    """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains
+    and those a takedown blocked (harvest.takedown.blocklist)."""
     reports = [run_extract(cfg)]
     if cfg.url_list:
         reports.append(run_ingest(cfg))
     skipped = apply_domain_filter(cfg)
     if skipped:
         log.info("%d candidates outside the allowed domains %s skipped", skipped, list(cfg.domains))
+    blocked = skip_blocked_candidates(cfg.database_url, cfg.run_id)
+    if blocked:
+        reports[0].extra["taken_down"] = blocked
     return reports
 
 
