@@ -241,3 +241,52 @@ def env_params(env: Mapping[str, str]) -> dict[str, Any]:
     """The Param defaults the environment sets (HARVEST_PROFILE, HARVEST_SEEDS, HARVEST_LABELS,
     HARVEST_MODEL), as a DAG run gets them from its form; the rest are ``build_config``'s."""
     return {name: spec.value(env) for name, spec in HARVEST_PARAMS.items() if spec.env}
+
+
+#: The image_takedown Params, in the trigger form's order (harvest.takedown.request reads them).
+TAKEDOWN_PARAMS: dict[str, ParamSpec] = _specs(
+    ParamSpec(
+        "image_urls",
+        (),
+        "array",
+        "Image URLs",
+        "Images to take down by the URL they were downloaded from, one per line; the same picture "
+        "found at any other URL goes too.",
+    ),
+    ParamSpec(
+        "page_urls",
+        (),
+        "array",
+        "Page URLs",
+        "Take down every image found on these pages, one URL per line.",
+    ),
+    ParamSpec(
+        "domains",
+        (),
+        "array",
+        "Domains",
+        "Take down every image served from, or found on, these hosts and their subdomains.",
+    ),
+    ParamSpec(
+        "sha256s",
+        (),
+        "array",
+        "SHA-256s",
+        "Images by the SHA-256 of the downloaded file or of the published file (its name in the dataset).",
+    ),
+    ParamSpec(
+        "reason",
+        "",
+        "string",
+        "Reason",
+        "Why the images are taken down (kept in the audit record), e.g. the notice's reference.",
+        min_length=1,
+    ),
+    ParamSpec(
+        "requested_by",
+        "",
+        "string",
+        "Requested by",
+        "Who asked for the takedown (name, e-mail or ticket), for the audit record.",
+    ),
+)
