@@ -17,7 +17,7 @@ from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages import STAGE_BY_NAME, STAGES
 from harvest.stages.crawl import seed_pages
 from harvest.stages.extract import run_extract
-from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
+from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest, run_search
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
 from harvest.takedown.blocklist import skip_blocked_candidates
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def run_params(cfg: HarvestConfig) -> dict:
     params = asdict(cfg)
-    for private in ("s3", "database_url", "models_dir", "metadata_key"):
+    for private in ("s3", "database_url", "models_dir", "metadata_key", "flickr_api_key"):
         params.pop(private, None)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
@@ -81,6 +81,8 @@ def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     reports = [run_extract(cfg)]
     if cfg.url_list:
         reports.append(run_ingest(cfg))
+    if cfg.search_sources:
+        reports.append(run_search(cfg))
     skipped = apply_domain_filter(cfg)
     if skipped:
         log.info("%d candidates outside the allowed domains %s skipped", skipped, list(cfg.domains))

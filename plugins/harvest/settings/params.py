@@ -65,6 +65,9 @@ def _specs(*specs: ParamSpec) -> dict[str, ParamSpec]:
     return {spec.name: spec for spec in specs}
 
 
+#: The search APIs the search_sources Param accepts (harvest.sources.CONNECTORS implements each).
+SEARCH_SOURCES = ("wikimedia", "flickr")
+
 #: The image_harvest Params, in the trigger form's order.
 HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
     ParamSpec(
@@ -166,6 +169,31 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "URL list",
         "Optional CSV/TSV/Parquet/JSONL of image URLs (column url, optional label, caption, "
         "page_url), local path or s3://bucket/key; downloaded like crawled images.",
+    ),
+    ParamSpec(
+        "search_sources",
+        (),
+        "array",
+        "Search APIs",
+        "Also find images through these search APIs, with licence and author: wikimedia (Wikimedia "
+        "Commons), flickr (needs the flickr_default connection's API key). Empty searches none.",
+    ),
+    ParamSpec(
+        "search_terms",
+        (),
+        "array",
+        "Search terms",
+        "Per label, the terms to search for, in any language, one line per label: "
+        "'espresso: espresso; café expreso; Espresso Kaffee'. A label without a line is searched by its name.",
+    ),
+    ParamSpec(
+        "search_limit",
+        100,
+        "integer",
+        "Search results per term",
+        "At most this many images per search term and API.",
+        minimum=1,
+        maximum=10_000,
     ),
     ParamSpec(
         "domains",
