@@ -252,3 +252,24 @@ def test_a_request_names_something_and_says_why():
     same = parse_request({"image_urls": ["HTTP://Example.org/a.jpg#x"], "reason": "one"})
     other = parse_request({"image_urls": ["http://example.org/a.jpg"], "reason": "two"})
     assert same.key == other.key and same.image_urls == ("http://example.org/a.jpg",)
+
+
+def test_cli_takedown_blocks_ahead_of_any_harvest_and_runs_once(tmp_path, capsys):
+    """A domain taken down before anything was harvested from it: nothing to remove, but blocked."""
+    from harvest.cli import main
+    from harvest.takedown.blocklist import load_blocklist
+
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    params = json.dumps({"domains": ["photos.example.org"], "reason": "opt-out", "requested_by": "owner"})
+    assert main(["takedown", "--params", params, "--database-url", db]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["already_done"] is False and first["images"] == 0
+    blocklist = load_blocklist(db)
+    assert blocklist.download_reason("https://cdn.photos.example.org/a.jpg", None, None).startswith(
+        "taken down: blocked domain photos.example.org"
+    )
+    assert blocklist.download_reason("https://example.org/a.jpg", "https://photos.example.org/p", None)
+    assert blocklist.download_reason("https://example.org/a.jpg", "https://example.org/p", None) is None
+    assert main(["takedown", "--params", params, "--database-url", db]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["already_done"] is True
+    assert main(["takedown", "--params", json.dumps({"domains": ["x.example"]}), "--database-url", db]) == 2

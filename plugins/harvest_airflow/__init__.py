@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harvest.settings.config import HarvestConfig, build_config
+from harvest.settings.connections import connection_secret
 from harvest.settings.env import default_database_url, normalize_database_url
 from harvest.settings.s3 import S3Options, s3_options_from_connection
 
@@ -118,6 +119,7 @@ def _environment() -> dict[str, str]:
                 (flickr.extra_dejson or {}).get("api_key") or flickr.password or ""
             )
     mask(env.get("HARVEST_FLICKR_API_KEY"))
+    mask(connection_secret(env.get("AIRFLOW_CONN_FLICKR_DEFAULT", "")))
     return env
 
 
