@@ -273,3 +273,46 @@ def test_cli_takedown_blocks_ahead_of_any_harvest_and_runs_once(tmp_path, capsys
     assert main(["takedown", "--params", params, "--database-url", db]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["already_done"] is True
     assert main(["takedown", "--params", json.dumps({"domains": ["x.example"]}), "--database-url", db]) == 2
+
+
+def test_a_takedown_cut_off_half_way_is_finished_by_running_it_again(
+    site, site_root, postgres_url, s3, bucket, tmp_path
+):
+    """The S3 server is unreachable when the takedown reaches it: the local destination is clean, the
+    audit record unfinished; the same request run again finishes the S3 destination and records both."""
+    from conftest import free_port
+    from stage_setup import make_config, record_answers, seed_candidates
+
+    from harvest.settings.config import S3Options
+    from harvest.stages.download import run_download
+
+    cfg = make_config(postgres_url, "manual__resume", f"s3://{bucket}/dataset", s3=s3)
+    seed_candidates(cfg, [f"{site}/photos/chelsea.jpg", f"{site}/photos/coffee-large.jpg"])
+    run_download(cfg, 0)
+    cat, coffee = (
+        sha256_file(site_root / "photos/chelsea.jpg"),
+        sha256_file(site_root / "photos/coffee-large.jpg"),
+    )
+    record_answers(cfg, {cat: "egyptian_cat", coffee: "espresso"})
+    local = cfg.with_(destination=str(tmp_path / "local"))
+    assert run_publish(cfg).done == 2 and run_publish(local).done == 2
+    s3_store, local_store = open_store(cfg.destination, s3), open_store(local.destination)
+    before = {"s3": len(_objects(s3_store)), "local": len(_objects(local_store))}
+
+    request = parse_request({"sha256s": [cat], "reason": "withdrawn"})
+    nowhere = S3Options(f"http://127.0.0.1:{free_port()}", "k", "s", "us-east-1")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the S3 client raises when no server answers
+        run_takedown(postgres_url, request, s3=nowhere)
+    with session_scope(postgres_url) as session:
+        audit = session.scalars(select(Takedown)).one()
+        assert audit.finished_at is None and set(audit.removed) == {local.destination}
+    assert len(_objects(local_store)) < before["local"] and len(_objects(s3_store)) == before["s3"]
+
+    done = run_takedown(postgres_url, request, s3=s3)
+    assert not done.already_done and set(done.destinations) == {local.destination, cfg.destination}
+    assert done.destinations[local.destination]["before"] == before["local"]  # from the first attempt
+    assert done.destinations[cfg.destination]["before"] == before["s3"]
+    for store in (s3_store, local_store):
+        assert not [k for k in _objects(store) if "egyptian_cat" in k]
+        assert [k for k in _objects(store) if k.startswith("images/espresso/")]
+    assert run_takedown(postgres_url, request, s3=s3).already_done
