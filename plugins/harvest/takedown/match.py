@@ -14,7 +14,12 @@ from sqlalchemy import or_, select
 from harvest.state.db import chunks, session_scope
 from harvest.state.models import Candidate, Image, ImageUrl
 from harvest.takedown.request import TakedownRequest
-from harvest.urls import canonicalize, host_of
+from harvest.urls import host_of
+
+
+def _slash_variant(url: str) -> str:
+    """The URL with its trailing slash toggled (``/a`` and ``/a/`` name one page on most sites)."""
+    return url[:-1] if url.endswith("/") and not url.endswith("://") else f"{url}/"
 
 
 def _under(host: str, domains: tuple[str, ...]) -> str | None:
@@ -54,13 +59,15 @@ def match_images(database_url: str, request: TakedownRequest) -> dict[str, str]:
                 select(ImageUrl.sha256, ImageUrl.url).where(ImageUrl.url.in_(chunk))
             ):
                 note(sha256, f"image URL {url}")
-        if request.page_urls:
-            pages = set(request.page_urls)
+        # pages are stored as crawled (canonical) or as a redirect ended (final URL): both forms asked
+        pages = sorted({*request.page_urls, *(_slash_variant(url) for url in request.page_urls)})
+        for chunk in chunks(pages, 200):
             for sha256, page_url in session.execute(
-                select(Candidate.sha256, Candidate.page_url).where(Candidate.sha256.is_not(None))
+                select(Candidate.sha256, Candidate.page_url).where(
+                    Candidate.page_url.in_(chunk), Candidate.sha256.is_not(None)
+                )
             ):
-                if page_url and (canonicalize(page_url) or page_url) in pages:
-                    note(sha256, f"found on page {page_url}")
+                note(sha256, f"found on page {page_url}")
         if request.domains:
             for sha256, url in session.execute(
                 select(ImageUrl.sha256, ImageUrl.url).where(_host_patterns(ImageUrl.url, request.domains))
