@@ -168,7 +168,8 @@ def test_takedown_removes_everywhere_and_later_runs_honour_it(
                     if m.name.endswith(".json")
                 }
         assert samples == {china, flower}, where
-        assert "2 images in 2 classes" in objects["README.md"].decode(), where
+        card = objects["README.md"].decode()
+        assert "2 images in 2 classes" in card and "| taken down | 3 |" in card, where
         rows = [r for k, v in objects.items() if k.endswith(".jsonl") for r in manifest_rows(v)]
         assert {r["source_sha256"] for r in rows} == {china, flower}, where
     # the S3 destination: each takedown's counts; the first one lost the cat's original, variant,

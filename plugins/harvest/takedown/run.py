@@ -127,8 +127,8 @@ def _block(database_url: str, takedown_id: int, request: TakedownRequest, facts:
         return add_entries(session, takedown_id, [(k, v, p) for (k, v), p in best.items()])
 
 
-def _delete_staged(s3: S3Options | None, database_url: str, facts: dict[str, dict], why: str) -> int:
-    """Delete the downloaded bytes and the clean copy from staging, and mark the images excluded."""
+def _delete_staged(s3: S3Options | None, facts: dict[str, dict]) -> int:
+    """Delete the downloaded bytes and the clean copy from staging."""
     stores = Stores(s3)
     deleted = 0
     for fact in facts.values():
@@ -140,9 +140,6 @@ def _delete_staged(s3: S3Options | None, database_url: str, facts: dict[str, dic
                     deleted += 1
             except StorageError as exc:  # the staging area may be gone with its machine: noted, not fatal
                 log.warning("takedown: cannot delete staged copy %s: %s", exc.location, exc.reason)
-    with session_scope(database_url) as session:
-        for chunk in chunks(sorted(facts), 500):
-            session.execute(update(Image).where(Image.sha256.in_(chunk)).values(excluded=why))
     return deleted
 
 
@@ -169,6 +166,9 @@ def run_takedown(
         session.execute(update(Takedown).where(Takedown.id == record.id).values(images=images))
     # blocked before anything is removed: a run publishing meanwhile already refuses them
     blocked = _block(database_url, record.id, request, facts)
+    with session_scope(database_url) as session:  # the card rebuilt below counts them as taken down
+        for chunk in chunks(sorted(facts), 500):
+            session.execute(update(Image).where(Image.sha256.in_(chunk)).values(excluded=why))
     destinations = sorted({d for fact in facts.values() for d in fact["destinations"]})
     shas = set(facts)
     published = {f["clean_sha256"] for f in facts.values() if f["clean_sha256"]}
@@ -183,7 +183,7 @@ def run_takedown(
         removed[destination] = entry
         with session_scope(database_url) as session:
             session.execute(update(Takedown).where(Takedown.id == record.id).values(removed=dict(removed)))
-    staged = _delete_staged(s3, database_url, facts, why)
+    staged = _delete_staged(s3, facts)
     counts = {dest: {"before": r["before"], "after": r["after"]} for dest, r in removed.items()}
     with session_scope(database_url) as session:
         session.execute(
