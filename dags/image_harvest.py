@@ -96,7 +96,12 @@ def image_harvest():
 
         context = get_current_context()
         params = context["params"]
-        configured = params.get("seeds") or params.get("profile") or params.get("url_list")
+        configured = (
+            params.get("seeds")
+            or params.get("profile")
+            or params.get("url_list")
+            or params.get("search_sources")
+        )
         if not configured and context["dag_run"].run_type == "scheduled":
             raise AirflowSkipException(
                 "no seeds configured for the nightly run (set HARVEST_PROFILE or HARVEST_SEEDS)"

@@ -7,6 +7,7 @@ run's counters), so a stage that died can be re-run from a shell, a cron job or 
     harvest stage crawl --run-id manual__1
     harvest stage download --run-id manual__1 --shard 2
     harvest run --run-id manual__2 --params-file settings.json --destination s3://bucket/prefix
+    harvest takedown --params '{"page_urls": ["https://example.com/a.html"], "reason": "DMCA 2026-7"}'
 
 Settings come from ``--params`` (the DAG's Params as JSON) and the same ``HARVEST_*`` variables the DAG
 reads; S3 credentials from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL``.
@@ -50,7 +51,37 @@ def _parser() -> argparse.ArgumentParser:
         given.add_argument("--params-file", type=Path, help="a JSON file holding the Params")
         sub.add_argument("--database-url", help="state DB (default: HARVEST_DATABASE_URL or local SQLite)")
         sub.add_argument("--destination", help="s3://bucket/prefix or a folder; overrides the Params")
+    takedown = commands.add_parser("takedown", help="take images down everywhere and block them")
+    takedown.add_argument(
+        "--params", required=True, help="image_takedown's Params as JSON (image_urls, ..., reason)"
+    )
+    takedown.add_argument("--database-url", help="state DB (default: HARVEST_DATABASE_URL or local SQLite)")
     return parser
+
+
+def _takedown(args: argparse.Namespace) -> int:
+    """``harvest takedown``: what the image_takedown DAG does, run by the user at this shell."""
+    import getpass
+
+    from harvest.settings.env import default_database_url, normalize_database_url
+    from harvest.settings.s3 import s3_options_from_env
+    from harvest.takedown.request import TakedownError, parse_request
+    from harvest.takedown.run import run_takedown
+
+    try:
+        params = json.loads(args.params)
+        if not isinstance(params, dict):
+            raise ValueError("expected a JSON object of the takedown's Params")
+        request = parse_request(params)
+    except (TakedownError, ValueError) as exc:
+        print(f"harvest: takedown: {exc}", file=sys.stderr)
+        return 2
+    url = normalize_database_url(args.database_url or default_database_url(os.environ))
+    result = run_takedown(
+        url, request, s3=s3_options_from_env(os.environ), triggered_by=f"{getpass.getuser()} (cli)"
+    )
+    print(json.dumps(result.as_dict(), sort_keys=True), flush=True)
+    return 0
 
 
 def recorded_params(database_url: str | None, run_id: str, env: Mapping[str, str]) -> dict[str, Any]:
@@ -107,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "takedown":
+        return _takedown(args)
     try:
         cfg = settings(args)
         if args.command == "stage" and args.shard is not None and not 0 <= args.shard < cfg.num_shards:

@@ -17,16 +17,17 @@ from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages import STAGE_BY_NAME, STAGES
 from harvest.stages.crawl import seed_pages
 from harvest.stages.extract import run_extract
-from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
+from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest, run_search
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
+from harvest.takedown.blocklist import skip_blocked_candidates
 
 log = logging.getLogger(__name__)
 
 
 def run_params(cfg: HarvestConfig) -> dict:
     params = asdict(cfg)
-    for private in ("s3", "database_url", "models_dir", "metadata_key"):
+    for private in ("s3", "database_url", "models_dir", "metadata_key", "flickr_api_key"):
         params.pop(private, None)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
@@ -75,13 +76,19 @@ def record_report(cfg: HarvestConfig, report: StageReport) -> None:
 
 
 def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
-    """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains."""
+    """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains
+    and those a takedown blocked (harvest.takedown.blocklist)."""
     reports = [run_extract(cfg)]
     if cfg.url_list:
         reports.append(run_ingest(cfg))
+    if cfg.search_sources:
+        reports.append(run_search(cfg))
     skipped = apply_domain_filter(cfg)
     if skipped:
         log.info("%d candidates outside the allowed domains %s skipped", skipped, list(cfg.domains))
+    blocked = skip_blocked_candidates(cfg.database_url, cfg.run_id)
+    if blocked:
+        reports[0].extra["taken_down"] = blocked
     return reports
 
 

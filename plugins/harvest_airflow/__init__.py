@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harvest.settings.config import HarvestConfig, build_config
+from harvest.settings.connections import connection_secret
 from harvest.settings.env import default_database_url, normalize_database_url
 from harvest.settings.s3 import S3Options, s3_options_from_connection
 
@@ -103,13 +104,22 @@ def metadata_key() -> str | None:
 
 
 def _environment() -> dict[str, str]:
-    """This process's environment with HARVEST_METADATA_KEY filled from Airflow when the environment
-    has none, the key masked in the task log either way."""
+    """This process's environment with HARVEST_METADATA_KEY (and HARVEST_FLICKR_API_KEY, from the
+    flickr_default connection) filled from Airflow when the environment has none, masked in the task
+    log either way."""
     env = dict(os.environ)
     if env.get("HARVEST_METADATA_KEY"):
         mask(env["HARVEST_METADATA_KEY"])
     else:
         env["HARVEST_METADATA_KEY"] = metadata_key() or ""
+    if not env.get("HARVEST_FLICKR_API_KEY") and not env.get("AIRFLOW_CONN_FLICKR_DEFAULT"):
+        flickr = connection("flickr_default")  # a connection made in the UI or a secrets backend
+        if flickr is not None:
+            env["HARVEST_FLICKR_API_KEY"] = (
+                (flickr.extra_dejson or {}).get("api_key") or flickr.password or ""
+            )
+    mask(env.get("HARVEST_FLICKR_API_KEY"))
+    mask(connection_secret(env.get("AIRFLOW_CONN_FLICKR_DEFAULT", "")))
     return env
 
 

@@ -105,6 +105,12 @@ class HarvestConfig:
     profile: str = _P["profile"]
     url_list: str = _P["url_list"]
     domains: tuple[str, ...] = _P["domains"]
+    search_sources: tuple[str, ...] = _P["search_sources"]
+    #: "label: term; term" lines as given (validated); harvest.stages.sources reads them per label
+    search_terms: tuple[str, ...] = _P["search_terms"]
+    search_limit: int = _P["search_limit"]
+    #: the Flickr API key (the flickr_default connection's password); left out of repr() and run params
+    flickr_api_key: str | None = field(default=None, repr=False)
     quota: int = _P["quota"]
     text_prefilter: bool = _P["text_prefilter"]
     #: SPDX ids and groups (harvest.pages.licences.GROUPS) to keep; empty keeps every licence
@@ -234,6 +240,7 @@ def build_config(
     sections = {
         **_scope(params, env, require_seeds, problems),
         **_labels(params, problems),
+        **_search(params, env, problems),
         **_numbers(params, problems),
         **_places(params, env, problems),
         **_form_choices(params, env),
@@ -261,8 +268,8 @@ def _scope(
     """Where the images come from: the seeds, the URL list, and the image domains allowed."""
     seeds = as_list(params.get("seeds"))
     url_list = str(params.get("url_list") or "").strip()
-    if require_seeds and not seeds and not url_list:
-        problems.append("seeds: give at least one http(s) URL to crawl (or a url_list)")
+    if require_seeds and not seeds and not url_list and not as_list(params.get("search_sources")):
+        problems.append("seeds: give at least one http(s) URL to crawl (or a url_list or search_sources)")
     if url_list and "://" in url_list and not is_s3(url_list):
         problems.append(f"url_list {url_list!r}: use a local path or s3://bucket/key")
     elif url_list:
@@ -283,6 +290,48 @@ def _labels(params: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     if not labels:
         problems.append("labels: give at least one ImageNet class name or WordNet id, e.g. 'goldfish'")
     return {"labels": tuple(labels)}
+
+
+def search_terms_by_label(labels: tuple[str, ...], lines: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each label's search terms: those of its ``label: term; term`` line, else the label itself."""
+    given: dict[str, tuple[str, ...]] = {}
+    for line in lines:
+        label, _, terms = line.partition(":")
+        given[label.strip().casefold()] = tuple(t.strip() for t in terms.split(";") if t.strip())
+    return {label: given.get(label.casefold(), (label,)) for label in labels}
+
+
+def _search(params: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """The search APIs, the terms per label and how many results each term may bring."""
+    from harvest.settings.connections import api_key
+    from harvest.settings.params import SEARCH_SOURCES
+
+    sources = [s.lower() for s in as_list(params.get("search_sources"))]
+    for source in sources:
+        if source not in SEARCH_SOURCES:
+            problems.append(f"search_sources: unknown {source!r}; choose from {list(SEARCH_SOURCES)}")
+    if "flickr" in sources and not api_key(env, "flickr", "flickr_default"):
+        problems.append(
+            "search_sources: flickr needs an API key: the password of the flickr_default connection "
+            "(AIRFLOW_CONN_FLICKR_DEFAULT) or HARVEST_FLICKR_API_KEY"
+        )
+    raw = params.get("search_terms")
+    lines = [
+        line.strip() for line in (raw.splitlines() if isinstance(raw, str) else as_list(raw)) if line.strip()
+    ]
+    labels = {label.casefold() for label in as_list(params.get("labels"))}
+    for line in lines:
+        label, colon, terms = line.partition(":")
+        if not colon or not [t for t in terms.split(";") if t.strip()]:
+            problems.append(f"search_terms: {line!r} is not 'label: term; term'")
+        elif label.strip().casefold() not in labels:
+            problems.append(f"search_terms: {label.strip()!r} is not one of the labels")
+    return {
+        "flickr_api_key": api_key(env, "flickr", "flickr_default") if "flickr" in sources else None,
+        "search_sources": tuple(dict.fromkeys(sources)),
+        "search_terms": tuple(lines),
+        "search_limit": _int(params, "search_limit", problems),
+    }
 
 
 def _numbers(params: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:

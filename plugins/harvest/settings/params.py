@@ -65,6 +65,9 @@ def _specs(*specs: ParamSpec) -> dict[str, ParamSpec]:
     return {spec.name: spec for spec in specs}
 
 
+#: The search APIs the search_sources Param accepts (harvest.sources.CONNECTORS implements each).
+SEARCH_SOURCES = ("wikimedia", "flickr")
+
 #: The image_harvest Params, in the trigger form's order.
 HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
     ParamSpec(
@@ -168,6 +171,31 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "page_url), local path or s3://bucket/key; downloaded like crawled images.",
     ),
     ParamSpec(
+        "search_sources",
+        (),
+        "array",
+        "Search APIs",
+        "Also find images through these search APIs, with licence and author: wikimedia (Wikimedia "
+        "Commons), flickr (needs the flickr_default connection's API key). Empty searches none.",
+    ),
+    ParamSpec(
+        "search_terms",
+        (),
+        "array",
+        "Search terms",
+        "Per label, the terms to search for, in any language, one line per label: "
+        "'espresso: espresso; café expreso; Espresso Kaffee'. A label without a line is searched by its name.",
+    ),
+    ParamSpec(
+        "search_limit",
+        100,
+        "integer",
+        "Search results per term",
+        "At most this many images per search term and API.",
+        minimum=1,
+        maximum=10_000,
+    ),
+    ParamSpec(
         "domains",
         (),
         "array",
@@ -250,3 +278,52 @@ def env_params(env: Mapping[str, str]) -> dict[str, Any]:
     """The Param defaults the environment sets (HARVEST_PROFILE, HARVEST_SEEDS, HARVEST_LABELS,
     HARVEST_MODEL), as a DAG run gets them from its form; the rest are ``build_config``'s."""
     return {name: spec.value(env) for name, spec in HARVEST_PARAMS.items() if spec.env}
+
+
+#: The image_takedown Params, in the trigger form's order (harvest.takedown.request reads them).
+TAKEDOWN_PARAMS: dict[str, ParamSpec] = _specs(
+    ParamSpec(
+        "image_urls",
+        (),
+        "array",
+        "Image URLs",
+        "Images to take down by the URL they were downloaded from, one per line; the same picture "
+        "found at any other URL goes too.",
+    ),
+    ParamSpec(
+        "page_urls",
+        (),
+        "array",
+        "Page URLs",
+        "Take down every image found on these pages, one URL per line.",
+    ),
+    ParamSpec(
+        "domains",
+        (),
+        "array",
+        "Domains",
+        "Take down every image served from, or found on, these hosts and their subdomains.",
+    ),
+    ParamSpec(
+        "sha256s",
+        (),
+        "array",
+        "SHA-256s",
+        "Images by the SHA-256 of the downloaded file or of the published file (its name in the dataset).",
+    ),
+    ParamSpec(
+        "reason",
+        "",
+        "string",
+        "Reason",
+        "Why the images are taken down (kept in the audit record), e.g. the notice's reference.",
+        min_length=1,
+    ),
+    ParamSpec(
+        "requested_by",
+        "",
+        "string",
+        "Requested by",
+        "Who asked for the takedown (name, e-mail or ticket), for the audit record.",
+    ),
+)

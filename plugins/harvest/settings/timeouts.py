@@ -19,6 +19,7 @@ TASK_TIMEOUT_MINUTES: dict[str, float] = {
     "classify": 180,
     "publish": 120,
     "rethreshold": 240,
+    "takedown": 120,
 }
 #: How long a whole image_harvest run may take (HARVEST_RUN_TIMEOUT_HOURS): under a day, so a run that
 #: is stuck anyway is failed before the next night's run is due (the DAG runs one run at a time).

@@ -32,6 +32,7 @@ from harvest.settings.config import HarvestConfig
 from harvest.state.db import chunks, insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Publication, Status, utcnow
 from harvest.storage import StorageError, Store, Stores, open_store
+from harvest.takedown.blocklist import refusals_at_publish
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,8 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     targets = resolve_labels(cfg.labels, cfg.models_dir, spec.classes)
     picks, scored = pick_keepers(cfg, targets, spec.key, spec.classes)
     verdict = judge(cfg, (pick[1] for pick in picks))
+    # taken-down images and near copies of them: never published, withdrawn if they were
+    verdict.excluded.update(refusals_at_publish(cfg.database_url, cfg.destination, [p[1] for p in picks]))
     log.info(
         "publish: %d of %d scored images recognised as %s", len(picks), scored, [t.folder for t in targets]
     )

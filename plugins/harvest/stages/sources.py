@@ -200,3 +200,66 @@ def apply_domain_filter(cfg: HarvestConfig) -> int:
                 )
                 skipped += 1
     return skipped
+
+
+def run_search(cfg: HarvestConfig) -> StageReport:
+    """Candidates from the search APIs: each label's terms on each API, up to ``search_limit`` hits a
+    term. What the API says about an image (licence, author, its id) is kept in the candidate's
+    ``source_record``. A failed search (bad key, API error, rate-limited past the retries) is
+    counted and logged with its URL and reason, and the other searches go on."""
+    import os
+
+    from harvest.settings.config import search_terms_by_label
+    from harvest.sources import SearchError, open_source
+
+    report = StageReport("search")
+    # endpoints and rates from the environment; the key as the run's settings resolved it
+    env = {**os.environ, "HARVEST_FLICKR_API_KEY": cfg.flickr_api_key or ""}
+    terms = search_terms_by_label(cfg.labels, cfg.search_terms)
+    for name in cfg.search_sources:
+        source = open_source(name, env, cfg.user_agent)
+        for label, label_terms in terms.items():
+            for term in label_terms:
+                rows: list[dict] = []
+                try:
+                    for hit in source.search(term, cfg.search_limit):
+                        row = _search_row(cfg, name, label, hit)
+                        if row is None:
+                            report.count("skipped", "not an http(s) URL")
+                        else:
+                            rows.append(row)
+                except SearchError as exc:
+                    report.count("failed", f"{name}: {exc.reason}")
+                    log.warning("search: %s %r for %s: %s", name, term, label, exc)
+                report.done += _insert(cfg.database_url, rows)
+                report.extra.setdefault("hits", {}).setdefault(name, 0)
+                report.extra["hits"][name] += len(rows)
+        api = getattr(source, "api", None)
+        if api is not None:
+            report.extra.setdefault("requests", {})[name] = api.sent
+    log.info("%s", report)
+    return report
+
+
+def _search_row(cfg: HarvestConfig, name: str, label: str, hit) -> dict | None:
+    url = canonicalize(hit.url)
+    if not url:
+        return None
+    status, error = Status.PENDING, None
+    if not allowed_domain(url, cfg.domains):
+        status, error = Status.SKIPPED, f"domain {host_of(url)} not in the allowed domains"
+    return {
+        "run_id": cfg.run_id,
+        "url": url,
+        "page_url": hit.page_url,
+        "source": name,
+        "alt": hit.title,
+        "title": hit.title,
+        "label_hint": label,
+        "variants": [dict(v) for v in hit.variants] or None,
+        "source_record": dict(hit.record),
+        "shard": shard_of(url, cfg.num_shards),
+        "status": status,
+        "error": error,
+        "attempts": 0,
+    }

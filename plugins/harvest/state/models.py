@@ -127,6 +127,9 @@ class Candidate(Base):
     license_evidence: Mapped[dict | None] = mapped_column(JSON)
     #: the author to credit, in clear only when the page names them or the licence requires attribution
     author: Mapped[str | None] = mapped_column(Text)
+    #: what a search API said about the image (harvest.sources): api, id, title, licence name and
+    #: URL, author, the file page; None for crawled and listed images
+    source_record: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Image(Base):
@@ -227,3 +230,45 @@ class Publication(Base):
     #: set when a later publish removed the object (found to be a placeholder or a duplicate)
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     withdrawn_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Takedown(Base):
+    """One takedown request and what it removed: the audit record (who, when, why, what, where)."""
+
+    __tablename__ = "takedowns"
+    __table_args__ = (UniqueConstraint("request_key", name="uq_takedowns_request_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: sha256 of the normalised request: the same request again finds this row and removes nothing
+    request_key: Mapped[str] = mapped_column(String(64))
+    #: {"image_urls": [...], "page_urls": [...], "domains": [...], "sha256s": [...]}
+    request: Mapped[dict] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    #: who asked (the claimant, as the operator typed it) and who ran it (the Airflow user or trigger)
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    triggered_by: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(250))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: None until every destination has been cleaned: a crashed takedown is resumed by a re-run
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: [{"sha256": ..., "why": ...}, ...] the images the request matched
+    images: Mapped[list | None] = mapped_column(JSON)
+    #: {destination: {"deleted": [keys], "manifests": [keys rewritten], "exports": {...}}}
+    removed: Mapped[dict | None] = mapped_column(JSON)
+    #: {destination: {"before": objects, "after": objects}}
+    counts: Mapped[dict | None] = mapped_column(JSON)
+
+
+class BlockEntry(Base):
+    """What no later run downloads (kind url, page, domain) or publishes (kind sha256, with the
+    image's perceptual hash so a re-encoded copy is refused too)."""
+
+    __tablename__ = "blocklist"
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_blocklist_kind_value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(Text)
+    phash: Mapped[str | None] = mapped_column(String(16))
+    takedown_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("takedowns.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
