@@ -37,6 +37,8 @@ class Found:
     role: str | None = None  # what the markup says the image is for, when not content (emoji, avatar)
     css_class: str | None = None  # the <img>'s class attribute: repeated small images share one
     fields: dict | None = None
+    #: how a script-fed page showed it (pages/script_fed.py); None: named by the HTML as sent
+    found_by: dict | None = None
     elements: list = field(default_factory=list, compare=False, repr=False)  # where the page names it
 
     def variant_urls(self) -> set[str]:
@@ -145,6 +147,7 @@ class Collector:
                 first.in_chrome = first.in_chrome and item.in_chrome
                 first.junk = first.junk if item.junk else None
                 first.role = first.role if item.role else None
+                first.found_by = first.found_by or item.found_by
                 first.elements += item.elements
                 known = first.variant_urls()
                 first.variants += [

@@ -116,6 +116,9 @@ class Candidate(Base):
     rendition_url: Mapped[str | None] = mapped_column(Text)
     #: the renditions tried that served no image: [{"url": ..., "reason": ...}, ...] in the order tried
     renditions_failed: Mapped[list | None] = mapped_column(JSON)
+    #: how a rendered page showed the image (pages/script_fed.py): {"how": "script-json" |
+    #: "script-blob" | "rendered-dom", "response": ..., "path"/"sha256": ...}; None: the HTML as sent
+    found_by: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Image(Base):

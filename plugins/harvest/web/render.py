@@ -14,17 +14,28 @@ connection, say) is sent to a proxy that does not exist, loopback included, and 
 outside that proxy. Chromium runs in its sandbox unless the process is root (Chromium refuses it there)
 or ``HARVEST_CHROMIUM_NO_SANDBOX=1`` says otherwise.
 
+While a page renders, what its scripts fetched is noted (:class:`ScriptResponse`: the URL, the type,
+the SHA-256 of the body, and the body itself when it is JSON), and every element that shows a ``blob:``
+image is traced back to the fetched bytes: ``URL.createObjectURL`` is wrapped so each Blob stays
+readable, and a Blob whose bytes hash like a response's body is that response's image. The element
+then names the response's URL in the serialised DOM, so the image is downloaded like any other (see
+docs/script-fed-pages.md; pages/script_fed.py reads the notes).
+
 Playwright's sync API is bound to the thread that started it, so one dedicated thread owns the browser
 and every call is handed to it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from harvest.settings.config import chromium_path
 from harvest.web.http import FetchError, HttpClient
@@ -36,6 +47,73 @@ SKIPPED_RESOURCES = {"image", "media", "font", "stylesheet", "imageset", "texttr
 MAX_SCRIPT_BYTES = 5 * 1024 * 1024
 RENDER_TIMEOUT_MS = 20_000
 SETTLE_TIMEOUT_MS = 3_000
+#: requests a page's scripts make whose answers are noted (the script files themselves are not)
+SCRIPT_FETCHES = {"fetch", "xhr"}
+#: a JSON answer longer than this is not kept for reading image URLs out of it
+MAX_JSON_BYTES = 2 * 1024 * 1024
+#: a blob: image larger than this is not read back for tracing (a fetched one is at most MAX_SCRIPT_BYTES)
+MAX_BLOB_BYTES = MAX_SCRIPT_BYTES
+#: elements looked at for blob: images, at most (a page of a million nodes is not walked whole)
+MAX_BLOB_ELEMENTS = 20_000
+
+#: Runs before the page's own scripts: every Blob turned into a URL stays reachable by its URL, even
+#: after the page revokes it (galleries revoke as soon as the image has loaded).
+KEEP_BLOBS = """(() => {
+  const blobs = new Map();
+  const create = URL.createObjectURL;
+  URL.createObjectURL = function (object) {
+    const url = create.call(URL, object);
+    if (object instanceof Blob) blobs.set(url, object);
+    return url;
+  };
+  Object.defineProperty(window, "__harvestBlobs", { value: blobs, enumerable: false });
+})();"""
+
+#: Every element showing a blob: image (an <img>'s source or a background), numbered with a
+#: data-harvest-blob attribute, with the Blob's bytes (base64) when it is kept and small enough.
+READ_BLOBS = """async ([maxBytes, maxElements]) => {
+  const blobs = window.__harvestBlobs || new Map();
+  const found = [];
+  const elements = Array.from(document.querySelectorAll("*")).slice(0, maxElements);
+  for (const element of elements) {
+    let url = null, kind = "img";
+    if (element.tagName === "IMG") url = element.currentSrc || element.getAttribute("src");
+    if (!url || !url.startsWith("blob:")) {
+      const match = /url\\("?(blob:[^")]+)"?\\)/.exec(getComputedStyle(element).backgroundImage || "");
+      url = match ? match[1] : null;
+      kind = "background";
+    }
+    if (!url) continue;
+    const index = found.length;
+    element.setAttribute("data-harvest-blob", String(index));
+    const blob = blobs.get(url);
+    const item = { index, url, kind, tag: element.tagName.toLowerCase(), size: blob ? blob.size : null };
+    if (blob && blob.size <= maxBytes) {
+      const bytes = new Uint8Array(await blob.arrayBuffer());
+      let text = "";
+      for (let i = 0; i < bytes.length; i += 0x8000) {
+        text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      }
+      item.data = btoa(text);
+    }
+    found.push(item);
+  }
+  return found;
+}"""
+
+#: The traced elements made to name the fetched URL instead of the blob: one.
+NAME_TRACED = """(traced) => {
+  for (const [index, kind, url] of traced) {
+    const element = document.querySelector('[data-harvest-blob="' + index + '"]');
+    if (!element) continue;
+    if (kind === "img") {
+      element.setAttribute("src", url);
+      element.removeAttribute("srcset");
+    } else {
+      element.style.backgroundImage = 'url("' + url + '")';
+    }
+  }
+}"""
 
 
 def chromium_sandbox(env: Mapping[str, str] | None = None, euid: int | None = None) -> bool:
@@ -87,6 +165,67 @@ class RenderError(Exception):
     pass
 
 
+@dataclass
+class ScriptResponse:
+    """One answer to a request the page's scripts made (fetch or XMLHttpRequest)."""
+
+    url: str  # the final URL, after redirects
+    content_type: str
+    sha256: str
+    json: str | None = None  # the body, when it is JSON (and at most MAX_JSON_BYTES)
+
+
+@dataclass
+class BlobImage:
+    """An element that showed a ``blob:`` image, and the fetched response its bytes came from."""
+
+    blob_url: str
+    kind: str  # "img" or "background"
+    tag: str
+    sha256: str | None = None
+    response_url: str | None = None  # None: not traced, ``reason`` says why
+    reason: str | None = None
+
+
+@dataclass
+class Rendered:
+    """The DOM after the page's scripts ran, and what they fetched and drew."""
+
+    html: bytes
+    responses: list[ScriptResponse] = field(default_factory=list)
+    blobs: list[BlobImage] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _is_json(content_type: str, body: bytes) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json") or kind == "text/json":
+        return True
+    return kind in {"text/plain", "application/octet-stream", ""} and body.lstrip()[:1] in (b"{", b"[")
+
+
+def trace_blobs(found: list[dict], responses: list[ScriptResponse]) -> list[BlobImage]:
+    """Each blob: image matched to the fetched response with the same bytes (by SHA-256)."""
+    by_sha = {response.sha256: response.url for response in responses}
+    traced = []
+    for item in found:
+        blob = BlobImage(item["url"], item["kind"], item["tag"])
+        data = item.get("data")
+        if data is None:
+            blob.reason = (
+                "the blob was not made by URL.createObjectURL in the page"
+                if item.get("size") is None
+                else f"blob of {item['size']} bytes is over the {MAX_BLOB_BYTES} bytes read back"
+            )
+        else:
+            blob.sha256 = hashlib.sha256(base64.b64decode(data)).hexdigest()
+            blob.response_url = by_sha.get(blob.sha256)
+            if blob.response_url is None:
+                blob.reason = "no response the page fetched has these bytes (made or changed by a script)"
+        traced.append(blob)
+    return traced
+
+
 class Renderer:
     """One headless browser per crawl task, started on first use."""
 
@@ -104,6 +243,10 @@ class Renderer:
 
     def render(self, url: str, html: bytes, content_type: str = "text/html") -> bytes:
         """The DOM after the page's scripts ran, serialised as HTML."""
+        return self.render_page(url, html, content_type).html
+
+    def render_page(self, url: str, html: bytes, content_type: str = "text/html") -> Rendered:
+        """The DOM after the page's scripts ran, with what they fetched and the blob: images traced."""
         return self._thread.submit(self._render, url, html, content_type).result()
 
     def close(self) -> None:
@@ -138,14 +281,17 @@ class Renderer:
             self._dead_proxy.close()
         self._browser = self._playwright = self._dead_proxy = None
 
-    def _render(self, url: str, html: bytes, content_type: str) -> bytes:
+    def _render(self, url: str, html: bytes, content_type: str) -> Rendered:
+        started = time.monotonic()
         self._start()
         context = self._browser.new_context(
             user_agent=self.client.user_agent, java_script_enabled=True, service_workers="block"
         )
+        responses: list[ScriptResponse] = []
         try:
+            context.add_init_script(KEEP_BLOBS)
             # the context, not the page: popups, iframes and workers are routed too
-            context.route("**/*", lambda route: self._route(route, url, html, content_type))
+            context.route("**/*", lambda route: self._route(route, url, html, content_type, responses))
             context.route_web_socket("**/*", lambda ws: ws.close(code=1008, reason="not allowed"))
             page = context.new_page()
             context.on("page", lambda popup: self._close_popup(url, popup))
@@ -157,9 +303,25 @@ class Renderer:
                 page.wait_for_load_state("networkidle", timeout=SETTLE_TIMEOUT_MS)
             except Exception:  # scripts still polling: take the DOM as it is now
                 pass
-            return page.content().encode("utf-8")
+            blobs = self._trace_blobs(page, responses)
+            return Rendered(
+                page.content().encode("utf-8"), responses, blobs, round(time.monotonic() - started, 3)
+            )
         finally:
             context.close()
+
+    def _trace_blobs(self, page, responses: list[ScriptResponse]) -> list[BlobImage]:
+        """The page's blob: images traced to the responses; the traced ones name the response's URL."""
+        try:
+            found = page.evaluate(READ_BLOBS, [MAX_BLOB_BYTES, MAX_BLOB_ELEMENTS])
+        except Exception as exc:  # noqa: BLE001 - the page navigated away or crashed: no tracing
+            log.info("render: %s: blob images not read: %s", page.url, exc)
+            return []
+        blobs = trace_blobs(found, responses)
+        named = [[i, blob.kind, blob.response_url] for i, blob in enumerate(blobs) if blob.response_url]
+        if named:
+            page.evaluate(NAME_TRACED, named)
+        return blobs
 
     def _close_popup(self, page_url: str, popup) -> None:
         """A window the page opened: its requests are routed like the page's, and it is closed at once."""
@@ -170,7 +332,14 @@ class Renderer:
         except Exception:  # noqa: BLE001 - already closed with its context
             pass
 
-    def _route(self, route, page_url: str, html: bytes, content_type: str) -> None:
+    def _route(
+        self,
+        route,
+        page_url: str,
+        html: bytes,
+        content_type: str,
+        responses: list[ScriptResponse] | None = None,
+    ) -> None:
         request = route.request
         if request.url == page_url and request.is_navigation_request():
             route.fulfill(status=200, body=html, content_type=content_type or "text/html")
@@ -190,4 +359,14 @@ class Renderer:
             route.abort()
             return
         headers = {"content-type": result.headers.get("content-type", "application/octet-stream")}
+        if responses is not None and request.resource_type in SCRIPT_FETCHES:
+            responses.append(_noted(result.url, headers["content-type"], result.body))
         route.fulfill(status=200, body=result.body, headers=headers)
+
+
+def _noted(url: str, content_type: str, body: bytes) -> ScriptResponse:
+    """What is kept of a script's fetch: its hash always, its text when it is JSON."""
+    noted = ScriptResponse(url, content_type, hashlib.sha256(body).hexdigest())
+    if len(body) <= MAX_JSON_BYTES and _is_json(content_type, body):
+        noted.json = body.decode("utf-8", errors="replace")
+    return noted
