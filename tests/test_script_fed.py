@@ -107,7 +107,9 @@ def test_image_urls_of_a_json_answer_with_their_path_text_and_role():
             "gallery": ["/img/a.webp", "not an image", "/posts/c"],
         }
     )
-    found = {e["url"]: e for e in json_images(answer, "https://site.example/api/feed", "https://site.example/")}
+    found = {
+        e["url"]: e for e in json_images(answer, "https://site.example/api/feed", "https://site.example/")
+    }
     assert set(found) == {
         "https://cdn.example/img/harbour-1600.jpg",
         "https://site.example/u/kim.png",

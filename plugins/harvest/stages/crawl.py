@@ -253,7 +253,9 @@ def _stage_script_record(store, result: FetchResult, record: dict | None, report
         else:
             untraced = counts["blobs_untraced"]
             untraced[blob["reason"]] = untraced.get(blob["reason"], 0) + 1
-            log.warning("crawl: %s: blob image %s not traced: %s", result.url, blob["blob_url"], blob["reason"])
+            log.warning(
+                "crawl: %s: blob image %s not traced: %s", result.url, blob["blob_url"], blob["reason"]
+            )
 
 
 def _known_urls(cfg: HarvestConfig) -> list[str]:
