@@ -50,7 +50,9 @@ fetch("/api/stream.json").then((r) => r.json()).then(async (data) => {
 });
 </script></body></html>
 """
-STREAM_JSON = {"photos": [{"title": "Coffee", "media": "/api/media/1"}, {"title": "Flower", "media": "/api/media/2"}]}
+STREAM_JSON = {
+    "photos": [{"title": "Coffee", "media": "/api/media/1"}, {"title": "Flower", "media": "/api/media/2"}]
+}
 
 
 def _with_extras(root: Path) -> Path:
@@ -93,7 +95,11 @@ class _Timer:
 
 def _run(base: str, render: str, work: Path, n: int) -> dict:
     cfg = build_config(
-        {"seeds": [f"{base}/index.html"], "labels": list(demo_site.DEMO_LABELS), "destination": str(work / "out")},
+        {
+            "seeds": [f"{base}/index.html"],
+            "labels": list(demo_site.DEMO_LABELS),
+            "destination": str(work / "out"),
+        },
         f"manual__bench_{render}_{n}",
         env={**os.environ, "HARVEST_STAGING": str(work / f"staging{n}"), "HARVEST_LOCAL_ROOTS": str(work)},
         database_url=f"sqlite:///{work / f'state{n}.db'}",
