@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,6 +41,8 @@ from harvest.web.scope import Scope
 log = logging.getLogger(__name__)
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
+#: rendered pages named in the crawl report (the count covers them all)
+RENDER_EXAMPLES = 20
 BATCH = 16
 
 
@@ -119,6 +122,8 @@ class Stylesheets:
     def __init__(self, cfg: HarvestConfig, client: HttpClient, store, report: StageReport):
         self.cfg, self.client, self.store, self.report = cfg, client, store, report
         self.seen: dict[str, StagedSheet] = {}
+        # the automatic render mode stages a page's sheets from the fetch threads (_render)
+        self.lock = threading.RLock()
 
     @property
     def counts(self) -> dict:
@@ -136,7 +141,15 @@ class Stylesheets:
                     if same_site(imported, page_url):
                         self.sheet(imported)
 
+    def staged(self, url: str) -> StagedSheet | None:
+        """The sheet if this crawl has staged it already (nothing is fetched)."""
+        return self.seen.get(url)
+
     def sheet(self, url: str) -> StagedSheet:
+        with self.lock:
+            return self._sheet(url)
+
+    def _sheet(self, url: str) -> StagedSheet:
         if url in self.seen:
             return self.seen[url]
         key = stylesheet_key(self.cfg.run_id, url)
@@ -174,20 +187,31 @@ class Stylesheets:
         return StagedSheet(url, error=reason)
 
 
-def _static_images(cfg: HarvestConfig, html: bytes, page_url: str) -> tuple[list[str], int]:
+def _static_images(
+    cfg: HarvestConfig, html: bytes, page_url: str, stylesheets: Stylesheets | None = None
+) -> tuple[list[str], int]:
     """(the image URLs the HTML as sent names, how many of them are content: not junk, chrome or a
-    role). Stylesheets are not read here: they are fetched after the page."""
-    items = extract_page(html, page_url).items
+    role). With ``stylesheets``, the page's own sheets are staged first and their backgrounds count:
+    a theme page whose photo is a stylesheet background is not script-fed."""
+    if stylesheets is not None:
+        stylesheets.stage_page(html, page_url)
+    items = extract_page(html, page_url, stylesheets=stylesheets.staged if stylesheets else None).items
     content = [i for i in items if not i.in_chrome and not markup_junk_reason(i, cfg)]
     return [item.url for item in items], len(content)
 
 
 def _render(
-    cfg: HarvestConfig, renderer: Renderer, result: FetchResult, mode: str, scripted: dict[str, dict]
+    cfg: HarvestConfig,
+    renderer: Renderer,
+    result: FetchResult,
+    mode: str,
+    scripted: dict[str, dict],
+    stylesheets: Stylesheets | None = None,
 ) -> FetchError | None:
     """The page rendered when its mode says so ("always", or "auto" and :func:`render_reason`):
     its body becomes the DOM, and what its scripts fetched is noted in ``scripted`` by URL."""
-    static, content = _static_images(cfg, result.body, result.url)
+    sheets = stylesheets if mode == "auto" else None
+    static, content = _static_images(cfg, result.body, result.url, sheets)
     reason = "its site profile says render: true" if mode == "always" else None
     reason = reason or render_reason(result.body, result.url, content)
     if reason is None:
@@ -210,6 +234,7 @@ def _fetch(
     headers: dict[str, str] | None = None,
     mode: str = "always",
     scripted: dict[str, dict] | None = None,
+    stylesheets: Stylesheets | None = None,
 ) -> FetchResult | FetchError | RobotsDisallowed:
     """robots.txt is asked for the page and for every redirect target before it is requested; a
     page whose render ``mode`` asks for it is handed to the browser afterwards. With conditional
@@ -225,7 +250,7 @@ def _fetch(
         if result.status == HTTP_NOT_MODIFIED:
             return result
         if renderer is not None and mode != "never" and result.content_type in HTML_TYPES | {""}:
-            failed = _render(cfg, renderer, result, mode, {} if scripted is None else scripted)
+            failed = _render(cfg, renderer, result, mode, {} if scripted is None else scripted, stylesheets)
             if failed is not None:
                 return failed
         return result
@@ -242,9 +267,19 @@ def _stage_script_record(store, result: FetchResult, record: dict | None, report
     key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
     store.put(script_record_key(key), json.dumps(record).encode(), "application/json")
     counts = report.extra.setdefault(
-        "render", {"pages": 0, "seconds": 0.0, "json_images": 0, "blobs_traced": 0, "blobs_untraced": {}}
+        "render",
+        {
+            "pages": 0,
+            "seconds": 0.0,
+            "json_images": 0,
+            "blobs_traced": 0,
+            "blobs_untraced": {},
+            "examples": [],
+        },
     )
     counts["pages"] += 1
+    if len(counts["examples"]) < RENDER_EXAMPLES:
+        counts["examples"].append(result.url)
     counts["seconds"] = round(counts["seconds"] + record["seconds"], 3)
     counts["json_images"] += len(record["json_images"])
     for blob in record["blobs"]:
@@ -283,7 +318,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
         mode = render_mode(site_profile_for(profiles, host_of(page.url)), cfg.render)
         # a conditional GET only when the earlier HTML is still there to stand in for the body
         headers = known.headers() if known is not None and store.exists(known.content_key) else None
-        return _fetch(client, robots, cfg, page.url, renderer, headers, mode, scripted)
+        return _fetch(client, robots, cfg, page.url, renderer, headers, mode, scripted, stylesheets)
 
     started = time.monotonic()
     try:
