@@ -225,6 +225,13 @@ def test_real_page_shapes_through_the_dag(postgres_url, tmp_path):
             "published": len(content & published),
             "held back as a near duplicate of a published copy": len(content & duplicates),
         }
+    # nothing but content photos was published (a page naming one photo twice, og:image and <img>,
+    # publishes its bytes once)
+    content_shas = {found[path].sha256 for _, content in PATTERNS.values() for path in content}
+    not_content = sorted(
+        path for path in published if found.get(path) and found[path].sha256 not in content_shas
+    )
+    assert not_content == []
     rendered = sorted(url.removeprefix(base) for url in run.counters["crawl"]["render"]["examples"])
     print("\ncorpus:", json.dumps(table, indent=1), "\nrendered:", rendered)
     for pattern, (_, content) in PATTERNS.items():

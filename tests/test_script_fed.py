@@ -5,6 +5,8 @@ when no Chromium is installed."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from harvest.settings.config import chromium_path
 from harvest.settings.site_profiles import parse_profile, render_mode
 from harvest.stages.crawl import run_crawl
 from harvest.stages.extract import run_extract
+from harvest.web.render import MAX_BLOB_BYTES, ScriptResponse, trace_blobs
 
 APP = Path(__file__).parent / "fixtures" / "html" / "gallery_app"
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="no Chromium installed")
@@ -56,6 +59,10 @@ def photos() -> dict[str, bytes]:
         "/api/v1/media/103": encode_jpeg(sample["flower"]),
         "/api/v1/media/900": encode_jpeg(sample["china"]),
     }
+
+
+def b64(body: bytes) -> str:
+    return base64.b64encode(body).decode()
 
 
 def gallery_app(server, photos: dict[str, bytes]) -> None:
@@ -169,3 +176,35 @@ def test_without_auto_the_script_fed_page_is_read_as_sent(tmp_path, photos):
     assert "render" not in crawl.extra
     assert not [url for url in candidates(cfg, server.base) if url.startswith("/api/")]
     assert "/assets/app.3f9c2a.js" not in requested
+
+
+def test_blob_tracing_matches_bytes_and_says_why_it_could_not():
+    photo = jpeg(120, 90)
+    responses = [
+        ScriptResponse("https://notes.example/api/media/7", "image/jpeg", hashlib.sha256(photo).hexdigest())
+    ]
+    found = [
+        {
+            "url": "blob:https://notes.example/1",
+            "kind": "img",
+            "tag": "img",
+            "size": len(photo),
+            "data": b64(photo),
+        },
+        {
+            "url": "blob:https://notes.example/2",
+            "kind": "img",
+            "tag": "img",
+            "size": 5,
+            "data": b64(b"drawn"),
+        },
+        {"url": "blob:https://notes.example/3", "kind": "background", "tag": "div", "size": None},
+        {"url": "blob:https://notes.example/4", "kind": "img", "tag": "img", "size": 10, "overTotal": True},
+        {"url": "blob:https://notes.example/5", "kind": "img", "tag": "img", "size": MAX_BLOB_BYTES + 1},
+    ]
+    traced = trace_blobs(found, responses)
+    assert traced[0].response_url == "https://notes.example/api/media/7" and traced[0].reason is None
+    assert traced[1].response_url is None and "made or changed by a script" in traced[1].reason
+    assert "not made by URL.createObjectURL" in traced[2].reason
+    assert "per page" in traced[3].reason
+    assert f"over the {MAX_BLOB_BYTES} bytes" in traced[4].reason

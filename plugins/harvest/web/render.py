@@ -51,8 +51,12 @@ SETTLE_TIMEOUT_MS = 3_000
 SCRIPT_FETCHES = {"fetch", "xhr"}
 #: a JSON answer longer than this is not kept for reading image URLs out of it
 MAX_JSON_BYTES = 2 * 1024 * 1024
+#: JSON kept per page at most, all answers together (a page may fetch a thousand)
+MAX_JSON_TOTAL = 16 * 1024 * 1024
 #: a blob: image larger than this is not read back for tracing (a fetched one is at most MAX_SCRIPT_BYTES)
 MAX_BLOB_BYTES = MAX_SCRIPT_BYTES
+#: blob bytes read back per page at most, all blobs together
+MAX_BLOB_TOTAL = 64 * 1024 * 1024
 #: elements looked at for blob: images, at most (a page of a million nodes is not walked whole)
 MAX_BLOB_ELEMENTS = 20_000
 
@@ -71,9 +75,10 @@ KEEP_BLOBS = """(() => {
 
 #: Every element showing a blob: image (an <img>'s source or a background), numbered with a
 #: data-harvest-blob attribute, with the Blob's bytes (base64) when it is kept and small enough.
-READ_BLOBS = """async ([maxBytes, maxElements]) => {
+READ_BLOBS = """async ([maxBytes, maxElements, maxTotal]) => {
   const blobs = window.__harvestBlobs || new Map();
   const found = [];
+  let total = 0;
   const elements = Array.from(document.querySelectorAll("*")).slice(0, maxElements);
   for (const element of elements) {
     let url = null, kind = "img";
@@ -88,7 +93,9 @@ READ_BLOBS = """async ([maxBytes, maxElements]) => {
     element.setAttribute("data-harvest-blob", String(index));
     const blob = blobs.get(url);
     const item = { index, url, kind, tag: element.tagName.toLowerCase(), size: blob ? blob.size : null };
-    if (blob && blob.size <= maxBytes) {
+    if (blob && blob.size <= maxBytes && total + blob.size > maxTotal) item.overTotal = true;
+    else if (blob && blob.size <= maxBytes) {
+      total += blob.size;
       const bytes = new Uint8Array(await blob.arrayBuffer());
       let text = "";
       for (let i = 0; i < bytes.length; i += 0x8000) {
@@ -212,11 +219,12 @@ def trace_blobs(found: list[dict], responses: list[ScriptResponse]) -> list[Blob
         blob = BlobImage(item["url"], item["kind"], item["tag"])
         data = item.get("data")
         if data is None:
-            blob.reason = (
-                "the blob was not made by URL.createObjectURL in the page"
-                if item.get("size") is None
-                else f"blob of {item['size']} bytes is over the {MAX_BLOB_BYTES} bytes read back"
-            )
+            if item.get("size") is None:
+                blob.reason = "the blob was not made by URL.createObjectURL in the page"
+            elif item.get("overTotal"):
+                blob.reason = f"the page's blobs are over the {MAX_BLOB_TOTAL} bytes read back per page"
+            else:
+                blob.reason = f"blob of {item['size']} bytes is over the {MAX_BLOB_BYTES} bytes read back"
         else:
             blob.sha256 = hashlib.sha256(base64.b64decode(data)).hexdigest()
             blob.response_url = by_sha.get(blob.sha256)
@@ -313,7 +321,7 @@ class Renderer:
     def _trace_blobs(self, page, responses: list[ScriptResponse]) -> list[BlobImage]:
         """The page's blob: images traced to the responses; the traced ones name the response's URL."""
         try:
-            found = page.evaluate(READ_BLOBS, [MAX_BLOB_BYTES, MAX_BLOB_ELEMENTS])
+            found = page.evaluate(READ_BLOBS, [MAX_BLOB_BYTES, MAX_BLOB_ELEMENTS, MAX_BLOB_TOTAL])
         except Exception as exc:  # noqa: BLE001 - the page navigated away or crashed: no tracing
             log.info("render: %s: blob images not read: %s", page.url, exc)
             return []
@@ -360,13 +368,16 @@ class Renderer:
             return
         headers = {"content-type": result.headers.get("content-type", "application/octet-stream")}
         if responses is not None and request.resource_type in SCRIPT_FETCHES:
-            responses.append(_noted(result.url, headers["content-type"], result.body))
+            kept = sum(len(noted.json) for noted in responses if noted.json is not None)
+            responses.append(_noted(result.url, headers["content-type"], result.body, kept))
         route.fulfill(status=200, body=result.body, headers=headers)
 
 
-def _noted(url: str, content_type: str, body: bytes) -> ScriptResponse:
-    """What is kept of a script's fetch: its hash always, its text when it is JSON."""
+def _noted(url: str, content_type: str, body: bytes, kept: int = 0) -> ScriptResponse:
+    """What is kept of a script's fetch: its hash always, its text when it is JSON (within the
+    per-answer cap, and the page's total cap given the ``kept`` JSON of earlier answers)."""
     noted = ScriptResponse(url, content_type, hashlib.sha256(body).hexdigest())
-    if len(body) <= MAX_JSON_BYTES and _is_json(content_type, body):
+    small = len(body) <= MAX_JSON_BYTES and kept + len(body) <= MAX_JSON_TOTAL
+    if small and _is_json(content_type, body):
         noted.json = body.decode("utf-8", errors="replace")
     return noted
