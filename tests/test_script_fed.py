@@ -208,3 +208,23 @@ def test_blob_tracing_matches_bytes_and_says_why_it_could_not():
     assert "not made by URL.createObjectURL" in traced[2].reason
     assert "per page" in traced[3].reason
     assert f"over the {MAX_BLOB_BYTES} bytes" in traced[4].reason
+
+
+@needs_chromium
+def test_the_scripts_requests_wait_for_the_crawl_delay_and_the_page_waits_for_them(tmp_path, photos):
+    """Each request the app's script makes waits its turn at the host's gate (robots.txt asks for a
+    second between requests); the render waits for the whole chain, longer than a fixed settle time."""
+    with serve() as server:
+        gallery_app(server, photos)
+        server.routes["/robots.txt"] = Response(b"User-agent: *\nCrawl-delay: 1\n", content_type="text/plain")
+        cfg = crawl_config(f"{server.base}/", tmp_path, {"render": "auto", "max_depth": 0})
+        crawl = run_crawl(cfg)
+        run_extract(cfg)
+        hits = [hit for hit in server.hits if hit.path != "/robots.txt"]
+    assert crawl.extra["render"]["blobs_traced"] == 4
+    media = sorted(url for url in candidates(cfg, server.base) if url.startswith("/api/v1/media/"))
+    assert media == ["/api/v1/media/101", "/api/v1/media/102", "/api/v1/media/103", "/api/v1/media/900"]
+    # the page, its script, the stream and the four photos: each a second after the one before
+    assert len(hits) >= 7
+    gaps = [later.started - earlier.started for earlier, later in zip(hits, hits[1:], strict=False)]
+    assert min(gaps) >= 0.9, gaps

@@ -46,7 +46,12 @@ log = logging.getLogger(__name__)
 SKIPPED_RESOURCES = {"image", "media", "font", "stylesheet", "imageset", "texttrack", "manifest"}
 MAX_SCRIPT_BYTES = 5 * 1024 * 1024
 RENDER_TIMEOUT_MS = 20_000
-SETTLE_TIMEOUT_MS = 3_000
+#: after the load event, how long the page's scripts may keep requesting: each of their requests waits
+#: for the host's politeness gate (0.5 s, or a robots.txt Crawl-delay), so a gallery fetching a dozen
+#: photos one after the other takes seconds; the DOM is taken as it is when this runs out
+SETTLE_BUDGET_SECONDS = 15.0
+#: the page has settled when no request was in flight for this long
+QUIET_SECONDS = 0.5
 #: requests a page's scripts make whose answers are noted (the script files themselves are not)
 SCRIPT_FETCHES = {"fetch", "xhr"}
 #: a JSON answer longer than this is not kept for reading image URLs out of it
@@ -170,6 +175,36 @@ def _launch_problem(exc: Exception, sandbox: bool) -> str:
 
 class RenderError(Exception):
     pass
+
+
+class _Activity:
+    """The requests of a rendering page in flight, and when one last started or ended. Playwright's
+    own "networkidle" gives up after a fixed time, though each request here may wait its turn at
+    the host's politeness gate."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last = time.monotonic()
+
+    def started(self, _request) -> None:
+        self.in_flight += 1
+        self.last = time.monotonic()
+
+    def ended(self, _request) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self.last = time.monotonic()
+
+    def settle(self, page, deadline: float) -> bool:
+        """Wait (letting the route handlers run) until no request was in flight for QUIET_SECONDS;
+        False when ``deadline`` came first."""
+        while time.monotonic() < deadline:
+            if self.in_flight == 0 and time.monotonic() - self.last >= QUIET_SECONDS:
+                return True
+            try:
+                page.wait_for_timeout(100)
+            except Exception:  # noqa: BLE001 - the page closed or crashed: take what there is
+                return False
+        return False
 
 
 @dataclass
@@ -298,6 +333,10 @@ class Renderer:
         responses: list[ScriptResponse] = []
         try:
             context.add_init_script(KEEP_BLOBS)
+            activity = _Activity()
+            context.on("request", activity.started)
+            context.on("requestfinished", activity.ended)
+            context.on("requestfailed", activity.ended)
             # the context, not the page: popups, iframes and workers are routed too
             context.route("**/*", lambda route: self._route(route, url, html, content_type, responses))
             context.route_web_socket("**/*", lambda ws: ws.close(code=1008, reason="not allowed"))
@@ -307,10 +346,8 @@ class Renderer:
                 page.goto(url, wait_until="load", timeout=RENDER_TIMEOUT_MS)
             except Exception as exc:  # a timeout or a crashed page: the error names the page
                 raise RenderError(f"page did not load: {type(exc).__name__}") from exc
-            try:
-                page.wait_for_load_state("networkidle", timeout=SETTLE_TIMEOUT_MS)
-            except Exception:  # scripts still polling: take the DOM as it is now
-                pass
+            if not activity.settle(page, time.monotonic() + SETTLE_BUDGET_SECONDS):
+                log.info("render: %s: scripts still requesting after %.0f s", url, SETTLE_BUDGET_SECONDS)
             blobs = self._trace_blobs(page, responses)
             return Rendered(
                 page.content().encode("utf-8"), responses, blobs, round(time.monotonic() - started, 3)
