@@ -107,7 +107,7 @@ def _stream(server) -> None:
         server.routes["/"] = index
 
 
-#: pattern -> (the seeds that show it, the image paths the harvest must extract as content)
+#: pattern -> (the seeds that show it, the content photos of its pages: what the harvest must extract)
 PATTERNS = {
     "stylesheets": (
         [f"{THEME}/index.html"],
@@ -116,6 +116,7 @@ PATTERNS = {
             f"{THEME}/assets/img/map-image.png",
             f"{THEME}/assets/img/bg-callout.jpg",
             f"{THEME}/assets/img/about/studio-1280.jpg",
+            f"{THEME}/assets/img/team/1.jpg",  # an <img> of the team page
         },
     ),
     "renditions": (
