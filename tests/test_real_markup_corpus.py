@@ -233,8 +233,17 @@ def test_real_page_shapes_through_the_dag(postgres_url, tmp_path):
         path for path in published if found.get(path) and found[path].sha256 not in content_shas
     )
     assert not_content == []
+    role_words = ("avatar", "emoji", "logo", "tracking", "header graphic", "repeated small", "site chrome")
+    junk = {
+        "skipped by role": sum(
+            1 for row in found.values() if row.error and any(w in row.error for w in role_words)
+        ),
+        "other non-content downloaded": sorted(
+            path for path, row in found.items() if row.status == "done" and row.sha256 not in content_shas
+        ),
+    }
     rendered = sorted(url.removeprefix(base) for url in run.counters["crawl"]["render"]["examples"])
-    print("\ncorpus:", json.dumps(table, indent=1), "\nrendered:", rendered)
+    print("\ncorpus:", json.dumps(table, indent=1), "\nrendered:", rendered, "\njunk:", junk)
     for pattern, (_, content) in PATTERNS.items():
         assert table[pattern]["extracted"] == len(content), (pattern, sorted(found))
         assert MUST_PUBLISH[pattern] <= published | duplicates, (pattern, sorted(content & published))
