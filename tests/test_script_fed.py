@@ -20,7 +20,7 @@ from harvest.settings.config import chromium_path
 from harvest.settings.site_profiles import parse_profile, render_mode
 from harvest.stages.crawl import run_crawl
 from harvest.stages.extract import run_extract
-from harvest.web.render import MAX_BLOB_BYTES, ScriptResponse, trace_blobs
+from harvest.web.script_capture import MAX_BLOB_BYTES, ScriptResponse, trace_blobs
 
 APP = Path(__file__).parent / "fixtures" / "html" / "gallery_app"
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="no Chromium installed")
@@ -221,10 +221,11 @@ def test_the_scripts_requests_wait_for_the_crawl_delay_and_the_page_waits_for_th
         crawl = run_crawl(cfg)
         run_extract(cfg)
         hits = [hit for hit in server.hits if hit.path != "/robots.txt"]
-    assert crawl.extra["render"]["blobs_traced"] == 4
+    assert crawl.extra["render"]["blobs_traced"] == 4, crawl.extra["render"]
     media = sorted(url for url in candidates(cfg, server.base) if url.startswith("/api/v1/media/"))
     assert media == ["/api/v1/media/101", "/api/v1/media/102", "/api/v1/media/103", "/api/v1/media/900"]
     # the page, its script, the stream and the four photos: each a second after the one before
     assert len(hits) >= 7
+    # measured where the server starts each answer, which a loaded machine may delay a little
     gaps = [later.started - earlier.started for earlier, later in zip(hits, hits[1:], strict=False)]
-    assert min(gaps) >= 0.9, gaps
+    assert min(gaps) >= 0.5 and hits[-1].started - hits[0].started >= 0.95 * len(gaps), gaps

@@ -176,7 +176,7 @@ def _entry(url: str, variants: list[dict], alt: str | None, path: str, response_
 
 
 def script_record(rendered, page_url: str, reason: str, static_images: list[str]) -> dict:
-    """What the page's scripts fetched and drew (web/render.Rendered), as staged beside its HTML;
+    """What the page's scripts fetched and drew (web/script_capture.Rendered), as staged beside its HTML;
     ``static_images`` are the image URLs the HTML as sent named."""
     images: list[dict] = []
     for response in rendered.responses:
