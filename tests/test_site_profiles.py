@@ -85,7 +85,7 @@ def test_a_profile_matches_its_hosts_and_subdomains():
     [
         ("hosts: [a.example]\nfollow: ['a[']", "invalid CSS selector 'a['"),
         ("hosts: [a.example]\njs: true", "unknown keys ['js']"),
-        ("hosts: [a.example]\nrender: maybe", "render: expected true or false"),
+        ("hosts: [a.example]\nrender: maybe", "render: expected true, false or auto"),
         ("follow: [a]", "hosts: give at least one host name"),
         (
             "hosts: [a.example]\nfields: {date: ''}",

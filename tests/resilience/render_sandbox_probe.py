@@ -50,12 +50,12 @@ class ProbingRenderer(Renderer):
 
     processes: list[dict] = []
 
-    def _route(self, route, page_url: str, html: bytes, content_type: str) -> None:
+    def _route(self, route, page_url: str, html: bytes, content_type: str, responses=None) -> None:
         if route.request.url.endswith("/probe.js"):
             self.processes = renderer_processes()
             route.fulfill(status=200, body=b"x.textContent = 'ran';", content_type="text/javascript")
             return
-        super()._route(route, page_url, html, content_type)
+        super()._route(route, page_url, html, content_type, responses)
 
 
 def main() -> None:

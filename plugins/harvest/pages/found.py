@@ -39,6 +39,8 @@ class Found:
     fields: dict | None = None
     #: what the page's markup says about the image's licence (harvest.pages.licence_markup)
     licence: dict | None = None
+    #: how a script-fed page showed it (pages/script_fed.py); None: named by the HTML as sent
+    found_by: dict | None = None
     elements: list = field(default_factory=list, compare=False, repr=False)  # where the page names it
 
     def variant_urls(self) -> set[str]:
@@ -147,6 +149,7 @@ class Collector:
                 first.in_chrome = first.in_chrome and item.in_chrome
                 first.junk = first.junk if item.junk else None
                 first.role = first.role if item.role else None
+                first.found_by = first.found_by or item.found_by
                 first.elements += item.elements
                 known = first.variant_urls()
                 first.variants += [

@@ -121,6 +121,8 @@ class HarvestConfig:
     optout_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
     #: other crawlers' robots.txt groups obeyed as ours, e.g. GPTBot, CCBot (HARVEST_OBEY_AGENTS)
     obey_robots_agents: tuple[str, ...] = ()
+    #: "auto": pages whose HTML names no content image but has scripts are rendered (script_fed.py)
+    render: str = _P["render"]
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
@@ -243,7 +245,7 @@ def build_config(
         **_search(params, env, problems),
         **_numbers(params, problems),
         **_places(params, env, problems),
-        **_form_choices(params, env),
+        **_form_choices(params, env, problems),
         **_network(env, problems),
         **_crawler(params, env, problems),
         **_consent(params, env, problems),
@@ -371,8 +373,9 @@ def _places(params: Mapping[str, Any], env: Mapping[str, str], problems: list[st
     return {"destination": destination, "staging": staging}
 
 
-def _form_choices(params: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """The form's switches (a string from the CLI reads as a yes or no) and the model's name."""
+def _form_choices(params: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """The form's switches (a string from the CLI reads as a yes or no), the model's name and the
+    render mode."""
     same_domain = params.get("same_domain", PARAM_DEFAULTS["same_domain"])
     if isinstance(same_domain, str):
         same_domain = truthy(same_domain)
@@ -380,7 +383,27 @@ def _form_choices(params: Mapping[str, Any], env: Mapping[str, str]) -> dict[str
     text_prefilter = params.get("text_prefilter", PARAM_DEFAULTS["text_prefilter"])
     if isinstance(text_prefilter, str):
         text_prefilter = truthy(text_prefilter)
-    return {"same_domain": bool(same_domain), "model": model, "text_prefilter": bool(text_prefilter)}
+    return {
+        "same_domain": bool(same_domain),
+        "model": model,
+        "text_prefilter": bool(text_prefilter),
+        "render": _render(params, env, problems),
+    }
+
+
+def _render(params: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> str:
+    """The run's render mode; "auto" needs a browser, so a missing one stops the run before it starts."""
+    spec = HARVEST_PARAMS["render"]
+    render = str(params.get("render") or env.get("HARVEST_RENDER") or spec.default).strip().lower()
+    if render not in (spec.enum or ()):
+        problems.append(f"render must be one of {', '.join(spec.enum or ())}, got {render!r}")
+        return str(spec.default)
+    if render == "auto" and chromium_path(env) is None:
+        problems.append(
+            "render: auto needs a browser but no Chromium was found (install Debian's chromium "
+            "package or set HARVEST_CHROMIUM)"
+        )
+    return render
 
 
 def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

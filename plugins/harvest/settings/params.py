@@ -33,6 +33,7 @@ class ParamSpec:
     maximum: int | float | None = None
     min_length: int | None = None
     env: str | None = None
+    enum: tuple[str, ...] | None = None  # the values a string Param may take (a select in the form)
 
     def value(self, env: Mapping[str, str] | None = None) -> Any:
         """The default as the form shows it: from ``env[self.env]`` when set there, lists as lists."""
@@ -48,6 +49,8 @@ class ParamSpec:
         keywords: dict[str, Any] = {"type": self.type}
         if self.type == "array":
             keywords["items"] = {"type": "string"}
+        if self.enum is not None:
+            keywords["enum"] = list(self.enum)
         for key, bound in (
             ("minimum", self.minimum),
             ("maximum", self.maximum),
@@ -220,6 +223,17 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "efficientnet_lite0 (bundled), a filter from `make train-filter`, a path to a .keras / "
         ".tflite file or SavedModel folder with its .json class list, or keras.applications.<Name>.",
         env="HARVEST_MODEL",
+    ),
+    ParamSpec(
+        "render",
+        "profiles",
+        "string",
+        "Render pages in a browser",
+        "profiles: only pages whose site profile says render: true or auto. auto: also every other "
+        "page whose HTML names no content image but has scripts (a gallery a script fills); its "
+        "scripts' requests go through the crawler's robots, politeness and network guard.",
+        env="HARVEST_RENDER",
+        enum=("profiles", "auto"),
     ),
     ParamSpec(
         "text_prefilter",

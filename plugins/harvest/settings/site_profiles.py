@@ -9,7 +9,9 @@ Example (``covers.yaml`` in ``HARVEST_SITE_PROFILES_DIR``)::
     fields:                                # attached to each image of the page
       title: "h1.cover-title"
       date: "time@datetime"                # selector@attribute
-    render: false                          # true: run the page's JavaScript first (render.py)
+    render: auto                           # true: run the page's JavaScript first (web/render.py);
+                                           # auto: only when the HTML as sent names no content image
+                                           # but has scripts (docs/script-fed-pages.md); false: never
 
 Without a profile, the generic rules apply.
 """
@@ -23,6 +25,7 @@ import soupsieve
 import yaml
 
 KNOWN_KEYS = {"hosts", "follow", "images", "fields", "render"}
+AUTO = "auto"
 
 
 class SiteProfileError(ValueError):
@@ -36,7 +39,9 @@ class SiteProfile:
     follow: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
     fields: tuple[tuple[str, str, str | None], ...] = field(default=())  # (name, selector, attribute)
-    render: bool = False  # run the page's JavaScript in headless Chromium before reading it
+    #: True: run the page's JavaScript in headless Chromium before reading it; "auto": only when its
+    #: HTML as sent names no content image but has scripts; False: never; None: as the run says
+    render: bool | str | None = None
 
     def matches(self, host: str) -> bool:
         host = host.lower()
@@ -91,9 +96,11 @@ def parse_profile(text: str, name: str) -> SiteProfile:
         selector, _, attribute = spec.strip().rpartition("@") if "@" in spec else (spec.strip(), "", "")
         _check_selector(selector, f"{name}: fields.{field_name}")
         fields.append((str(field_name), selector, attribute or None))
-    render = data.get("render", False)
-    if not isinstance(render, bool):
-        raise SiteProfileError(f"{name}: render: expected true or false")
+    render = data.get("render")
+    if isinstance(render, str) and render.strip().lower() == AUTO:
+        render = AUTO
+    elif render is not None and not isinstance(render, bool):
+        raise SiteProfileError(f"{name}: render: expected true, false or auto")
     return SiteProfile(name, hosts, follow, images, tuple(fields), render)
 
 
@@ -114,3 +121,11 @@ def load_site_profiles(directory: str | Path | None) -> list[SiteProfile]:
 
 def site_profile_for(profiles: list[SiteProfile], host: str) -> SiteProfile | None:
     return next((p for p in profiles if p.matches(host)), None)
+
+
+def render_mode(profile: SiteProfile | None, run_render: str) -> str:
+    """How a page is rendered: "always", "auto" or "never". The site's profile decides when it says;
+    else the run's ``render`` setting ("auto" renders script-fed pages, anything else never)."""
+    if profile is not None and profile.render is not None:
+        return "always" if profile.render is True else (AUTO if profile.render == AUTO else "never")
+    return AUTO if run_render == AUTO else "never"

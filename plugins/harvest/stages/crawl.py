@@ -8,7 +8,9 @@ Every fetch asks robots.txt first and goes through the shared per-host politenes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,11 +18,13 @@ from sqlalchemy import func, select, update
 
 from harvest.pages.base_href import document_base, parse_page
 from harvest.pages.htmltext import html_text
+from harvest.pages.images import extract_page, markup_junk_reason
+from harvest.pages.script_fed import render_reason, script_record, script_record_key
 from harvest.pages.site_selectors import followed_links
 from harvest.pages.stylesheets import StagedSheet, decode_css, import_urls, stylesheet_key, stylesheet_links
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
-from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
+from harvest.settings.site_profiles import SiteProfile, load_site_profiles, render_mode, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Page, Status, utcnow
 from harvest.state.retry import page_failure_may_pass, reopen_failed
@@ -38,6 +42,8 @@ from harvest.web.scope import Scope
 log = logging.getLogger(__name__)
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
+#: rendered pages named in the crawl report (the count covers them all)
+RENDER_EXAMPLES = 20
 BATCH = 16
 
 
@@ -117,6 +123,8 @@ class Stylesheets:
     def __init__(self, cfg: HarvestConfig, client: HttpClient, store, report: StageReport):
         self.cfg, self.client, self.store, self.report = cfg, client, store, report
         self.seen: dict[str, StagedSheet] = {}
+        # the automatic render mode stages a page's sheets from the fetch threads (_render)
+        self.lock = threading.RLock()
 
     @property
     def counts(self) -> dict:
@@ -134,7 +142,15 @@ class Stylesheets:
                     if same_site(imported, page_url):
                         self.sheet(imported)
 
+    def staged(self, url: str) -> StagedSheet | None:
+        """The sheet if this crawl has staged it already (nothing is fetched)."""
+        return self.seen.get(url)
+
     def sheet(self, url: str) -> StagedSheet:
+        with self.lock:
+            return self._sheet(url)
+
+    def _sheet(self, url: str) -> StagedSheet:
         if url in self.seen:
             return self.seen[url]
         key = stylesheet_key(self.cfg.run_id, url)
@@ -172,6 +188,44 @@ class Stylesheets:
         return StagedSheet(url, error=reason)
 
 
+def _static_images(
+    cfg: HarvestConfig, html: bytes, page_url: str, stylesheets: Stylesheets | None = None
+) -> tuple[list[str], int]:
+    """(the image URLs the HTML as sent names, how many of them are content: not junk, chrome or a
+    role). With ``stylesheets``, the page's own sheets are staged first and their backgrounds count:
+    a theme page whose photo is a stylesheet background is not script-fed."""
+    if stylesheets is not None:
+        stylesheets.stage_page(html, page_url)
+    items = extract_page(html, page_url, stylesheets=stylesheets.staged if stylesheets else None).items
+    content = [i for i in items if not i.in_chrome and not markup_junk_reason(i, cfg)]
+    return [item.url for item in items], len(content)
+
+
+def _render(
+    cfg: HarvestConfig,
+    renderer: Renderer,
+    result: FetchResult,
+    mode: str,
+    scripted: dict[str, dict],
+    stylesheets: Stylesheets | None = None,
+) -> FetchError | None:
+    """The page rendered when its mode says so ("always", or "auto" and :func:`render_reason`):
+    its body becomes the DOM, and what its scripts fetched is noted in ``scripted`` by URL."""
+    sheets = stylesheets if mode == "auto" else None
+    static, content = _static_images(cfg, result.body, result.url, sheets)
+    reason = "its site profile says render: true" if mode == "always" else None
+    reason = reason or render_reason(result.body, result.url, content)
+    if reason is None:
+        return None
+    try:
+        rendered = renderer.render_page(result.url, result.body, result.content_type or "text/html")
+    except Exception as exc:  # the browser failing is this page's failure, not the crawl's
+        return FetchError(result.url, f"rendering failed: {exc}")
+    result.body = rendered.html
+    scripted[result.url] = script_record(rendered, result.url, reason, static)
+    return None
+
+
 def _fetch(
     client: HttpClient,
     robots: RobotsCache,
@@ -179,9 +233,12 @@ def _fetch(
     url: str,
     renderer: Renderer | None = None,
     headers: dict[str, str] | None = None,
+    mode: str = "always",
+    scripted: dict[str, dict] | None = None,
+    stylesheets: Stylesheets | None = None,
 ) -> FetchResult | FetchError | RobotsDisallowed:
     """robots.txt is asked for the page and for every redirect target before it is requested; a
-    page whose site profile asks for rendering is handed to the browser afterwards. With conditional
+    page whose render ``mode`` asks for it is handed to the browser afterwards. With conditional
     ``headers`` the result may be a 304 without a body."""
     try:
         result = client.get(
@@ -193,16 +250,48 @@ def _fetch(
         )
         if result.status == HTTP_NOT_MODIFIED:
             return result
-        if renderer is not None and result.content_type in HTML_TYPES | {""}:
-            try:
-                result.body = renderer.render(result.url, result.body, result.content_type or "text/html")
-            except Exception as exc:  # the browser failing is this page's failure, not the crawl's
-                return FetchError(result.url, f"rendering failed: {exc}")
+        if renderer is not None and mode != "never" and result.content_type in HTML_TYPES | {""}:
+            failed = _render(cfg, renderer, result, mode, {} if scripted is None else scripted, stylesheets)
+            if failed is not None:
+                return failed
         return result
     except HopRefused as exc:
         return RobotsDisallowed(exc.reason if exc.url == url else f"redirected to {exc.url}: {exc.reason}")
     except FetchError as exc:
         return exc
+
+
+def _stage_script_record(store, result: FetchResult, record: dict | None, report: StageReport) -> None:
+    """A rendered page's script record, staged beside the HTML it will be stored as, and counted."""
+    if record is None or result.status == HTTP_NOT_MODIFIED:
+        return
+    key = f"pages/{hashlib.sha256(result.body).hexdigest()}.html"
+    store.put(script_record_key(key), json.dumps(record).encode(), "application/json")
+    counts = report.extra.setdefault(
+        "render",
+        {
+            "pages": 0,
+            "seconds": 0.0,
+            "json_images": 0,
+            "blobs_traced": 0,
+            "blobs_untraced": {},
+            "examples": [],
+        },
+    )
+    counts["pages"] += 1
+    if len(counts["examples"]) < RENDER_EXAMPLES:
+        counts["examples"].append(result.url)
+    counts["seconds"] = round(counts["seconds"] + record["seconds"], 3)
+    counts["json_images"] += len(record["json_images"])
+    for blob in record["blobs"]:
+        if blob["response_url"]:
+            counts["blobs_traced"] += 1
+        else:
+            untraced = counts["blobs_untraced"]
+            untraced[blob["reason"]] = untraced.get(blob["reason"], 0) + 1
+            log.warning(
+                "crawl: %s: blob image %s not traced: %s", result.url, blob["blob_url"], blob["reason"]
+            )
 
 
 def _known_urls(cfg: HarvestConfig) -> list[str]:
@@ -218,19 +307,19 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
     robots = client.robots
     scope = Scope(cfg, _known_urls(cfg))
     profiles = load_site_profiles(cfg.site_profiles_dir)
-    renderer = Renderer(client, robots) if any(p.render for p in profiles) else None
+    rendering = cfg.render == "auto" or any(p.render for p in profiles)
+    renderer = Renderer(client, robots) if rendering else None
+    scripted: dict[str, dict] = {}  # what rendered pages' scripts fetched, by final URL, until recorded
 
     store = open_store(cfg.staging, cfg.s3)
     stylesheets = Stylesheets(cfg, client, store, report)
 
     def fetch(job: tuple[Page, Known | None]) -> FetchResult | FetchError | RobotsDisallowed:
         page, known = job
-        profile = site_profile_for(profiles, host_of(page.url))
+        mode = render_mode(site_profile_for(profiles, host_of(page.url)), cfg.render)
         # a conditional GET only when the earlier HTML is still there to stand in for the body
         headers = known.headers() if known is not None and store.exists(known.content_key) else None
-        return _fetch(
-            client, robots, cfg, page.url, renderer if profile and profile.render else None, headers
-        )
+        return _fetch(client, robots, cfg, page.url, renderer, headers, mode, scripted, stylesheets)
 
     started = time.monotonic()
     try:
@@ -248,6 +337,8 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
                 known = known_pages(cfg.database_url, cfg.run_id, [page.url for page in batch])
                 results = list(pool.map(fetch, [(page, known.get(page.url)) for page in batch]))
                 for page, result in zip(batch, results, strict=True):
+                    if isinstance(result, FetchResult):
+                        _stage_script_record(store, result, scripted.pop(result.url, None), report)
                     _record(
                         cfg, store, scope, profiles, page, result, report, known.get(page.url), stylesheets
                     )

@@ -7,6 +7,7 @@ an image. This stage reads the run's stored pages, judges site chrome across the
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import tempfile
@@ -17,6 +18,7 @@ from sqlalchemy import select, update
 from harvest.licences import rejection
 from harvest.pages.budget import ExtractBudget, ExtractionBudgetExceeded
 from harvest.pages.images import Found, PageImages, chrome_images, extract_page, markup_junk_reason
+from harvest.pages.script_fed import apply_script_record, script_record_key
 from harvest.pages.stylesheets import StagedSheet, stylesheet_key
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
@@ -104,7 +106,11 @@ def _extract_stored(
     html = store.get(page.content_key)
     budget = ExtractBudget(cfg.extract_seconds, cfg.extract_max_images)
     profile = site_profile_for(profiles, host_of(page_url))
-    return page_url, extract_page(html, page_url, profile, budget, sheets or _StagedSheets(cfg, store))
+    found = extract_page(html, page_url, profile, budget, sheets or _StagedSheets(cfg, store))
+    record_key = script_record_key(page.content_key)
+    if store.exists(record_key):  # a rendered page: how each image was found, and its JSON-only images
+        found.items = apply_script_record(found.items, json.loads(store.get(record_key)))
+    return page_url, found
 
 
 def _record_page_failure(cfg: HarvestConfig, page: Page, exc: Exception, report: StageReport) -> None:
@@ -222,6 +228,7 @@ def _candidate_row(
         "caption": item.caption,
         "nearby_text": item.nearby_text,
         "page_fields": item.fields,
+        "found_by": item.found_by,
         "shard": shard_of(item.url, cfg.num_shards),
         "status": Status.SKIPPED if reason else Status.PENDING,
         "error": reason,

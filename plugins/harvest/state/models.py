@@ -130,6 +130,9 @@ class Candidate(Base):
     #: what a search API said about the image (harvest.sources): api, id, title, licence name and
     #: URL, author, the file page; None for crawled and listed images
     source_record: Mapped[dict | None] = mapped_column(JSON)
+    #: how a rendered page showed the image (pages/script_fed.py): {"how": "script-json" |
+    #: "script-blob" | "rendered-dom", "response": ..., "path"/"sha256": ...}; None: the HTML as sent
+    found_by: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Image(Base):

@@ -14,6 +14,13 @@ connection, say) is sent to a proxy that does not exist, loopback included, and 
 outside that proxy. Chromium runs in its sandbox unless the process is root (Chromium refuses it there)
 or ``HARVEST_CHROMIUM_NO_SANDBOX=1`` says otherwise.
 
+While a page renders, what its scripts fetched is noted (:class:`ScriptResponse`: the URL, the type,
+the SHA-256 of the body, and the body itself when it is JSON; web/script_capture.py), and every element that shows a ``blob:``
+image is traced back to the fetched bytes: ``URL.createObjectURL`` is wrapped so each Blob stays
+readable, and a Blob whose bytes hash like a response's body is that response's image. The element
+then names the response's URL in the serialised DOM, so the image is downloaded like any other (see
+docs/script-fed-pages.md; pages/script_fed.py reads the notes).
+
 Playwright's sync API is bound to the thread that started it, so one dedicated thread owns the browser
 and every call is handed to it.
 """
@@ -23,19 +30,40 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from harvest.settings.config import chromium_path
 from harvest.web.http import FetchError, HttpClient
 from harvest.web.robots import RobotsCache
+from harvest.web.script_capture import (
+    KEEP_BLOBS,
+    MAX_BLOB_BYTES,
+    MAX_BLOB_ELEMENTS,
+    MAX_BLOB_TOTAL,
+    MAX_SCRIPT_BYTES,
+    NAME_TRACED,
+    READ_BLOBS,
+    SCRIPT_FETCHES,
+    BlobImage,
+    Rendered,
+    ScriptResponse,
+    noted,
+    trace_blobs,
+)
 
 log = logging.getLogger(__name__)
 
 SKIPPED_RESOURCES = {"image", "media", "font", "stylesheet", "imageset", "texttrack", "manifest"}
-MAX_SCRIPT_BYTES = 5 * 1024 * 1024
 RENDER_TIMEOUT_MS = 20_000
-SETTLE_TIMEOUT_MS = 3_000
+#: after the load event, how long the page's scripts may keep requesting: each of their requests waits
+#: for the host's politeness gate (0.5 s, or a robots.txt Crawl-delay), so a gallery fetching a dozen
+#: photos one after the other takes seconds; the DOM is taken as it is when this runs out
+SETTLE_BUDGET_SECONDS = 15.0
+#: the page has settled when no request was in flight for this long (a script parsing one answer
+#: before it asks for the next may take a while on a loaded machine)
+QUIET_SECONDS = 1.0
 
 
 def chromium_sandbox(env: Mapping[str, str] | None = None, euid: int | None = None) -> bool:
@@ -87,6 +115,36 @@ class RenderError(Exception):
     pass
 
 
+class _Activity:
+    """The requests of a rendering page in flight, and when one last started or ended. Playwright's
+    own "networkidle" gives up after a fixed time, though each request here may wait its turn at
+    the host's politeness gate."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last = time.monotonic()
+
+    def started(self, _request) -> None:
+        self.in_flight += 1
+        self.last = time.monotonic()
+
+    def ended(self, _request) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self.last = time.monotonic()
+
+    def settle(self, page, deadline: float) -> bool:
+        """Wait (letting the route handlers run) until no request was in flight for QUIET_SECONDS;
+        False when ``deadline`` came first."""
+        while time.monotonic() < deadline:
+            if self.in_flight == 0 and time.monotonic() - self.last >= QUIET_SECONDS:
+                return True
+            try:
+                page.wait_for_timeout(100)
+            except Exception:  # noqa: BLE001 - the page closed or crashed: take what there is
+                return False
+        return False
+
+
 class Renderer:
     """One headless browser per crawl task, started on first use."""
 
@@ -104,6 +162,10 @@ class Renderer:
 
     def render(self, url: str, html: bytes, content_type: str = "text/html") -> bytes:
         """The DOM after the page's scripts ran, serialised as HTML."""
+        return self.render_page(url, html, content_type).html
+
+    def render_page(self, url: str, html: bytes, content_type: str = "text/html") -> Rendered:
+        """The DOM after the page's scripts ran, with what they fetched and the blob: images traced."""
         return self._thread.submit(self._render, url, html, content_type).result()
 
     def close(self) -> None:
@@ -138,14 +200,21 @@ class Renderer:
             self._dead_proxy.close()
         self._browser = self._playwright = self._dead_proxy = None
 
-    def _render(self, url: str, html: bytes, content_type: str) -> bytes:
+    def _render(self, url: str, html: bytes, content_type: str) -> Rendered:
+        started = time.monotonic()
         self._start()
         context = self._browser.new_context(
             user_agent=self.client.user_agent, java_script_enabled=True, service_workers="block"
         )
+        responses: list[ScriptResponse] = []
         try:
+            context.add_init_script(KEEP_BLOBS)
+            activity = _Activity()
+            context.on("request", activity.started)
+            context.on("requestfinished", activity.ended)
+            context.on("requestfailed", activity.ended)
             # the context, not the page: popups, iframes and workers are routed too
-            context.route("**/*", lambda route: self._route(route, url, html, content_type))
+            context.route("**/*", lambda route: self._route(route, url, html, content_type, responses))
             context.route_web_socket("**/*", lambda ws: ws.close(code=1008, reason="not allowed"))
             page = context.new_page()
             context.on("page", lambda popup: self._close_popup(url, popup))
@@ -153,13 +222,27 @@ class Renderer:
                 page.goto(url, wait_until="load", timeout=RENDER_TIMEOUT_MS)
             except Exception as exc:  # a timeout or a crashed page: the error names the page
                 raise RenderError(f"page did not load: {type(exc).__name__}") from exc
-            try:
-                page.wait_for_load_state("networkidle", timeout=SETTLE_TIMEOUT_MS)
-            except Exception:  # scripts still polling: take the DOM as it is now
-                pass
-            return page.content().encode("utf-8")
+            if not activity.settle(page, time.monotonic() + SETTLE_BUDGET_SECONDS):
+                log.info("render: %s: scripts still requesting after %.0f s", url, SETTLE_BUDGET_SECONDS)
+            blobs = self._trace_blobs(page, responses)
+            return Rendered(
+                page.content().encode("utf-8"), responses, blobs, round(time.monotonic() - started, 3)
+            )
         finally:
             context.close()
+
+    def _trace_blobs(self, page, responses: list[ScriptResponse]) -> list[BlobImage]:
+        """The page's blob: images traced to the responses; the traced ones name the response's URL."""
+        try:
+            found = page.evaluate(READ_BLOBS, [MAX_BLOB_BYTES, MAX_BLOB_ELEMENTS, MAX_BLOB_TOTAL])
+        except Exception as exc:  # noqa: BLE001 - the page navigated away or crashed: no tracing
+            log.info("render: %s: blob images not read: %s", page.url, exc)
+            return []
+        blobs = trace_blobs(found, responses)
+        named = [[i, blob.kind, blob.response_url] for i, blob in enumerate(blobs) if blob.response_url]
+        if named:
+            page.evaluate(NAME_TRACED, named)
+        return blobs
 
     def _close_popup(self, page_url: str, popup) -> None:
         """A window the page opened: its requests are routed like the page's, and it is closed at once."""
@@ -170,7 +253,14 @@ class Renderer:
         except Exception:  # noqa: BLE001 - already closed with its context
             pass
 
-    def _route(self, route, page_url: str, html: bytes, content_type: str) -> None:
+    def _route(
+        self,
+        route,
+        page_url: str,
+        html: bytes,
+        content_type: str,
+        responses: list[ScriptResponse] | None = None,
+    ) -> None:
         request = route.request
         if request.url == page_url and request.is_navigation_request():
             route.fulfill(status=200, body=html, content_type=content_type or "text/html")
@@ -190,4 +280,7 @@ class Renderer:
             route.abort()
             return
         headers = {"content-type": result.headers.get("content-type", "application/octet-stream")}
+        if responses is not None and request.resource_type in SCRIPT_FETCHES:
+            kept = sum(len(answer.json) for answer in responses if answer.json is not None)
+            responses.append(noted(result.url, headers["content-type"], result.body, kept))
         route.fulfill(status=200, body=result.body, headers=headers)

@@ -2,7 +2,7 @@
 said about each image it returned (licence, author, its own id).
 
 Revision ID: 0017_takedown
-Revises: 0011_image_detail
+Revises: 0016_consent
 Create Date: 2026-12-04
 """
 
