@@ -107,6 +107,8 @@ class HarvestConfig:
     domains: tuple[str, ...] = _P["domains"]
     quota: int = _P["quota"]
     text_prefilter: bool = _P["text_prefilter"]
+    #: "jpeg" also publishes an RGB JPEG training copy of every image (harvest.images.variants)
+    publish_format: str = _P["publish_format"]
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
@@ -229,6 +231,7 @@ def build_config(
         **_numbers(params, problems),
         **_places(params, env, problems),
         **_form_choices(params, env),
+        **_publishing(params, problems),
         **_network(env, problems),
         **_crawler(params, env, problems),
         **quality_settings(env, problems),
@@ -323,6 +326,15 @@ def _form_choices(params: Mapping[str, Any], env: Mapping[str, str]) -> dict[str
     if isinstance(text_prefilter, str):
         text_prefilter = truthy(text_prefilter)
     return {"same_domain": bool(same_domain), "model": model, "text_prefilter": bool(text_prefilter)}
+
+
+def _publishing(params: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """How images are published: their own bytes only, or with an RGB JPEG training copy too."""
+    choices = HARVEST_PARAMS["publish_format"].choices or ()
+    value = str(params.get("publish_format") or PARAM_DEFAULTS["publish_format"]).strip().lower()
+    if value not in choices:
+        problems.append(f"publish_format must be one of {list(choices)}, got {value!r}")
+    return {"publish_format": value}
 
 
 def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

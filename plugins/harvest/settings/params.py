@@ -33,6 +33,8 @@ class ParamSpec:
     maximum: int | float | None = None
     min_length: int | None = None
     env: str | None = None
+    #: the only values allowed (the form's drop-down), for a string
+    choices: tuple[str, ...] | None = None
 
     def value(self, env: Mapping[str, str] | None = None) -> Any:
         """The default as the form shows it: from ``env[self.env]`` when set there, lists as lists."""
@@ -48,6 +50,8 @@ class ParamSpec:
         keywords: dict[str, Any] = {"type": self.type}
         if self.type == "array":
             keywords["items"] = {"type": "string"}
+        if self.choices is not None:
+            keywords["enum"] = list(self.choices)
         for key, bound in (
             ("minimum", self.minimum),
             ("maximum", self.maximum),
@@ -207,6 +211,15 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "string",
         "Destination",
         "s3://bucket/prefix or a local folder; empty uses HARVEST_DESTINATION or the local default.",
+    ),
+    ParamSpec(
+        "publish_format",
+        "original",
+        "string",
+        "Publish format",
+        "original publishes each image's own bytes only; jpeg also writes a training copy of every "
+        "image as an RGB JPEG (quality 90) under training/, the originals kept in images/.",
+        choices=("original", "jpeg"),
     ),
 )
 
