@@ -205,8 +205,11 @@ def size_category(images: int) -> str:
 
 def yaml_header(cfg: HarvestConfig, images: int) -> str:
     """The card's YAML front matter: licence, task, size, and the configs ``load_dataset`` reads.
-    Only the image folders and the Parquet are named, so ``card/``, ``variants/``, ``thumbnails/``
-    and the WebDataset shards are never taken for dataset images."""
+    Only the image folders are named, so ``card/``, ``variants/``, ``thumbnails/`` and the WebDataset
+    shards are never taken for dataset images. The Parquet manifest has no config here: ``datasets``
+    picks one builder for every config of a folder (from the first config's files), so a Parquet
+    config beside image configs would load no rows; the card's snippet loads it with the
+    ``parquet`` builder instead."""
     lines = [
         "---",
         "license: other",
@@ -233,8 +236,6 @@ def yaml_header(cfg: HarvestConfig, images: int) -> str:
             "  - split: train",
             f"    path: {TRAINING_PREFIX}**",
         ]
-    if "parquet" in cfg.exports:
-        lines += ["- config_name: manifest", "  data_files:", "  - split: train", f"    path: {PARQUET_KEY}"]
     return "\n".join([*lines, "---"])
 
 
@@ -296,7 +297,7 @@ def _snippets(cfg: HarvestConfig) -> str:
     ]
     if "parquet" in cfg.exports:
         parts += [
-            'manifest = datasets.load_dataset("path/to/dataset", "manifest", split="train")',
+            f'manifest = datasets.load_dataset("parquet", data_files="path/to/dataset/{PARQUET_KEY}", split="train")',
             "",
             "import pandas as pd",
             f'rows = pd.read_parquet("path/to/dataset/{PARQUET_KEY}")',
