@@ -46,13 +46,20 @@ SAMPLE_SIDE = 96
 SAMPLE_LABELS = 40
 
 
-def _histogram(values: Sequence[float], title: str, xlabel: str, bins: int = 30) -> bytes:
+def _histogram(
+    values: Sequence[float],
+    title: str,
+    xlabel: str,
+    bins: int = 30,
+    value_range: tuple[float, float] | None = None,
+) -> bytes:
     """A histogram as PNG, drawn with Pillow: a plotting library would cost a second or two of import
     and first-render time on every publish, for two charts of bars."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
-    counts, edges = np.histogram(np.asarray(values if len(values) else [0.0], dtype=np.float64), bins=bins)
+    values_ = np.asarray(values if len(values) else [0.0], dtype=np.float64)
+    counts, edges = np.histogram(values_, bins=bins, range=value_range)
     width, height = 600, 350
     left, right, top, bottom = 64, 20, 40, 58  # margins around the plotting area
     image = Image.new("RGB", (width, height), "white")
@@ -401,7 +408,9 @@ def write_card(cfg: HarvestConfig, destination: Store, figures: CardFigures, dat
         SIZES_KEY, _histogram(figures.sizes, "Image size", "sqrt(width x height), pixels"), "image/png"
     )
     destination.put(ASPECTS_KEY, _histogram(figures.aspects, "Aspect ratio", "width / height"), "image/png")
-    destination.put(SCORES_KEY, _histogram(figures.scores, "Classifier score", "probability"), "image/png")
+    destination.put(
+        SCORES_KEY, _histogram(figures.scores, "Classifier score", "probability", 20, (0.0, 1.0)), "image/png"
+    )
     destination.put(SAMPLES_KEY, _sample_sheet(figures.samples), "image/jpeg")
     runs = published_runs(cfg.database_url, cfg.destination, dataset.runs)
     card = render_card(cfg, figures, _filter_counts(cfg.database_url), runs)
