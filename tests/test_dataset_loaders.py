@@ -280,3 +280,46 @@ def test_local_store_honours_the_umask(tmp_path):
     for key in ("private/a.bin", "private/b.bin"):
         assert stat.S_IMODE((tmp_path / "d" / key).stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "d" / "private").stat().st_mode) == 0o700
+
+
+def test_s3_destination_gets_safe_names_shards_and_classes(postgres_url, s3, bucket):
+    """The same layout in a bucket (moto's server on loopback): slugged names, integer classes,
+    shards listed, every row with the real run id."""
+    from fixed_server import Response, serve
+    from helpers import bucket_objects
+    from skimage import data
+    from sqlalchemy import select
+    from stage_setup import encode, make_config, record_answers, seed_candidates
+
+    from harvest.stages.download import run_download
+    from harvest.stages.publish import run_publish
+    from harvest.state.db import session_scope
+    from harvest.state.models import ImageUrl
+
+    photos = {
+        "/cat.jpg": encode(Image.fromarray(data.chelsea()), "JPEG", quality=90),
+        "/coffee.jpg": encode(Image.fromarray(data.coffee()), "JPEG", quality=90),
+    }
+    run_id = "scheduled__2026-12-04T00:00:00+00:00"
+    with serve({path: Response(body) for path, body in photos.items()}) as base:
+        cfg = make_config(postgres_url, run_id, f"s3://{bucket}/ds", s3=s3, HARVEST_EXPORTS="all")
+        seed_candidates(cfg, [base + path for path in photos])
+        run_download(cfg, 0)
+        with session_scope(cfg.database_url) as session:
+            shas = dict(session.execute(select(ImageUrl.url, ImageUrl.sha256)).all())
+        record_answers(cfg, {shas[base + "/cat.jpg"]: "egyptian_cat", shas[base + "/coffee.jpg"]: "espresso"})
+        assert run_publish(cfg).done == 2
+    objects = bucket_objects(s3, bucket, "ds")
+    assert all(re.fullmatch(r"[A-Za-z0-9._/-]+", key) for key in objects), sorted(objects)
+    rows = [
+        json.loads(line)
+        for line in objects["manifests/scheduled__2026-12-04T00-00-00-00-00.jsonl"].splitlines()
+    ]
+    assert {row["run_id"] for row in rows} == {run_id}
+    classes = json.loads(objects["classes.json"])
+    assert classes == {"egyptian_cat": 0, "espresso": 1}
+    (shard,) = json.loads(objects["webdataset/shards.json"])["shards"]
+    assert shard == {"url": "webdataset/scheduled__2026-12-04T00-00-00-00-00-00000.tar", "samples": 2}
+    with tarfile.open(fileobj=io.BytesIO(objects[shard["url"]])) as tar:
+        for row in rows:
+            assert int(tar.extractfile(f"{row['sha256']}.cls").read()) == classes[row["label"]]
