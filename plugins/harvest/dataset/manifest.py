@@ -24,9 +24,14 @@ class RunManifest:
         self.run_id = cfg.manifest_id or cfg.run_id
         self.key = manifest_key(self.run_id)
         self.classes = ClassIndex(destination)
-        # closed by close(), or by the garbage collector when publish fails before it
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the with block ends
         self.rows = 0
+
+    def __enter__(self) -> RunManifest:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file.close()
 
     def add(self, kept: list[Any]) -> None:
         if not kept:
@@ -48,11 +53,8 @@ class RunManifest:
             self._file.write(json.dumps(public(row), ensure_ascii=False).encode("utf-8") + b"\n")
             self.rows += 1
 
-    def close(self) -> str:
+    def put(self) -> str:
         """Put the manifest at the destination (atomically: it never names an object that is not
         there); returns its URL."""
-        try:
-            self.destination.put_file(self.key, self._file, "application/x-ndjson")
-        finally:
-            self._file.close()
+        self.destination.put_file(self.key, self._file, "application/x-ndjson")
         return self.destination.url(self.key)

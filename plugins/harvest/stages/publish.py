@@ -229,36 +229,36 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     labels: Counter[str] = Counter()
     variants = 0
     started, handled = time.monotonic(), 0
-    # The manifest is written as the keepers are published and uploaded last from its temporary
-    # file, so the stage holds a chunk of rows at a time however large the run.
-    manifest = RunManifest(cfg, destination)
-    for chunk in chunks(picks, STREAM_ROWS):
-        kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report), report)
-        _publish_chunk(cfg, destination, stores, kept, report)
-        if cfg.variant_widths or cfg.thumbnail_size or cfg.publish_format == "jpeg":
-            from harvest.images.variants import publish_variants
+    # The manifest is written as the keepers are published and uploaded last from this file, so
+    # the stage holds a chunk of rows at a time however large the run.
+    with RunManifest(cfg, destination) as manifest:
+        for chunk in chunks(picks, STREAM_ROWS):
+            kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report), report)
+            _publish_chunk(cfg, destination, stores, kept, report)
+            if cfg.variant_widths or cfg.thumbnail_size or cfg.publish_format == "jpeg":
+                from harvest.images.variants import publish_variants
 
-            variants += publish_variants(cfg, destination, stores, kept)
-        manifest.add(kept)
-        for item in kept:
-            labels[item.label] += 1
-        handled += len(chunk)
-        log.info(
-            "publish: %d/%d keepers handled, %d objects uploaded (%.1f/s)",
-            handled,
-            len(picks),
-            report.done,
-            handled / max(time.monotonic() - started, 1e-6),
-        )
-    withdrawn = _withdraw(cfg, verdict)
-    if cfg.variant_widths or cfg.thumbnail_size:
-        report.extra["variants"] = variants
-        log.info("variants: %d written", variants)
-    if cfg.exports:
-        from harvest.dataset.exports import write_exports
+                variants += publish_variants(cfg, destination, stores, kept)
+            manifest.add(kept)
+            for item in kept:
+                labels[item.label] += 1
+            handled += len(chunk)
+            log.info(
+                "publish: %d/%d keepers handled, %d objects uploaded (%.1f/s)",
+                handled,
+                len(picks),
+                report.done,
+                handled / max(time.monotonic() - started, 1e-6),
+            )
+        withdrawn = _withdraw(cfg, verdict)
+        if cfg.variant_widths or cfg.thumbnail_size:
+            report.extra["variants"] = variants
+            log.info("variants: %d written", variants)
+        if cfg.exports:
+            from harvest.dataset.exports import write_exports
 
-        report.extra["exports"] = write_exports(cfg, destination, stores)
-    manifest.close()
+            report.extra["exports"] = write_exports(cfg, destination, stores)
+        manifest.put()
     for key_, reason in withdrawn:
         destination.delete(key_)
         destination.delete(training_key(key_))  # its training copy, if one was made
