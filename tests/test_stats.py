@@ -36,5 +36,5 @@ def test_domain_stats_and_index_after_a_run(site, classifier):
     index = build_index(LocalStore(cfg.destination))
     assert index["labels"] == {"daisy": 1, "egyptian_cat": 1, "espresso": 1, "palace": 1}
     assert index["images"] == 4
-    assert index["manifests"] == [{"key": manifest_key(cfg.run_id), "images": 4}]
+    assert index["manifests"] == [{"key": manifest_key(cfg.run_id), "images": 4, "run_id": cfg.run_id}]
     assert (Path(cfg.destination) / "index.json").is_file()
