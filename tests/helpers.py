@@ -23,7 +23,21 @@ EXPECTED_KEPT = {
 
 
 #: What every publish writes beside the images and the run manifest (the default HARVEST_EXPORTS).
-DEFAULT_EXPORT_KEYS = {"manifests/dataset.parquet", "README.md", "card/sizes.png", "card/aspect_ratios.png"}
+DEFAULT_EXPORT_KEYS = {
+    "manifests/dataset.parquet",
+    "README.md",
+    "card/sizes.png",
+    "card/aspect_ratios.png",
+    "card/scores.png",
+    "card/samples.jpg",
+    "classes.json",
+    "images/metadata.jsonl",
+}
+
+
+def is_image_key(key: str) -> bool:
+    """A published image's key: under images/, not the folder's metadata.jsonl."""
+    return key.startswith("images/") and not key.endswith("/metadata.jsonl")
 
 
 def sha256_file(path: Path) -> str:
@@ -60,8 +74,9 @@ def candidate_states(database_url: str, run_id: str, base_url: str) -> dict[str,
 
 
 def comparable_across_runs(objects: dict[str, bytes]) -> dict[str, object]:
-    """``objects`` with the Parquet manifest reduced to what two runs over the same content must agree
-    on: its rows without the run id that published each object. (The card names no run.)"""
+    """``objects`` with the dataset-wide files reduced to what two runs over the same content must
+    agree on: the Parquet and metadata.jsonl rows without the run id that published each object, the
+    card without its table of runs."""
     import io
 
     import pyarrow.parquet as pq
@@ -69,5 +84,15 @@ def comparable_across_runs(objects: dict[str, bytes]) -> dict[str, object]:
     out: dict[str, object] = dict(objects)
     if "manifests/dataset.parquet" in out:
         rows = pq.read_table(io.BytesIO(objects["manifests/dataset.parquet"])).to_pylist()
-        out["manifests/dataset.parquet"] = [{k: v for k, v in row.items() if k != "run_id"} for row in rows]
+        out["manifests/dataset.parquet"] = without_run_ids(rows)
+    if "images/metadata.jsonl" in out:
+        out["images/metadata.jsonl"] = without_run_ids(manifest_rows(objects["images/metadata.jsonl"]))
+    if "README.md" in out:
+        lines = objects["README.md"].decode("utf-8").splitlines()
+        out["README.md"] = [line for line in lines if not line.startswith("| `")]  # a run's row
     return out
+
+
+def without_run_ids(rows: list[dict]) -> list[dict]:
+    """Rows without ``run_id``, for comparing what two runs published."""
+    return [{k: v for k, v in row.items() if k != "run_id"} for row in rows]

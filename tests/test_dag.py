@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, expected_image_keys, manifest_rows
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,9 +161,9 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
     assert {f"download[{shard}]" for shard in range(3)} <= set(summary["counters"])
 
     objects = bucket_objects(s3, bucket, "nightly")
-    manifest_key = f"manifests/{summary['run_id']}.jsonl"
-    assert set(objects) == expected_image_keys(site_root) | {manifest_key} | DEFAULT_EXPORT_KEYS
-    rows = manifest_rows(objects[manifest_key])
+    run_manifest = manifest_key(summary["run_id"])
+    assert set(objects) == expected_image_keys(site_root) | {run_manifest} | DEFAULT_EXPORT_KEYS
+    rows = manifest_rows(objects[run_manifest])
     assert sorted(row["label"] for row in rows) == ["daisy", "egyptian_cat", "espresso", "palace"]
     assert len({row["sha256"] for row in rows}) == 4
     # the domain package logged its progress and the per-domain table into the task logs
@@ -182,7 +183,7 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
     )
     assert "STATE success" in rethreshold.stdout, rethreshold.stdout[-6000:] + rethreshold.stderr[-6000:]
-    after = manifest_rows(bucket_objects(s3, bucket, "nightly")[manifest_key])
+    after = manifest_rows(bucket_objects(s3, bucket, "nightly")[run_manifest])
     assert [row["label"] for row in after] == ["espresso"]
     assert "tensorflow" not in rethreshold.stdout + rethreshold.stderr.replace("TF_ENABLE", "")
 

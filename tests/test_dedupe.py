@@ -11,12 +11,13 @@ import random
 import numpy as np
 import pytest
 from fixed_server import Response, serve
-from helpers import bucket_objects, manifest_rows
+from helpers import bucket_objects, is_image_key, manifest_rows
 from PIL import Image
 from skimage import data
 from sqlalchemy import select
 from stage_setup import encode, make_config, record_answers, seed_candidates
 
+from harvest.dataset.layout import manifest_key
 from harvest.images import neardup
 from harvest.images.neardup import Entry, HashIndex, group, hamming
 from harvest.stages.download import run_download
@@ -123,7 +124,7 @@ def test_copies_resizes_and_recompressions_are_published_once(postgres_url, s3, 
     assert report.done == 3 and report.reasons["near duplicate"] == 2
 
     objects = bucket_objects(s3, bucket, "ds")
-    published = {key for key in objects if key.startswith("images/")}
+    published = {key for key in objects if is_image_key(key)}
     assert published == {
         f"images/egyptian_cat/{cat_sha}.jpg",
         f"images/espresso/{images['/coffee.jpg'].sha256}.jpg",
@@ -135,7 +136,7 @@ def test_copies_resizes_and_recompressions_are_published_once(postgres_url, s3, 
         assert rows[images[path].sha256].duplicate_of == cat_sha
     for path in ("/a/cat.jpg", "/coffee.jpg", "/rocket.jpg"):
         assert rows[images[path].sha256].duplicate_of is None
-    rows_in_manifest = manifest_rows(objects[f"manifests/{cfg.run_id}.jsonl"])
+    rows_in_manifest = manifest_rows(objects[manifest_key(cfg.run_id)])
     assert len(rows_in_manifest) == 3
 
 
@@ -159,7 +160,7 @@ def test_a_better_copy_found_later_replaces_the_published_one(postgres_url, tmp_
         record_answers(second, {large_sha: "egyptian_cat"})
         report = run_publish(second)
     assert report.done == 1 and report.extra["withdrawn"] == 1
-    files = {p.relative_to(destination).as_posix() for p in destination.rglob("*.jpg")}
+    files = {p.relative_to(destination).as_posix() for p in (destination / "images").rglob("*.jpg")}
     assert files == {f"images/egyptian_cat/{large_sha}.jpg"}
     with session_scope(postgres_url) as session:
         old = session.scalars(select(Publication).where(Publication.sha256 == small_sha)).one()

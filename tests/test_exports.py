@@ -1,5 +1,6 @@
 """The published dataset loads as is: Keras reads the ImageFolder, pyarrow the Parquet manifest,
-tarfile the WebDataset shards; the card and its plots describe it. Demo site, real classifier."""
+tarfile the WebDataset shards, which later publishes leave alone unless an object they hold is
+withdrawn; the card and its plots describe it. Demo site, real classifier."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ from pathlib import Path
 import pytest
 from helpers import EXPECTED_KEPT
 from PIL import Image
+from sqlalchemy import update
 
+from harvest.dataset.exports import write_exports
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
 from harvest.settings.config import build_config
 from harvest.stages.publish import run_publish
+from harvest.state.db import session_scope
+from harvest.state.models import Publication, utcnow
+from harvest.storage import Stores, open_store
 
 
 @pytest.fixture
@@ -55,23 +62,46 @@ def test_parquet_manifest_lists_the_whole_dataset(exported):
     assert not any("gps" in name or "artist" in name for name in table.column_names)
 
 
-def test_webdataset_shards_use_img2dataset_keys(exported):
-    _, destination, report = exported
+def test_webdataset_shards_are_written_once_and_only_withdrawals_rewrite_them(exported):
+    cfg, destination, report = exported
     shards = sorted((destination / "webdataset").glob("*.tar"))
-    assert [s.name for s in shards] == ["00000.tar", "00001.tar"] and report.extra["exports"][
-        "webdataset_shards"
-    ] == 2
+    assert [s.name for s in shards] == ["manual__exports-00000.tar", "manual__exports-00001.tar"]
+    assert report.extra["exports"]["webdataset_shards"] == 2
     samples: dict[str, set[str]] = {}
     for shard in shards:
         with tarfile.open(shard) as tar:
             for member in tar.getmembers():
                 key, ext = member.name.split(".", 1)
                 samples.setdefault(key, set()).add(ext)
-                if ext == "json":
-                    meta = json.load(tar.extractfile(member))
-                    assert meta["key"] == key and meta["status"] == "success"
-    assert sorted(samples) == ["000000000", "000000001", "000000002", "000010000"]
+                if ext == "cls":
+                    assert tar.extractfile(member).read().decode().isdigit()
+    assert len(samples) == len(EXPECTED_KEPT)
     assert all(exts == {"jpg", "txt", "cls", "json"} for exts in samples.values())
+    before = {s.name: s.read_bytes() for s in shards}
+
+    # a later run finds nothing new: no shard is written again, none is added
+    later = run_publish(cfg.with_(run_id=cfg.run_id, manifest_id="scheduled__2026-12-04T00:00:00+00:00"))
+    assert later.extra["exports"]["webdataset_new_shards"] == 0
+    assert {s.name: s.read_bytes() for s in (destination / "webdataset").glob("*.tar")} == before
+
+    # an object taken down: only the shard holding it is written again, without it
+    first = destination / "webdataset" / "manual__exports-00000.tar"
+    with tarfile.open(first) as tar:
+        meta = json.load(tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith(".json"))))
+    with session_scope(cfg.database_url) as session:
+        session.execute(
+            update(Publication)
+            .where(Publication.destination == cfg.destination, Publication.key == meta["key"])
+            .values(withdrawn_at=utcnow(), withdrawn_reason="taken down on request")
+        )
+    write_exports(cfg, open_store(cfg.destination), Stores(None))
+    after = {s.name: s.read_bytes() for s in (destination / "webdataset").glob("*.tar")}
+    assert after["manual__exports-00001.tar"] == before["manual__exports-00001.tar"]
+    with tarfile.open(first) as tar:
+        names = tar.getnames()
+    assert len(names) == 2 * 4 and f"{meta['sha256']}.json" not in names
+    listing = json.loads((destination / "webdataset" / "shards.json").read_text())
+    assert sum(shard["samples"] for shard in listing["shards"]) == len(EXPECTED_KEPT) - 1
 
 
 def test_dataset_card_counts_and_plots(exported):
@@ -126,4 +156,4 @@ def test_manifest_and_card_are_written_by_default_and_none_turns_them_off(
         p.relative_to(elsewhere.destination).as_posix() for p in Path(elsewhere.destination).rglob("*")
     }
     assert not {"manifests/dataset.parquet", "README.md", "card"} & published
-    assert f"manifests/{elsewhere.run_id}.jsonl" in published
+    assert manifest_key(elsewhere.run_id) in published

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from stage_setup import make_config, record_answers, seed_candidates
 from test_hostile_downloads import gps_jpeg
 
+from harvest.dataset.layout import manifest_key
 from harvest.images.geocode import place_of
 from harvest.images.privacy import decrypt_private
 from harvest.stages.download import run_download
@@ -78,5 +79,5 @@ def test_country_is_published_and_the_town_kept_private(postgres_url, s3, bucket
     assert table.column("exif_country").to_pylist() == ["Netherlands"]
     published = b"".join(body for k, body in objects.items() if k.startswith("images/"))
     assert b"Amsterdam" not in published and "Amsterdam" not in str(table.to_pylist())
-    (row,) = manifest_rows(objects[f"manifests/{cfg.run_id}.jsonl"])
+    (row,) = manifest_rows(objects[manifest_key(cfg.run_id)])
     assert "Amsterdam" not in str(row) and "52.375" not in str(row)

@@ -17,6 +17,7 @@ from helpers import manifest_rows
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS, build_site
 from harvest.pipeline import run_all
 from harvest.settings.config import build_config
@@ -69,7 +70,7 @@ def _run(site: str, run_id: str, database_url: str, tmp_path: Path, classifier) 
     with session_scope(database_url) as session:
         run = session.get(Run, run_id)
         session.expunge(run)
-    rows = manifest_rows((Path(cfg.destination) / f"manifests/{cfg.run_id}.jsonl").read_bytes())
+    rows = manifest_rows((Path(cfg.destination) / manifest_key(cfg.run_id)).read_bytes())
     return run, rows
 
 

@@ -12,10 +12,12 @@ from helpers import (
     bucket_objects,
     candidate_states,
     expected_image_keys,
+    is_image_key,
     manifest_rows,
 )
 from sqlalchemy import func, select
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import prepare_run, run_all
 from harvest.settings.config import ConfigError, build_config
@@ -48,13 +50,13 @@ def test_demo_site_harvest_to_s3(database_url, s3, bucket, site, site_root, clas
     run_all(cfg, classifier)
 
     objects = bucket_objects(s3, bucket, "dataset")
-    manifest_key = f"manifests/{cfg.run_id}.jsonl"
-    assert set(objects) == expected_image_keys(site_root) | {manifest_key} | DEFAULT_EXPORT_KEYS
+    run_manifest = manifest_key(cfg.run_id)
+    assert set(objects) == expected_image_keys(site_root) | {run_manifest} | DEFAULT_EXPORT_KEYS
     for key, body in objects.items():
-        if key.startswith("images/"):
+        if is_image_key(key):
             assert key.split("/")[-1].split(".")[0] == hashlib.sha256(body).hexdigest()
 
-    rows = manifest_rows(objects[manifest_key])
+    rows = manifest_rows(objects[run_manifest])
     assert len(rows) == len(EXPECTED_KEPT)
     assert {row["url"]: row["label"] for row in rows} == {
         f"{site}/{name}": label for name, label in EXPECTED_KEPT.items()
@@ -117,9 +119,7 @@ def test_embedded_default_writes_local_folder_and_sqlite(site, site_root, classi
 
     dataset = Path(cfg.destination)
     published = {p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file()}
-    assert (
-        published == expected_image_keys(site_root) | {f"manifests/{cfg.run_id}.jsonl"} | DEFAULT_EXPORT_KEYS
-    )
+    assert published == expected_image_keys(site_root) | {manifest_key(cfg.run_id)} | DEFAULT_EXPORT_KEYS
     assert not list(dataset.rglob(".tmp-*"))
 
 
@@ -129,7 +129,7 @@ def test_max_depth_zero_crawls_only_the_seed(site, classifier):
     with session_scope(cfg.database_url) as session:
         pages = session.scalars(select(Page.url).where(Page.run_id == cfg.run_id)).all()
     assert pages == [f"{site}/index.html"]
-    rows = manifest_rows((Path(cfg.destination) / f"manifests/{cfg.run_id}.jsonl").read_bytes())
+    rows = manifest_rows((Path(cfg.destination) / manifest_key(cfg.run_id)).read_bytes())
     assert [row["url"] for row in rows] == [f"{site}/photos/chelsea.jpg"]
 
 

@@ -15,6 +15,7 @@ from skimage import data
 from sqlalchemy import select
 from stage_setup import encode, make_config, record_answers, seed_candidates
 
+from harvest.dataset.layout import manifest_key
 from harvest.stages.download import run_download
 from harvest.stages.publish import run_publish
 from harvest.state.db import session_scope
@@ -56,7 +57,7 @@ def test_one_host_serving_one_picture_for_twenty_urls_publishes_none(postgres_ur
         report = run_publish(cfg)
     assert report.done == 0 and report.reasons["placeholder"] == 2
     assert _published(destination) == set()
-    assert (destination / f"manifests/{cfg.run_id}.jsonl").read_bytes() == b""
+    assert (destination / manifest_key(cfg.run_id)).read_bytes() == b""
     with session_scope(cfg.database_url) as session:
         reasons = {row.excluded for row in session.scalars(select(ImageRow))}
     assert reasons == {"placeholder: 20 different URLs on 127.0.0.1 serve this picture"}
@@ -83,7 +84,7 @@ def test_placeholder_first_seen_in_a_later_run_is_withdrawn(postgres_url, tmp_pa
     card_sha, coffee_sha = shas[base + "/img/0.jpg"], shas[base + "/coffee.jpg"]
     assert report.extra["withdrawn"] == 1 and report.reasons["placeholder"] == 1
     assert _published(destination) == {f"images/espresso/{coffee_sha}.jpg"}
-    assert manifest_rows((destination / f"manifests/{later.run_id}.jsonl").read_bytes()) == []
+    assert manifest_rows((destination / manifest_key(later.run_id)).read_bytes()) == []
     with session_scope(postgres_url) as session:
         withdrawn = session.scalars(select(Publication).where(Publication.sha256 == card_sha)).one()
     assert withdrawn.withdrawn_reason.startswith("placeholder: 12 different URLs")

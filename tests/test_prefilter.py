@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import EXPECTED_KEPT, candidate_states, manifest_rows
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.model.labels import resolve_labels
 from harvest.pages.prefilter import judge_text, vocabulary, words_of
@@ -88,7 +89,7 @@ def test_demo_site_fewer_downloads_same_dataset(site, classifier):
     )
     kept = {}
     for cfg in (plain, screened):
-        rows = manifest_rows((Path(cfg.destination) / f"manifests/{cfg.run_id}.jsonl").read_bytes())
+        rows = manifest_rows((Path(cfg.destination) / manifest_key(cfg.run_id)).read_bytes())
         kept[cfg.run_id] = {row["url"].removeprefix(site + "/"): row["label"] for row in rows}
     assert kept["manual__plain"] == kept["manual__screened"] == EXPECTED_KEPT
     assert sum(r.skipped for r in reports if r.stage == "download") >= 1

@@ -11,12 +11,13 @@ import tempfile
 
 import pytest
 from fixed_server import Response, serve
-from helpers import bucket_objects, manifest_rows
+from helpers import bucket_objects, is_image_key, manifest_rows
 from PIL import Image
 from sqlalchemy import select
 from stage_setup import make_config, record_answers, seed_candidates
 from test_hostile_downloads import gps_jpeg
 
+from harvest.dataset.layout import manifest_key
 from harvest.images.exif import read_exif
 from harvest.stages.download import run_download
 from harvest.stages.publish import run_publish
@@ -38,14 +39,14 @@ def test_gps_photo_is_published_without_private_fields(postgres_url, s3, bucket)
         record_answers(cfg, {image.sha256: "egyptian_cat"})
         assert run_publish(cfg).done == 1
     objects = bucket_objects(s3, bucket, "ds")
-    published = {k: v for k, v in objects.items() if k.startswith("images/")}
+    published = {k: v for k, v in objects.items() if is_image_key(k)}
     ((key, body),) = published.items()
     clean_sha = hashlib.sha256(body).hexdigest()
     assert key == f"images/egyptian_cat/{clean_sha}.jpg" and clean_sha == image.clean_sha256
     assert body != original and b"SN-0042" not in body and b"Jane Doe" not in body
     with Image.open(io.BytesIO(body)) as published_image:
         assert read_exif(published_image)[1] == {}
-    (row,) = manifest_rows(objects[f"manifests/{cfg.run_id}.jsonl"])
+    (row,) = manifest_rows(objects[manifest_key(cfg.run_id)])
     assert row["sha256"] == clean_sha and row["source_sha256"] == image.sha256
     # the EXIF Copyright says CC BY 4.0: a licence that requires crediting the Artist, so the name
     # is the row's author (docs/consent-and-licences.md); no other private field is in the row

@@ -22,6 +22,7 @@ from sklearn.datasets import load_sample_image
 from sqlalchemy import select
 from stage_setup import record_answers
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import encode_jpeg
 from harvest.pipeline import prepare_run
 from harvest.settings.config import build_config
@@ -132,7 +133,7 @@ def _publish(cfg) -> None:
 
 
 def _manifest(cfg, base: str) -> dict[str, dict]:
-    body = (Path(cfg.destination) / f"manifests/{cfg.run_id}.jsonl").read_bytes()
+    body = (Path(cfg.destination) / manifest_key(cfg.run_id)).read_bytes()
     return {row["url"].removeprefix(base): row for row in manifest_rows(body)}
 
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 from flaky_proxy import flaky_s3_proxy
-from helpers import DEFAULT_EXPORT_KEYS, bucket_objects, comparable_across_runs, manifest_rows
+from helpers import (
+    DEFAULT_EXPORT_KEYS,
+    bucket_objects,
+    comparable_across_runs,
+    is_image_key,
+    manifest_rows,
+    without_run_ids,
+)
 from sqlalchemy import func, select
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import prepare_run, run_all
 from harvest.settings.config import S3Options, build_config
@@ -31,7 +39,7 @@ def _cfg(site, run_id, destination, database_url, s3):
 
 def _published(s3, bucket, prefix, run_id):
     objects = bucket_objects(s3, bucket, prefix)
-    manifest = manifest_rows(objects.pop(f"manifests/{run_id}.jsonl"))
+    manifest = without_run_ids(manifest_rows(objects.pop(manifest_key(run_id))))
     return objects, manifest
 
 
@@ -69,7 +77,7 @@ def test_publish_resumes_after_s3_outage(postgres_url, s3, bucket, site, classif
         keys = session.scalars(
             select(Publication.key).where(Publication.destination == cfg.destination)
         ).all()
-    assert sorted(keys) == sorted(k for k in objects if k.startswith("images/"))
+    assert sorted(keys) == sorted(k for k in objects if is_image_key(k))
 
 
 def test_download_shard_crash_then_retry(database_url, site, classifier, tmp_path, monkeypatch):
@@ -113,8 +121,10 @@ def test_download_shard_crash_then_retry(database_url, site, classifier, tmp_pat
         return sorted(rows)
 
     assert outcome(cfg.run_id) == outcome(clean.run_id)
-    clean_manifest = (tmp_path / "clean" / f"manifests/{clean.run_id}.jsonl").read_text()
-    crash_manifest = (tmp_path / "crash" / f"manifests/{cfg.run_id}.jsonl").read_text()
-    assert manifest_rows(crash_manifest.encode()) == manifest_rows(clean_manifest.encode())
+    clean_manifest = (tmp_path / "clean" / manifest_key(clean.run_id)).read_text()
+    crash_manifest = (tmp_path / "crash" / manifest_key(cfg.run_id)).read_text()
+    assert without_run_ids(manifest_rows(crash_manifest.encode())) == without_run_ids(
+        manifest_rows(clean_manifest.encode())
+    )
     with session_scope(database_url) as session:
         assert session.scalar(select(func.count()).select_from(Image)) == 8

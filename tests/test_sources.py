@@ -10,6 +10,7 @@ import pytest
 from helpers import candidate_states, manifest_rows
 from sqlalchemy import select
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import prepare_run, run_all
 from harvest.settings.config import ConfigError, build_config
@@ -45,7 +46,7 @@ def test_url_list_goes_through_download_classify_publish(site, classifier, tmp_p
     reports = run_all(cfg, classifier)
     assert reports[2].stage == "ingest" and reports[2].done == 5 and reports[2].skipped == 1
 
-    rows = manifest_rows((tmp_path / "harvest-home/dataset" / f"manifests/{cfg.run_id}.jsonl").read_bytes())
+    rows = manifest_rows((tmp_path / "harvest-home/dataset" / manifest_key(cfg.run_id)).read_bytes())
     assert {row["url"].removeprefix(site + "/"): row["label"] for row in rows} == {
         "photos/chelsea.jpg": "egyptian_cat",  # chelsea-copy.jpg is the same bytes: one entry
         "photos/deep-cat.jpg": "egyptian_cat",  # a mirrored copy is another image
@@ -112,7 +113,7 @@ def test_url_list_on_s3(site, s3, bucket, classifier, tmp_path):
         {"url_list": f"s3://{bucket}/lists/coffee.csv", "labels": ["espresso"]}, "manual__s3list", s3=s3
     )
     run_all(cfg, classifier)
-    rows = manifest_rows((tmp_path / "harvest-home/dataset" / f"manifests/{cfg.run_id}.jsonl").read_bytes())
+    rows = manifest_rows((tmp_path / "harvest-home/dataset" / manifest_key(cfg.run_id)).read_bytes())
     assert [row["label"] for row in rows] == ["espresso"]
 
 

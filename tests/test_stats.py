@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from harvest.dataset.index import build_index
+from harvest.dataset.layout import manifest_key
 from harvest.dataset.stats import domain_stats, format_table
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
@@ -35,5 +36,5 @@ def test_domain_stats_and_index_after_a_run(site, classifier):
     index = build_index(LocalStore(cfg.destination))
     assert index["labels"] == {"daisy": 1, "egyptian_cat": 1, "espresso": 1, "palace": 1}
     assert index["images"] == 4
-    assert index["manifests"] == [{"key": f"manifests/{cfg.run_id}.jsonl", "images": 4}]
+    assert index["manifests"] == [{"key": manifest_key(cfg.run_id), "images": 4, "run_id": cfg.run_id}]
     assert (Path(cfg.destination) / "index.json").is_file()

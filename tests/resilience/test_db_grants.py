@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy
 from helpers import DEFAULT_EXPORT_KEYS, EXPECTED_KEPT, expected_image_keys, manifest_rows
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
 from harvest.settings.config import build_config
@@ -107,7 +108,7 @@ def test_a_harvest_runs_as_a_plain_role_with_the_readme_grants(
 
     dataset = Path(cfg.destination)
     published = {str(path.relative_to(dataset)) for path in dataset.rglob("*") if path.is_file()}
-    manifest = f"manifests/{cfg.run_id}.jsonl"
+    manifest = manifest_key(cfg.run_id)
     assert published == expected_image_keys(site_root) | {manifest} | DEFAULT_EXPORT_KEYS
     rows = manifest_rows((dataset / manifest).read_bytes())
     assert sorted(row["label"] for row in rows) == sorted(EXPECTED_KEPT.values())

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from test_download import blank_png
 
 import harvest
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import record_report, record_run_stats
 from harvest.stages.classify import run_classify
@@ -343,7 +344,7 @@ def test_a_hostile_site_is_harvested_within_bounds_and_every_refusal_has_its_rea
     assert twice == {}
     dataset = tmp_path / "dataset"
     published = {str(path.relative_to(dataset)) for path in dataset.rglob("*") if path.is_file()}
-    manifest = f"manifests/{cfg.run_id}.jsonl"
+    manifest = manifest_key(cfg.run_id)
     assert published == expected_image_keys(site_root) | {manifest} | DEFAULT_EXPORT_KEYS
     rows = manifest_rows((dataset / manifest).read_bytes())
     assert sorted(row["label"] for row in rows) == sorted(EXPECTED_KEPT.values())

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from helpers import EXPECTED_KEPT
 from PIL import Image
 
+from harvest.dataset.layout import manifest_key
 from harvest.demo_site import DEMO_LABELS
 from harvest.model.labels import resolve_labels
 from harvest.model.registry import model_key
@@ -45,7 +46,7 @@ def _by_path(items: list[dict], base: str) -> dict[str, dict]:
 
 
 def _manifest(harvested, run_id: str) -> list[dict]:
-    path = harvested.home / "dataset" / "manifests" / f"{run_id}.jsonl"
+    path = harvested.home / "dataset" / manifest_key(run_id)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -1,5 +1,9 @@
 """The dataset card: README.md at the destination, so whoever finds the dataset learns what is in it,
-how it was filtered and whose pictures it holds, plus two histograms as PNG.
+how each run filtered it and whose pictures it holds, and how to load it. It opens with the YAML
+header the Hugging Face Hub and ``datasets.load_dataset(<folder>)`` read: the configs point at the
+image folder and the Parquet manifest only, so the card's own images, variants and thumbnails are
+never loaded as dataset images. Beside it go histograms of sizes, aspect ratios and scores, and a
+sheet of sample thumbnails per label (``card/``).
 """
 
 from __future__ import annotations
@@ -9,34 +13,58 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
+from harvest.dataset.layout import (
+    ATTRIBUTION_KEY,
+    CARD_KEY,
+    CLASSES_KEY,
+    METADATA_KEY,
+    PARQUET_KEY,
+    SHARDS_KEY,
+    TRAINING_PREFIX,
+)
+from harvest.dataset.runs import RunFilters, published_runs
 from harvest.dataset.stats import optout_key
+from harvest.images.variants import TRAINING_JPEG_QUALITY
 from harvest.licences import UNKNOWN, requires_attribution
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image
-from harvest.storage import Store
+from harvest.storage import Store, Stores
 
-CARD_KEY = "README.md"
-#: author, source and licence of every published image whose licence requires attribution
-ATTRIBUTION_KEY = "ATTRIBUTION.md"
+if TYPE_CHECKING:
+    from harvest.dataset.exports import DatasetRows
+
 SIZES_KEY = "card/sizes.png"
 ASPECTS_KEY = "card/aspect_ratios.png"
+SCORES_KEY = "card/scores.png"
+SAMPLES_KEY = "card/samples.jpg"
+#: sample thumbnails per label on the card, their side in pixels, and the labels shown at most
+SAMPLES_PER_LABEL = 4
+SAMPLE_SIDE = 96
+SAMPLE_LABELS = 40
 
 
-def _histogram(values: Sequence[float], title: str, xlabel: str, bins: int = 30) -> bytes:
+def _histogram(
+    values: Sequence[float],
+    title: str,
+    xlabel: str,
+    bins: int = 30,
+    value_range: tuple[float, float] | None = None,
+) -> bytes:
     """A histogram as PNG, drawn with Pillow: a plotting library would cost a second or two of import
     and first-render time on every publish, for two charts of bars."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
-    counts, edges = np.histogram(np.asarray(values if len(values) else [0.0], dtype=np.float64), bins=bins)
+    values_ = np.asarray(values if len(values) else [0.0], dtype=np.float64)
+    counts, edges = np.histogram(values_, bins=bins, range=value_range)
     width, height = 600, 350
     left, right, top, bottom = 64, 20, 40, 58  # margins around the plotting area
     image = Image.new("RGB", (width, height), "white")
@@ -104,26 +132,10 @@ def _filter_counts(database_url: str) -> Counter:
     return counts
 
 
-def _layout(exports: Iterable[str]) -> str:
-    """The layout lines for the files this destination actually gets besides the images."""
-    lines = []
-    if "parquet" in exports:
-        lines.append(
-            "- `manifests/dataset.parquet`: one row per image (URL, page, alt text, label, score, size,\n"
-            "  hashes, public EXIF fields)."
-        )
-    lines.append("- `manifests/<run_id>.jsonl`: what each run published.")
-    if "webdataset" in exports:
-        lines.append(
-            "- `webdataset/*.tar`: img2dataset-style shards (`.jpg`/`.png`, `.txt`, `.cls`, `.json`)."
-        )
-    return "\n".join(lines)
-
-
 @dataclass
 class CardFigures:
-    """What the card says about the dataset, gathered a page of rows at a time: counters and the
-    histograms' values (8 bytes an image each), never the rows themselves."""
+    """What the card says about the dataset, gathered a page of rows at a time: counters, the
+    histograms' values (8 bytes an image each) and a few sample images per label, never the rows."""
 
     images: int = 0
     total_bytes: int = 0
@@ -139,6 +151,9 @@ class CardFigures:
     attributed: int = 0
     sizes: array = field(default_factory=lambda: array("d"))
     aspects: array = field(default_factory=lambda: array("d"))
+    scores: array = field(default_factory=lambda: array("d"))
+    #: label -> up to SAMPLES_PER_LABEL square thumbnails (JPEG bytes, a few KB each)
+    samples: dict[str, list[bytes]] = field(default_factory=dict)
 
     def add(self, rows: list[dict]) -> None:
         for row in rows:
@@ -157,6 +172,176 @@ class CardFigures:
             self.sizes.append((row["width"] * row["height"]) ** 0.5)
             if row["height"]:
                 self.aspects.append(row["width"] / row["height"])
+            if row["score"] is not None:
+                self.scores.append(row["score"])
+
+    def add_samples(self, rows: list[dict], stores: Stores) -> None:
+        """Keep a thumbnail of the first images of each label (rows come in key order, and keys end
+        in the content hash, so these are an arbitrary but stable pick)."""
+        for row in rows:
+            kept = self.samples.setdefault(row["label"], [])
+            if len(kept) >= SAMPLES_PER_LABEL or len(self.samples) > SAMPLE_LABELS:
+                continue
+            try:
+                kept.append(_thumbnail(stores(row["staging"]).get(row["staging_key"])))
+            except Exception:  # noqa: BLE001 - a sample that cannot be read is left out of the card
+                continue
+
+
+def _thumbnail(data: bytes) -> bytes:
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as source:
+        image = ImageOps.fit(ImageOps.exif_transpose(source).convert("RGB"), (SAMPLE_SIDE, SAMPLE_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _sample_sheet(samples: dict[str, list[bytes]]) -> bytes:
+    """One row per label: its name, then its sample thumbnails."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    labels = sorted(label for label, thumbs in samples.items() if thumbs)[:SAMPLE_LABELS]
+    name_w, gap = 180, 6
+    width = name_w + SAMPLES_PER_LABEL * (SAMPLE_SIDE + gap) + gap
+    sheet = Image.new("RGB", (width, max(1, len(labels)) * (SAMPLE_SIDE + gap) + gap), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(14)
+    for row, label in enumerate(labels):
+        y = gap + row * (SAMPLE_SIDE + gap)
+        draw.text((gap, y + SAMPLE_SIDE // 2), label[:24], fill="black", font=font, anchor="lm")
+        for col, thumb in enumerate(samples[label]):
+            with Image.open(io.BytesIO(thumb)) as image:
+                sheet.paste(image, (name_w + gap + col * (SAMPLE_SIDE + gap), y))
+    buffer = io.BytesIO()
+    sheet.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def size_category(images: int) -> str:
+    """The Hugging Face Hub's size category for a number of images."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if images < limit:
+            return name
+    return "100K<n<1M" if images < 1_000_000 else "1M<n<10M"
+
+
+def yaml_header(cfg: HarvestConfig, images: int) -> str:
+    """The card's YAML front matter: licence, task, size, and the configs ``load_dataset`` reads.
+    Only the image folders are named, so ``card/``, ``variants/``, ``thumbnails/`` and the WebDataset
+    shards are never taken for dataset images. The Parquet manifest has no config here: ``datasets``
+    picks one builder for every config of a folder (from the first config's files), so a Parquet
+    config beside image configs would load no rows; the card's snippet loads it with the
+    ``parquet`` builder instead."""
+    lines = [
+        "---",
+        "license: other",
+        "license_name: per-image",
+        "license_details: >-",
+        "  Images collected from public web pages; each keeps its author's rights. See the source",
+        "  page of each image (page_url) before redistributing.",
+        "task_categories:",
+        "- image-classification",
+        "size_categories:",
+        f"- {size_category(images)}",
+        "pretty_name: Harvested image dataset",
+        "configs:",
+        "- config_name: default",
+        "  default: true",
+        "  data_files:",
+        "  - split: train",
+        "    path: images/**",
+    ]
+    if cfg.publish_format == "jpeg":
+        lines += [
+            "- config_name: jpeg",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {TRAINING_PREFIX}**",
+        ]
+    return "\n".join([*lines, "---"])
+
+
+def _runs_table(runs: list[tuple[RunFilters, int]]) -> str:
+    if not runs:
+        return "none"
+    lines = [
+        "| run | model | labels | top_k | threshold | minimum size | images |",
+        "|---|---|---|---:|---:|---|---:|",
+    ]
+    for run, count in runs:
+        labels = ", ".join(run.labels) or "-"
+        size = f"{run.min_width}x{run.min_height}" if run.min_width else "-"
+        lines.append(
+            f"| `{run.run_id}` | `{run.model or '-'}` | {labels} | {_value(run.top_k)} | "
+            f"{_value(run.threshold)} | {size} | {count} |"
+        )
+    return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _layout(cfg: HarvestConfig) -> str:
+    """The layout lines for the files this destination actually gets besides the images."""
+    lines = [
+        f"- `{METADATA_KEY}`: one row per image with its `file_name` (Hugging Face `imagefolder`",
+        "  attaches these columns to each image).",
+        f"- `{CLASSES_KEY}`: label -> class index; labels are only ever appended, so an index keeps",
+        "  its meaning as the dataset grows.",
+    ]
+    if cfg.publish_format == "jpeg":
+        lines.append(
+            f"- `{TRAINING_PREFIX}<label>/<sha256>.jpg`: a training copy of every image, RGB JPEG at "
+            f"quality {TRAINING_JPEG_QUALITY}\n  (the originals stay in `images/`)."
+        )
+    if "parquet" in cfg.exports:
+        lines.append(f"- `{PARQUET_KEY}`: one row per image, the same columns as `metadata.jsonl`.")
+    lines.append("- `manifests/<run>.jsonl`: what each run published (file names are run ids as slugs).")
+    if "webdataset" in cfg.exports:
+        lines.append(
+            "- `webdataset/<run>-<n>.tar`: WebDataset shards (image, `.cls` class index, `.txt`, `.json`);\n"
+            f"  `{SHARDS_KEY}` lists them."
+        )
+    lines.append(
+        "- `card/`, `variants/`, `thumbnails/`: the card's pictures and resized copies; no config loads them."
+    )
+    return "\n".join(lines)
+
+
+def _snippets(cfg: HarvestConfig) -> str:
+    parts = [
+        "```python",
+        "import json, datasets",
+        'ds = datasets.load_dataset("path/to/dataset", split="train")  # images + metadata.jsonl columns',
+        'names = sorted(json.load(open("path/to/dataset/classes.json")).items(), key=lambda kv: kv[1])',
+        'ds = ds.cast_column("label", datasets.ClassLabel(names=[name for name, _ in names]))',
+    ]
+    if "parquet" in cfg.exports:
+        parts += [
+            f'manifest = datasets.load_dataset("parquet", data_files="path/to/dataset/{PARQUET_KEY}", split="train")',
+            "",
+            "import pandas as pd",
+            f'rows = pd.read_parquet("path/to/dataset/{PARQUET_KEY}")',
+        ]
+    if "webdataset" in cfg.exports:
+        parts += [
+            "",
+            "import webdataset as wds",
+            f'shards = [s["url"] for s in json.load(open("path/to/dataset/{SHARDS_KEY}"))["shards"]]',
+            'samples = wds.WebDataset([f"path/to/dataset/{s}" for s in shards], shardshuffle=False)',
+            'samples = samples.decode("pil").to_tuple("jpg;png;gif;webp", "cls", "json")',
+        ]
+    parts += [
+        "",
+        "import tensorflow as tf",
+        'train = tf.keras.utils.image_dataset_from_directory("path/to/dataset/'
+        + (TRAINING_PREFIX.rstrip("/") if cfg.publish_format == "jpeg" else "images")
+        + '", image_size=(224, 224))',
+        "```",
+    ]
+    return "\n".join(parts)
 
 
 def _cell(text: str) -> str:
@@ -176,7 +361,11 @@ def _optout_counts(database_url: str) -> Counter:
 
 
 def render_card(
-    cfg: HarvestConfig, figures: CardFigures, filtered: Counter, optouts: Counter | None = None
+    cfg: HarvestConfig,
+    figures: CardFigures,
+    filtered: Counter,
+    runs: list[tuple[RunFilters, int]],
+    optouts: Counter | None = None,
 ) -> str:
     licence_text = (
         _table(figures.licences, "licence (SPDX)")
@@ -198,21 +387,29 @@ def render_card(
     optout_text = (
         _table(optouts, "directive (where found)") if optouts else "No image was skipped for an opt-out."
     )
-    return f"""# Image dataset
+    return f"""{yaml_header(cfg, figures.images)}
+
+# Image dataset
 
 {figures.images} images in {len(figures.labels)} classes, {figures.total_bytes / 1e6:.1f} MB, harvested by the image
 harvester. Which run published each image is in the manifests.
+
+## Load it
+
+{_snippets(cfg)}
 
 ## Layout
 
 - `images/<label>/<sha256>.<ext>`: one folder per class (ImageFolder layout; Keras
   `image_dataset_from_directory("images")` and Hugging Face `load_dataset("imagefolder")` read it).
   File names are the SHA-256 of the bytes.
-{_layout(cfg.exports)}
+{_layout(cfg)}
 
 ## Classes
 
 {_table(figures.labels, "label")}
+
+![sample images per label]({SAMPLES_KEY})
 
 ## Sources
 
@@ -222,16 +419,23 @@ harvester. Which run published each image is in the manifests.
 
 {_table(figures.formats, "format")}
 
-## Sizes
+## Sizes and scores
 
 ![image sizes]({SIZES_KEY})
 ![aspect ratios]({ASPECTS_KEY})
+![classifier scores]({SCORES_KEY})
 
 ## Filters applied
 
-- classifier `{cfg.model}`: a target class in the top {cfg.top_k} with probability >= {cfg.threshold}
-- minimum size {cfg.min_width}x{cfg.min_height} pixels; still raster images only (JPEG, PNG, GIF,
-  WebP, BMP, TIFF; format decided by the file's bytes, every pixel decoded)
+Each run decided with its own classifier and thresholds:
+
+{_runs_table(runs)}
+
+and every run applied these rules (with the settings of the latest publish):
+
+- a target class in the run's top_k with at least the run's threshold probability
+- still raster images only (JPEG, PNG, GIF, WebP, BMP, TIFF; format decided by the file's bytes,
+  every pixel decoded), at least the run's minimum size
 - near duplicates: perceptual hashes within {cfg.near_dup_distance} bits; the largest, least
   compressed copy is kept
 - placeholders: pictures that {cfg.placeholder_min_urls} or more URLs of one host serve
@@ -258,12 +462,17 @@ Images not harvested because their site opted out, by directive:
 """
 
 
-def write_card(cfg: HarvestConfig, destination: Store, figures: CardFigures) -> str:
+def write_card(cfg: HarvestConfig, destination: Store, figures: CardFigures, dataset: DatasetRows) -> str:
     destination.put(
         SIZES_KEY, _histogram(figures.sizes, "Image size", "sqrt(width x height), pixels"), "image/png"
     )
     destination.put(ASPECTS_KEY, _histogram(figures.aspects, "Aspect ratio", "width / height"), "image/png")
-    card = render_card(cfg, figures, _filter_counts(cfg.database_url), _optout_counts(cfg.database_url))
+    destination.put(
+        SCORES_KEY, _histogram(figures.scores, "Classifier score", "probability", 20, (0.0, 1.0)), "image/png"
+    )
+    destination.put(SAMPLES_KEY, _sample_sheet(figures.samples), "image/jpeg")
+    runs = published_runs(cfg.database_url, cfg.destination, dataset.runs)
+    card = render_card(cfg, figures, _filter_counts(cfg.database_url), runs, _optout_counts(cfg.database_url))
     destination.put(CARD_KEY, card.encode("utf-8"), "text/markdown")
     _write_attributions(destination, figures)
     return destination.url(CARD_KEY)

@@ -1,182 +1,122 @@
-"""Dataset-wide exports that ML tools read as is: a Parquet manifest, WebDataset tar shards and the
-dataset card, all rebuilt from the state DB's current publications (withdrawn objects excluded).
+"""Dataset-wide exports that ML tools read as is, all rebuilt from the state DB's current
+publications (withdrawn objects excluded) in the dataset's one schema (:mod:`harvest.dataset.schema`):
+the Parquet manifest, the ImageFolder ``metadata.jsonl`` (Hugging Face ``imagefolder`` attaches its
+columns to each image by ``file_name``), ``classes.json``, the WebDataset shards (written
+incrementally: :mod:`harvest.dataset.webdataset`) and the dataset card.
 
 The destination's publications are read a page at a time and each page goes to every export at
-once: the Parquet file and the tar shards are written to temporary files and uploaded from them, and
-the card keeps only counters and the two histograms' values. Publish's memory therefore does not
-grow with the size of the dataset by more than a few bytes per image.
+once: the Parquet and metadata files are written to temporary files and uploaded from them, and the
+card keeps only counters, the histograms' values and a few sample images per label. Publish's memory
+therefore does not grow with the size of the dataset by more than a few bytes per image.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import tarfile
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
+from harvest.dataset.layout import (
+    IMAGES_PREFIX,
+    METADATA_KEY,
+    PARQUET_KEY,
+    TRAINING_METADATA_KEY,
+    TRAINING_PREFIX,
+    ClassIndex,
+    training_key,
+)
+from harvest.dataset.runs import Runs
+from harvest.dataset.schema import COLUMNS, EXIF_COLUMNS, arrow_schema, image_details, public, record
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
-from harvest.state.models import Candidate, Image, ImageUrl, Publication
+from harvest.state.models import Publication
 from harvest.storage import Store, Stores
 
 log = logging.getLogger(__name__)
 
-PARQUET_KEY = "manifests/dataset.parquet"
-WEBDATASET_PREFIX = "webdataset/"
-#: Public EXIF fields copied into the exports; private ones (GPS, owner, serials) never are.
-EXIF_COLUMNS = ("make", "model", "date_taken", "orientation", "copyright", "country")
-#: each image's licence (SPDX id or "unknown"), the URL of its evidence and the author to credit
-LICENCE_COLUMNS = ("license", "license_url", "author")
+__all__ = ["COLUMNS", "EXIF_COLUMNS", "PARQUET_KEY", "DatasetRows", "write_exports"]
+
 #: publications read at a time
 PAGE_ROWS = 500
-#: the Parquet manifest's columns, in order (a row also carries where its bytes are staged)
-COLUMNS = (
-    "key",
-    "label",
-    "score",
-    "sha256",
-    "source_sha256",
-    "url",
-    "page_url",
-    "alt",
-    "urls_seen",
-    "width",
-    "height",
-    "format",
-    "mime_type",
-    "size_bytes",
-    "has_alpha",
-    "phash",
-    "entropy",
-    "run_id",
-    *(f"exif_{name}" for name in EXIF_COLUMNS),
-    "rendition_url",
-    "renditions_failed",
-    *LICENCE_COLUMNS,
+
+_FIELDS = (
+    Publication.key,
+    Publication.label,
+    Publication.score,
+    Publication.sha256,
+    Publication.content_sha256,
+    Publication.run_id,
 )
 
 
-def dataset_pages(database_url: str, destination: str, size: int = PAGE_ROWS) -> Iterator[list[dict]]:
-    """One row per object currently published at the destination, in key order, ``size`` at a time."""
-    after = ""
-    while True:
-        with session_scope(database_url) as session:
-            found = session.execute(
-                select(
-                    Publication.key,
-                    Publication.label,
-                    Publication.score,
-                    Publication.content_sha256,
-                    Publication.run_id,
-                    Image.sha256,
-                    Image.first_url,
-                    Image.width,
-                    Image.height,
-                    Image.format,
-                    Image.mime_type,
-                    Image.size_bytes,
-                    Image.has_alpha,
-                    Image.phash,
-                    Image.entropy,
-                    Image.staging,
-                    Image.storage_key,
-                    Image.clean_key,
-                    Image.exif,
-                )
-                .join(Image, Image.sha256 == Publication.sha256)
-                .where(
-                    Publication.destination == destination,
-                    Publication.withdrawn_at.is_(None),
-                    Publication.key.like("images/%"),
-                    Publication.key > after,
-                )
-                .order_by(Publication.key)
-                .limit(size)
-            ).all()
+class DatasetRows:
+    """The destination's published objects as rows of the one schema: the label's index from
+    ``classes.json`` (new labels appended), the run id and model of the run that published each."""
+
+    def __init__(self, cfg: HarvestConfig, destination: Store):
+        self.cfg = cfg
+        self.classes = ClassIndex(destination)
+        self.runs = Runs(cfg.database_url, cfg.models_dir)
+
+    def _where(self):
+        return (
+            Publication.destination == self.cfg.destination,
+            Publication.withdrawn_at.is_(None),
+            Publication.key.like(f"{IMAGES_PREFIX}%"),
+        )
+
+    def pages(self, size: int = PAGE_ROWS) -> Iterator[list[dict]]:
+        """Every published object, in key order, ``size`` at a time."""
+        after = ""
+        while True:
+            with session_scope(self.cfg.database_url) as session:
+                found = session.execute(
+                    select(*_FIELDS)
+                    .where(*self._where(), Publication.key > after)
+                    .order_by(Publication.key)
+                    .limit(size)
+                ).all()
             if not found:
                 return
-            shas = list({row.sha256 for row in found})
-            sources: dict[str, tuple] = {}
-            for sha256, *source in session.execute(
-                select(
-                    Candidate.sha256,
-                    Candidate.url,
-                    Candidate.page_url,
-                    Candidate.alt,
-                    Candidate.rendition_url,
-                    Candidate.renditions_failed,
-                    Candidate.license,
-                    Candidate.license_evidence,
-                    Candidate.author,
+            yield self._rows(found)
+            after = found[-1].key
+
+    def for_keys(self, keys: list[str]) -> list[dict]:
+        """The rows of some published objects, in the order of ``keys``."""
+        with session_scope(self.cfg.database_url) as session:
+            found = session.execute(select(*_FIELDS).where(*self._where(), Publication.key.in_(keys))).all()
+        rows = {row["key"]: row for row in self._rows(found)}
+        return [rows[key] for key in keys if key in rows]
+
+    def _rows(self, found) -> list[dict]:
+        self.classes.ensure(self._label(p) for p in found)
+        images = image_details(self.cfg.database_url, (p.sha256 for p in found))
+        jpeg = self.cfg.publish_format == "jpeg"
+        rows = []
+        for p in found:
+            run = self.runs[p.run_id]
+            rows.append(
+                record(
+                    key=p.key,
+                    label=self._label(p),
+                    label_index=self.classes[self._label(p)],
+                    score=p.score,
+                    sha256=p.content_sha256 or p.sha256,
+                    run_id=run.run_id,
+                    model=run.model,
+                    image=images[p.sha256],
+                    training_key=training_key(p.key) if jpeg else None,
                 )
-                .where(Candidate.sha256.in_(shas))
-                .order_by(Candidate.id)
-            ):
-                sources.setdefault(sha256, tuple(source))
-            url_counts: dict[str, int] = {}
-            for sha256 in session.scalars(select(ImageUrl.sha256).where(ImageUrl.sha256.in_(shas))):
-                url_counts[sha256] = url_counts.get(sha256, 0) + 1
-        yield [_row(found_row, sources, url_counts) for found_row in found]
-        after = found[-1].key
+            )
+        return rows
 
-
-def _row(found, sources: dict[str, tuple], url_counts: dict[str, int]) -> dict:
-    url, page_url, alt, rendition_url, failed, spdx, evidence, author = sources.get(
-        found.sha256, (found.first_url, None, None, None, None, None, None, None)
-    )
-    exif = found.exif or {}
-    row = {
-        "key": found.key,
-        "label": found.label or found.key.split("/")[1],
-        "score": found.score,
-        "sha256": found.content_sha256 or found.sha256,
-        "source_sha256": found.sha256,
-        "url": url,
-        "page_url": page_url,
-        "alt": alt,
-        "urls_seen": url_counts.get(found.sha256, 1),
-        "width": found.width,
-        "height": found.height,
-        "format": found.format,
-        "mime_type": found.mime_type,
-        "size_bytes": found.size_bytes,
-        "has_alpha": found.has_alpha,
-        "phash": found.phash,
-        "entropy": found.entropy,
-        "run_id": found.run_id,
-        "staging": found.staging,
-        "staging_key": found.clean_key or found.storage_key,
-        "rendition_url": rendition_url or url,
-        "renditions_failed": [{"url": f["url"], "reason": f["reason"]} for f in failed or []],
-    }
-    row.update({f"exif_{name}": _text(exif.get(name)) for name in EXIF_COLUMNS})
-    row.update(license=spdx or "unknown", license_url=(evidence or {}).get("url"), author=author)
-    return row
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _schema():
-    import pyarrow as pa
-
-    types = {
-        "score": pa.float64(),
-        "entropy": pa.float64(),
-        "urls_seen": pa.int32(),
-        "width": pa.int32(),
-        "height": pa.int32(),
-        "size_bytes": pa.int64(),
-        "has_alpha": pa.bool_(),
-        "renditions_failed": pa.list_(pa.struct([("url", pa.string()), ("reason", pa.string())])),
-    }
-    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
+    @staticmethod
+    def _label(publication) -> str:
+        return publication.label or publication.key.split("/")[1]
 
 
 class ParquetExport:
@@ -185,109 +125,78 @@ class ParquetExport:
     def __init__(self, sink: BinaryIO):
         import pyarrow.parquet as pq
 
-        self.schema = _schema()
+        self.schema = arrow_schema()
         self.writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
 
     def add(self, rows: list[dict]) -> None:
         import pyarrow as pa
 
-        table = pa.Table.from_pylist([{c: row[c] for c in COLUMNS} for row in rows], schema=self.schema)
+        table = pa.Table.from_pylist([public(row) for row in rows], schema=self.schema)
         self.writer.write_table(table)
 
     def close(self) -> None:
         self.writer.close()
 
 
-class WebDatasetExport:
-    """Tar shards of ``shard_size`` samples, each written to a temporary file and uploaded when full;
-    sample keys are img2dataset's zero-padded shard+index numbers."""
+class ImageFolderMetadata:
+    """``metadata.jsonl`` beside an ImageFolder tree: the row of each image plus ``file_name``, its
+    path relative to the file (what the Hugging Face ``imagefolder`` builder joins on)."""
 
-    def __init__(self, destination: Store, stores: Stores, shard_size: int):
-        self.destination, self.stores, self.shard_size = destination, stores, shard_size
-        self.written: list[str] = []
-        self._file: BinaryIO | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._count = 0
+    def __init__(self, prefix: str, sink: BinaryIO):
+        self.prefix, self.sink = prefix, sink
 
     def add(self, rows: list[dict]) -> None:
         for row in rows:
-            shard, index = divmod(self._count, self.shard_size)
-            if index == 0:
-                self._finish_shard()
-                # both closed when the shard is uploaded (_finish_shard) or abandoned (discard)
-                self._file = tempfile.TemporaryFile()  # noqa: SIM115
-                self._tar = tarfile.open(fileobj=self._file, mode="w")  # noqa: SIM115
-            key = f"{shard:05d}{index:04d}" if self.shard_size <= 10_000 else f"{shard:05d}{index:09d}"
-            data = self.stores(row["staging"]).get(row["staging_key"])
-            ext = row["key"].rsplit(".", 1)[-1]
-            meta = {k: v for k, v in row.items() if k not in ("staging", "staging_key")}
-            meta.update(key=key, status="success", caption=row["alt"])
-            _add(self._tar, f"{key}.{ext}", data)
-            _add(self._tar, f"{key}.txt", (row["alt"] or "").encode("utf-8"))
-            _add(self._tar, f"{key}.cls", row["label"].encode("utf-8"))
-            _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
-            self._count += 1
-
-    def _finish_shard(self) -> None:
-        if self._tar is None or self._file is None:
-            return
-        self._tar.close()
-        key = f"{WEBDATASET_PREFIX}{len(self.written):05d}.tar"
-        self.destination.put_file(key, self._file, "application/x-tar")
-        self._file.close()
-        self._tar = self._file = None
-        self.written.append(key)
-
-    def close(self) -> None:
-        """Upload the last shard and remove shards a larger dataset left behind."""
-        self._finish_shard()
-        keep = set(self.written)
-        for stale in [k for k in self.destination.keys(WEBDATASET_PREFIX) if k not in keep]:
-            self.destination.delete(stale)
-
-    def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
+            key = row["training_key"] if self.prefix == TRAINING_PREFIX else row["key"]
+            line = {"file_name": key.removeprefix(self.prefix), **public(row)}
+            self.sink.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_exports(cfg: HarvestConfig, destination: Store, stores: Stores) -> dict:
+def write_exports(cfg: HarvestConfig, destination: Store, stores: Stores) -> dict[str, Any]:
     from harvest.dataset.card import CardFigures, write_card
+    from harvest.dataset.webdataset import update_shards
 
+    dataset = DatasetRows(cfg, destination)
     figures = CardFigures()
-    with tempfile.TemporaryFile() as parquet_file:
+    card = "card" in cfg.exports
+    with (
+        tempfile.TemporaryFile() as parquet_file,
+        tempfile.TemporaryFile() as metadata_file,
+        tempfile.TemporaryFile() as training_file,
+    ):
         parquet = ParquetExport(parquet_file) if "parquet" in cfg.exports else None
-        shards = (
-            WebDatasetExport(destination, stores, cfg.webdataset_shard_size)
-            if "webdataset" in cfg.exports
-            else None
-        )
-        try:
-            for rows in dataset_pages(cfg.database_url, cfg.destination):
-                figures.add(rows)
-                if parquet:
-                    parquet.add(rows)
-                if shards:
-                    shards.add(rows)
-        except BaseException:
-            if shards:
-                shards.discard()
-            raise
-        written: dict = {"rows": figures.images}
+        # the Hugging Face layout: the card's YAML points at the folders these describe
+        metadata = [ImageFolderMetadata(IMAGES_PREFIX, metadata_file)] if card else []
+        if card and cfg.publish_format == "jpeg":
+            metadata.append(ImageFolderMetadata(TRAINING_PREFIX, training_file))
+        for rows in dataset.pages():
+            figures.add(rows)
+            if card:
+                figures.add_samples(rows, stores)
+            if parquet:
+                parquet.add(rows)
+            for part in metadata:
+                part.add(rows)
+        written: dict[str, Any] = {"rows": figures.images}
         if parquet:
             parquet.close()
             destination.put_file(PARQUET_KEY, parquet_file, "application/vnd.apache.parquet")
             written["parquet"] = destination.url(PARQUET_KEY)
-        if shards:
-            shards.close()
-            written["webdataset_shards"] = len(shards.written)
-    if "card" in cfg.exports:
-        written["card"] = write_card(cfg, destination, figures)
+        for part, key in zip(metadata, (METADATA_KEY, TRAINING_METADATA_KEY), strict=False):
+            destination.put_file(key, part.sink, "application/x-ndjson")
+    if "webdataset" in cfg.exports:
+        shards = update_shards(
+            cfg.database_url,
+            cfg.destination,
+            destination,
+            stores,
+            dataset.for_keys,
+            cfg.manifest_id or cfg.run_id,
+            cfg.webdataset_shard_size,
+        )
+        written["webdataset_shards"] = shards["shards"]
+        written["webdataset_new_shards"] = shards["new"]
+    if card:
+        written["card"] = write_card(cfg, destination, figures, dataset)
     log.info("exports: %s", written)
     return written

@@ -28,7 +28,11 @@ def build_index(store: Store) -> dict:
         if not key.endswith(".jsonl"):
             continue
         rows = [json.loads(line) for line in store.get(key).decode("utf-8").splitlines() if line.strip()]
-        manifests.append({"key": key, "images": len(rows)})
+        # the file name is the run id's slug; the rows carry the run id itself
+        run_ids = sorted({row["run_id"] for row in rows if row.get("run_id")})
+        manifests.append(
+            {"key": key, "images": len(rows), "run_id": run_ids[0] if len(run_ids) == 1 else None}
+        )
         for row in rows:
             if (row["label"], row["sha256"]) not in images:
                 images.add((row["label"], row["sha256"]))

@@ -1,8 +1,12 @@
-"""Resized copies and square thumbnails of published images, made once per image and size.
+"""Resized copies, square thumbnails and the training copy of published images, made once each.
 
 Each variant set is an ImageFolder of its own (``variants/w256/<label>/...``,
 ``thumbnails/s128/<label>/...``). Variants are upright (EXIF orientation applied) and carry no
 metadata at all; formats that can be transparent (PNG, WebP, GIF) become PNG, the rest JPEG.
+
+The training copy (``publish_format: jpeg``) is ``training/<label>/<sha256>.jpg``, named after the
+published original's hash: every image at full size as an RGB JPEG (transparency flattened onto
+white, an animation's first frame), which every loader decodes alike; the originals stay as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +20,29 @@ from harvest.settings.config import HarvestConfig
 from harvest.storage import Store, Stores
 
 LOSSLESS = ("PNG", "WEBP", "GIF")
+TRAINING_PREFIX = "training/"
+#: JPEG quality of the training copy: high enough that re-encoding a JPEG loses nothing visible
+TRAINING_JPEG_QUALITY = 90
+
+
+def training_key(key: str) -> str:
+    """The training copy of ``images/<label>/<sha256>.<ext>``: ``training/<label>/<sha256>.jpg``."""
+    return TRAINING_PREFIX + key.removeprefix("images/").rsplit(".", 1)[0] + ".jpg"
+
+
+def training_copy(data: bytes) -> bytes:
+    """The image upright, in RGB, as a JPEG at :data:`TRAINING_JPEG_QUALITY`, no metadata."""
+    with Image.open(io.BytesIO(data)) as source:
+        image = ImageOps.exif_transpose(source)
+        if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", rgba.size, "white")
+            image.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            image = image.convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=TRAINING_JPEG_QUALITY, optimize=True)
+        return buffer.getvalue()
 
 
 def variant_keys(
@@ -51,7 +78,7 @@ def render(data: bytes, width: int | None, square: int | None, as_png: bool) -> 
 
 
 def publish_variants(cfg: HarvestConfig, destination: Store, stores: Stores, kept: list) -> int:
-    """Make the variants that do not exist yet; returns how many were written."""
+    """Make the variants (and training copies) that do not exist yet; returns how many were written."""
     written = 0
     for item in kept:
         wanted = [
@@ -59,9 +86,13 @@ def publish_variants(cfg: HarvestConfig, destination: Store, stores: Stores, kep
             for v in variant_keys(item, cfg.variant_widths, cfg.thumbnail_size)
             if not destination.exists(v[0])
         ]
-        if not wanted:
+        training = cfg.publish_format == "jpeg" and not destination.exists(training_key(item.key))
+        if not wanted and not training:
             continue
         data = stores(item.staging).get(item.staging_key)
+        if training:
+            destination.put(training_key(item.key), training_copy(data), "image/jpeg")
+            written += 1
         for key, width, square in wanted:
             out = render(data, width, square, key.endswith(".png"))
             destination.put(key, out, "image/png" if key.endswith(".png") else "image/jpeg")

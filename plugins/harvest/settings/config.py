@@ -123,6 +123,8 @@ class HarvestConfig:
     obey_robots_agents: tuple[str, ...] = ()
     #: "auto": pages whose HTML names no content image but has scripts are rendered (script_fed.py)
     render: str = _P["render"]
+    #: "jpeg" also publishes an RGB JPEG training copy of every image (harvest.images.variants)
+    publish_format: str = _P["publish_format"]
     models_dir: Path = DEFAULT_MODELS_DIR
     s3: S3Options | None = field(default=None, repr=True)
     #: names the manifest (the Airflow run id); empty means run_id
@@ -246,6 +248,7 @@ def build_config(
         **_numbers(params, problems),
         **_places(params, env, problems),
         **_form_choices(params, env, problems),
+        **_publishing(params, problems),
         **_network(env, problems),
         **_crawler(params, env, problems),
         **_consent(params, env, problems),
@@ -404,6 +407,15 @@ def _render(params: Mapping[str, Any], env: Mapping[str, str], problems: list[st
             "package or set HARVEST_CHROMIUM)"
         )
     return render
+
+
+def _publishing(params: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """How images are published: their own bytes only, or with an RGB JPEG training copy too."""
+    choices = HARVEST_PARAMS["publish_format"].enum or ()
+    value = str(params.get("publish_format") or PARAM_DEFAULTS["publish_format"]).strip().lower()
+    if value not in choices:
+        problems.append(f"publish_format must be one of {list(choices)}, got {value!r}")
+    return {"publish_format": value}
 
 
 def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

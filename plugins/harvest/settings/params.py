@@ -259,6 +259,15 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "Destination",
         "s3://bucket/prefix or a local folder; empty uses HARVEST_DESTINATION or the local default.",
     ),
+    ParamSpec(
+        "publish_format",
+        "original",
+        "string",
+        "Publish format",
+        "original publishes each image's own bytes only; jpeg also writes a training copy of every "
+        "image as an RGB JPEG (quality 90) under training/, the originals kept in images/.",
+        enum=("original", "jpeg"),
+    ),
 )
 
 #: The Param only image_rethreshold has: which harvest run to decide again.

@@ -12,17 +12,17 @@ later verdict are deleted only after it.
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 
 from harvest.dataset.curate import CurationVerdict as Verdict
 from harvest.dataset.curate import curate_keepers as judge
+from harvest.dataset.layout import manifest_key, training_key
+from harvest.dataset.manifest import RunManifest
 from harvest.images.sanitize import POLICY
 from harvest.model.labels import ImageNetClass, Target, resolve_labels
 from harvest.model.registry import resolve_model
@@ -72,16 +72,6 @@ class Kept:
     @property
     def published_sha256(self) -> str:
         return self.content_sha256 or self.sha256
-
-    def manifest_row(self) -> dict:
-        row = asdict(self)
-        row.pop("staging")
-        row.pop("staging_key")
-        row.pop("mime_type")
-        row.pop("content_sha256")
-        row["source_sha256"] = self.sha256
-        row["sha256"] = self.published_sha256
-        return row
 
 
 #: A keeper as the stage holds it from selection to manifest: (label folder, sha256, candidate id,
@@ -187,10 +177,6 @@ def select_kept(
     return [item for chunk in chunks(picks, STREAM_ROWS) for item in expand(cfg, chunk, key)], scored
 
 
-def manifest_key(run_id: str) -> str:
-    return f"manifests/{run_id}.jsonl"
-
-
 def _report_category(reason: str) -> str:
     """Report categories: "placeholder", "near duplicate", "low information", ..."""
     return reason.split(":")[0].split(" (")[0].split(" of ")[0]
@@ -258,16 +244,16 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
     started, handled = time.monotonic(), 0
     # The manifest is written as the keepers are published and uploaded last from this file, so
     # the stage holds a chunk of rows at a time however large the run.
-    with tempfile.TemporaryFile() as manifest:
+    with RunManifest(cfg, destination) as manifest:
         for chunk in chunks(picks, STREAM_ROWS):
             kept = _clean_copies(cfg, _curated(expand(cfg, chunk, spec.key), verdict, report), report)
             _publish_chunk(cfg, destination, stores, kept, report)
-            if cfg.variant_widths or cfg.thumbnail_size:
+            if cfg.variant_widths or cfg.thumbnail_size or cfg.publish_format == "jpeg":
                 from harvest.images.variants import publish_variants
 
                 variants += publish_variants(cfg, destination, stores, kept)
+            manifest.add(kept)
             for item in kept:
-                manifest.write(json.dumps(item.manifest_row(), sort_keys=True).encode("utf-8") + b"\n")
                 labels[item.label] += 1
             handled += len(chunk)
             log.info(
@@ -285,9 +271,10 @@ def run_publish(cfg: HarvestConfig) -> StageReport:
             from harvest.dataset.exports import write_exports
 
             report.extra["exports"] = write_exports(cfg, destination, stores)
-        destination.put_file(manifest_key(cfg.manifest_id or cfg.run_id), manifest, "application/x-ndjson")
+        manifest.put()
     for key_, reason in withdrawn:
         destination.delete(key_)
+        destination.delete(training_key(key_))  # its training copy, if one was made
         log.info("publish: withdrew %s: %s", destination.url(key_), reason)
     report.extra.update(
         kept=labels.total(),

@@ -218,7 +218,10 @@ class Prediction(Base):
 
 class Publication(Base):
     __tablename__ = "publications"
-    __table_args__ = (UniqueConstraint("destination", "key", name="uq_publications_destination_key"),)
+    __table_args__ = (
+        UniqueConstraint("destination", "key", name="uq_publications_destination_key"),
+        Index("ix_publications_destination_shard", "destination", "shard"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     destination: Mapped[str] = mapped_column(Text)
@@ -233,6 +236,8 @@ class Publication(Base):
     #: set when a later publish removed the object (found to be a placeholder or a duplicate)
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     withdrawn_reason: Mapped[str | None] = mapped_column(Text)
+    #: the WebDataset shard (``webdataset/<run slug>-<n>.tar``) holding the object, once it is in one
+    shard: Mapped[str | None] = mapped_column(Text)
 
 
 class Takedown(Base):

@@ -1,5 +1,8 @@
 """A store in a local folder: writes go to a temp file in the store's writing folder and are renamed
-into place, so a reader never sees half an object. A writer killed mid-write leaves its temp file
+into place, so a reader never sees half an object. Files and folders get the permissions the
+process's umask leaves (0644 and 0755 under the usual 022), as any other tool's output would: a
+training job or web server running as another user reads a published dataset; a umask of 077 keeps
+a store private. A writer killed mid-write leaves its temp file
 there, where the next store opened on that machine finds and removes it: only in a writing folder a
 store created itself (it holds the store's marker folder), and only files named like its temp files.
 """
@@ -40,6 +43,8 @@ _TEMP_NAME = re.compile(r"\.tmp-(?P<host>.+)\.(?P<pid>[0-9]+)-[0-9a-f]+")
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+#: asked for when a file is created; the umask takes its bits away (rename keeps them)
+_FILE_MODE = 0o666
 
 
 #: temp file names within a process: host and process id, then a number from this counter
@@ -180,7 +185,7 @@ class LocalStore:
         for _ in range(100):
             tmp = f"{writing}/{prefix}{next(_TEMP_NAMES):x}"
             try:
-                fd = os.open(tmp, _CREATE, 0o600)
+                fd = os.open(tmp, _CREATE, _FILE_MODE)
             except FileExistsError:  # left by a dead process that had this process id
                 continue
             except FileNotFoundError:

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import desc, select, update
 
-from harvest.dataset.card import CARD_KEY
-from harvest.dataset.exports import PARQUET_KEY, WEBDATASET_PREFIX, write_exports
+from harvest.dataset.exports import write_exports
+from harvest.dataset.layout import CARD_KEY, PARQUET_KEY, TRAINING_PREFIX, WEBDATASET_PREFIX
 from harvest.settings.config import HarvestConfig, S3Options
 from harvest.state.db import chunks, session_scope
 from harvest.state.models import Publication, Run, utcnow
@@ -26,8 +26,9 @@ from harvest.storage import Store, Stores, open_store
 
 log = logging.getLogger(__name__)
 
-#: the folders of resized copies (harvest.images.variants): ``<folder>/<size>/<label>/<sha256>.<ext>``
-VARIANT_FOLDERS = ("variants/", "thumbnails/")
+#: the folders of resized copies and training JPEGs (harvest.images.variants), whose file names are
+#: ``<sha256>.<ext>``: ``<folder>/<size>/<label>/...`` or ``training/<label>/...``
+VARIANT_FOLDERS = ("variants/", "thumbnails/", TRAINING_PREFIX)
 MANIFESTS = "manifests/"
 #: the staging area an S3 destination keeps in its own prefix: not part of the published dataset
 STAGING_PREFIX = "_staging/"
