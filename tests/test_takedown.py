@@ -11,7 +11,7 @@ import tarfile
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import manifest_rows, sha256_file
+from helpers import is_image_key, manifest_rows, sha256_file
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -85,7 +85,7 @@ def _mentions(objects: dict[str, bytes], needles: set[str]) -> list[str]:
 
 
 def _published_shas(objects: dict[str, bytes]) -> set[str]:
-    return {key.rsplit("/", 1)[-1].split(".")[0] for key in objects if key.startswith("images/")}
+    return {key.rsplit("/", 1)[-1].split(".")[0] for key in objects if is_image_key(key)}
 
 
 def test_takedown_removes_everywhere_and_later_runs_honour_it(
@@ -160,7 +160,7 @@ def test_takedown_removes_everywhere_and_later_runs_honour_it(
         table = pq.read_table(io.BytesIO(objects["manifests/dataset.parquet"]))
         assert sorted(table.column("source_sha256").to_pylist()) == sorted([china, flower]), where
         samples = set()
-        for key in (k for k in objects if k.startswith("webdataset/")):
+        for key in (k for k in objects if k.startswith("webdataset/") and k.endswith(".tar")):
             with tarfile.open(fileobj=io.BytesIO(objects[key])) as tar:
                 samples |= {
                     json.loads(tar.extractfile(m).read())["source_sha256"]

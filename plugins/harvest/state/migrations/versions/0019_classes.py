@@ -1,16 +1,16 @@
 """Record which WebDataset shard holds each publication, so a publish writes new shards for what is
 new and rewrites only the shards that hold a withdrawn object, instead of rebuilding every shard.
 
-Revision ID: 0018_classes
-Revises: 0011_image_detail
+Revision ID: 0019_classes
+Revises: 0018_found_by
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_classes"
-down_revision = "0011_image_detail"
+revision = "0019_classes"
+down_revision = "0018_found_by"
 branch_labels = None
 depends_on = None
 
