@@ -94,7 +94,9 @@ def test_options_win_over_params_json_which_wins_over_the_file(tmp_path):
     settings = tmp_path / "settings.yaml"
     settings.write_text("threshold: 0.4\ntop_k: 7\nmax_pages: 30\nlabels:\n  - goldfish\n  - tabby\n")
     args = harvest_parser().parse_args(
-        _harvest_run("--params-file", str(settings), "--params", '{"top_k": 4, "quota": 2}', "--threshold", "0.6")
+        _harvest_run(
+            "--params-file", str(settings), "--params", '{"top_k": 4, "quota": 2}', "--threshold", "0.6"
+        )
     )
     assert given_params(args) == {
         "threshold": 0.6,  # option over file
@@ -124,7 +126,9 @@ def test_a_bad_params_file_is_named_with_its_problem(tmp_path, name, text, probl
         given_params(harvest_parser().parse_args(_harvest_run("--params-file", str(path))))
     assert str(path) in str(raised.value) and problem in str(raised.value)
     with pytest.raises(ConfigError, match="cannot read"):
-        given_params(harvest_parser().parse_args(_harvest_run("--params-file", str(tmp_path / "missing.json"))))
+        given_params(
+            harvest_parser().parse_args(_harvest_run("--params-file", str(tmp_path / "missing.json")))
+        )
 
 
 def test_list_options_split_on_commas_outside_brackets():

@@ -91,8 +91,9 @@ def _help(spec: ParamSpec) -> str:
 def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One option per Param of ``HARVEST_PARAMS``, plus ``--params`` and ``--params-file``."""
     group = parser.add_argument_group(
-        "run Params", "Each Param of the image_harvest DAG (harvest/settings/params.py); options win over "
-        "--params, which wins over --params-file."
+        "run Params",
+        "Each Param of the image_harvest DAG (harvest/settings/params.py); options win over "
+        "--params, which wins over --params-file.",
     )
     group.add_argument("--params", metavar="JSON", help="Params as a JSON object, e.g. '{\"top_k\": 3}'")
     group.add_argument(
