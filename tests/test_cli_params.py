@@ -196,3 +196,9 @@ def test_harvest_run_records_the_params_its_options_give(tmp_path, site):
     for stream in (result.stdout, result.stderr):
         assert "\r" not in stream and "\x1b" not in stream
     assert "download shard" in result.stderr  # the stages' own progress log lines
+
+
+def test_the_command_line_page_names_every_option():
+    page = (REPO / "docs" / "command-line.md").read_text()
+    missing = [option_name(name) for name in HARVEST_PARAMS if f"`{option_name(name)}`" not in page]
+    assert missing == [], f"docs/command-line.md does not list {missing}"

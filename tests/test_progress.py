@@ -38,7 +38,7 @@ def _final_lines(output: str) -> dict[str, dict[str, int | None]]:
     for raw in output.replace("\r\n", "\n").split("\n"):
         if ERASE not in raw:
             continue
-        match = LINE.match(raw.rsplit(ERASE, 1)[-1])
+        match = LINE.match(raw.rsplit(ERASE, 1)[-1].rstrip("\r"))
         if match:
             found[match["label"]] = {
                 k: None if v is None else int(v) for k, v in match.groupdict().items() if k != "label"

@@ -111,6 +111,8 @@ class ProgressDisplay:
     def _draw(self, now: float) -> None:
         width = shutil.get_terminal_size((120, 24)).columns - 1  # no wrap: a wrapped line is not redrawn
         line = format_line(self._current, now - self._started)[:width]
-        self.stream.write(_ERASE + line)
+        # the cursor goes back to the line's start: a message another part writes to the terminal
+        # (Airflow's task log, TensorFlow's C++ log) then replaces the line instead of trailing it
+        self.stream.write(_ERASE + line + "\r")
         self.stream.flush()
         self._drawn_at = now
