@@ -131,6 +131,7 @@ def _summary(run, state: str, seconds: float) -> dict:
             summary["kept"] = publish.get("kept")
             summary["manifest"] = publish.get("manifest")
             summary["destination"] = (run.params or {}).get("destination")
+            summary["params"] = run.params  # what the run recorded: the options, file and defaults merged
     return summary
 
 

@@ -12,11 +12,15 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from harvest.demo_site import DEMO_LABELS
 from harvest.progress import ProgressDisplay, format_line
 from harvest.report import StageReport
 
+REPO = Path(__file__).resolve().parents[1]
 ERASE = "\r\x1b[K"
 LINE = re.compile(
     r"^(?P<label>\S+)\s+(?P<handled>\d+)(?:/(?P<total>\d+)\s+\d+%)?\s+[\d.]+/s\s+"
@@ -146,3 +150,55 @@ def test_harvest_run_on_a_terminal_shows_each_stage_ending_at_its_final_counts(t
     assert reports["publish"]["kept"] > 0
     # the stages' INFO progress messages give way to the lines; nothing else is logged on success
     assert "download shard" not in output
+
+
+@pytest.mark.slow
+def test_make_harvest_on_a_terminal_takes_every_option_and_shows_the_stages(tmp_path, site):
+    """scripts/run_harvest.py (``make harvest``): the DAG through dag.test() with Params from a file
+    and options, on a pseudo-terminal; the run records those Params and the lines end at its counts."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("max_pages: 10\ntop_k: 4\nthreshold: 0.9\n")
+    summary_path = tmp_path / "summary.json"
+    argv = [
+        sys.executable,
+        str(REPO / "scripts" / "run_harvest.py"),
+        "--seeds",
+        f"{site}/index.html",
+        "--labels",
+        ",".join(DEMO_LABELS),
+        "--params-file",
+        str(settings),
+        "--max-pages",
+        "50",
+        "--threshold",
+        "0.15",
+        "--domains",
+        "127.0.0.1",
+        "--url-deny",
+        "/never/",
+        "--summary-json",
+        str(summary_path),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        HARVEST_HOME=str(tmp_path / "harvest-home"),
+        HARVEST_SHARDS="2",
+        COLUMNS="200",
+    )
+    code, output = _run_in_pty(argv, env)
+    assert code == 0, output[-4000:]
+    summary = json.loads(summary_path.read_text())
+    params = summary["params"]
+    assert (params["max_pages"], params["top_k"], params["threshold"]) == (50, 4, 0.15)
+    assert (params["domains"], params["url_deny"]) == (["127.0.0.1"], ["/never/"])
+    shown = _final_lines(output)
+    assert list(shown) == ["crawl", "extract", "download[0]", "download[1]", "classify", "publish"]
+    for label, line in shown.items():
+        counters = summary["counters"][label]
+        assert (line["done"], line["failed"], line["skipped"]) == (
+            counters["done"],
+            counters["failed"],
+            counters["skipped"],
+        ), label
+    assert summary["kept"] > 0
