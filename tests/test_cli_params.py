@@ -202,3 +202,44 @@ def test_the_command_line_page_names_every_option():
     page = (REPO / "docs" / "command-line.md").read_text()
     missing = [option_name(name) for name in HARVEST_PARAMS if f"`{option_name(name)}`" not in page]
     assert missing == [], f"docs/command-line.md does not list {missing}"
+
+
+def _make_harvest_argv(*assignments: str) -> list[str]:
+    """The run_harvest.py arguments ``make harvest`` passes for these variables (``make -n``)."""
+    import shlex
+
+    shown = subprocess.run(
+        ["make", "-n", "harvest", "VENV=/nonexistent-venv", *assignments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace("\\\n", " ")
+    line = next(line for line in shown.splitlines() if "scripts/run_harvest.py" in line)
+    words = shlex.split(line)
+    return words[words.index("scripts/run_harvest.py") + 1 :]
+
+
+def test_make_harvest_passes_seeds_labels_dest_params_file_and_args(tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("max_depth: 1\ntop_k: 9\n")
+    argv = _make_harvest_argv(
+        "SEEDS=https://example.org/a/,https://example.org/b/",
+        "LABELS=goldfish,tabby",
+        "DEST=s3://bucket/prefix",
+        f"PARAMS_FILE={settings}",
+        "ARGS=--threshold 0.5 --top-k 3 --no-same-domain",
+    )
+    args = _run_harvest_parser().parse_args(argv)
+    assert not args.demo
+    assert given_params(args) == {
+        "seeds": ["https://example.org/a/", "https://example.org/b/"],
+        "labels": ["goldfish", "tabby"],
+        "destination": "s3://bucket/prefix",
+        "max_depth": 1,
+        "top_k": 3,  # ARGS over PARAMS_FILE
+        "threshold": 0.5,
+        "same_domain": False,
+    }
+    demo = _run_harvest_parser().parse_args(_make_harvest_argv("ARGS=--threshold 0.5"))
+    assert demo.demo and given_params(demo) == {"threshold": 0.5}
