@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="serve the bundled demo site; its seeds and labels apply unless the Params give their own",
+        help="serve the bundled demo site; its seeds and labels apply unless the Params give seeds or a profile",
     )
     parser.add_argument("--summary-json", help="also write the run summary to this file")
     parser.add_argument(
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     display = _progress_display(args.progress)
     home = _prepare_environment()
     with ExitStack() as stack:
-        if args.demo and not conf.get("seeds"):
+        if args.demo and not conf.get("seeds") and not conf.get("profile"):
             from harvest import demo_site
 
             os.environ.setdefault("HARVEST_ALLOW_PRIVATE_NETWORKS", "1")
