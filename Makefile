@@ -23,12 +23,11 @@ $(MODEL): $(VENV)/.installed include/models/convert_efficientnet_lite0.py
 	$(PY) include/models/convert_efficientnet_lite0.py --out $(MODEL)
 
 # Without SEEDS: serve the offline demo site and harvest it. With SEEDS (and LABELS, DEST): real sites.
+# Any Param from a file or as options: make harvest PARAMS_FILE=settings.yaml ARGS="--threshold 0.5 --top-k 3"
+# (docs/command-line.md; scripts/run_harvest.py --help lists every option).
 harvest: setup
-ifdef SEEDS
-	$(PY) scripts/run_harvest.py --seeds "$(SEEDS)" --labels "$(LABELS)" $(if $(DEST),--destination "$(DEST)")
-else
-	$(PY) scripts/run_harvest.py --demo $(if $(LABELS),--labels "$(LABELS)") $(if $(DEST),--destination "$(DEST)")
-endif
+	$(PY) scripts/run_harvest.py $(if $(SEEDS),--seeds "$(SEEDS)",--demo) $(if $(LABELS),--labels "$(LABELS)") \
+		$(if $(DEST),--destination "$(DEST)") $(if $(PARAMS_FILE),--params-file "$(PARAMS_FILE)") $(ARGS)
 
 test: setup lint
 	$(PY) -m pytest

@@ -4,6 +4,10 @@
 loopback, the embedded defaults apply (SQLite state and a local output folder under ``.harvest/``),
 and the DAG runs exactly as the scheduler would run it, task by task. Pass seeds, labels and a
 destination to harvest real sites the same way.
+
+Every DAG Param is an option (generated from harvest/settings/params.py: ``--threshold 0.5
+--top-k 3 --no-same-domain``), and ``--params-file`` (JSON or YAML) / ``--params`` (JSON) give
+several at once; options win over ``--params``, which wins over the file. See docs/command-line.md.
 """
 
 from __future__ import annotations
@@ -21,16 +25,40 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
+    """The script's options plus one per DAG Param (harvest.settings.cli_options)."""
+    from harvest.settings.cli_options import add_param_options
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--demo", action="store_true", help="serve and harvest the bundled demo site")
-    parser.add_argument("--seeds", default="", help="comma-separated seed URLs")
-    parser.add_argument("--labels", default="", help="comma-separated ImageNet labels or WordNet ids")
-    parser.add_argument("--destination", default="", help="s3://bucket/prefix or a folder")
-    parser.add_argument("--max-depth", type=int)
-    parser.add_argument("--max-pages", type=int)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the bundled demo site; its seeds and labels apply unless the Params give seeds or a profile",
+    )
     parser.add_argument("--summary-json", help="also write the run summary to this file")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="a progress line per stage, updated in place (auto: when stdout is a terminal)",
+    )
+    add_param_options(parser)
+    return parser
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def _conf(args: argparse.Namespace) -> dict:
+    """The run's conf: options > --params > --params-file (the demo's seeds and labels below them)."""
+    from harvest.settings.cli_options import given_params
+    from harvest.settings.errors import ConfigError
+
+    try:
+        return given_params(args)
+    except ConfigError as exc:
+        sys.exit(f"run_harvest: {exc}")
 
 
 def _prepare_environment() -> Path:
@@ -103,40 +131,36 @@ def _summary(run, state: str, seconds: float) -> dict:
             summary["kept"] = publish.get("kept")
             summary["manifest"] = publish.get("manifest")
             summary["destination"] = (run.params or {}).get("destination")
+            summary["params"] = run.params  # what the run recorded: the options, file and defaults merged
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    conf = _conf(args)
+    display = _progress_display(args.progress)
     home = _prepare_environment()
-    conf: dict = {}
     with ExitStack() as stack:
-        if args.demo:
+        if args.demo and not conf.get("seeds") and not conf.get("profile"):
             from harvest import demo_site
 
             os.environ.setdefault("HARVEST_ALLOW_PRIVATE_NETWORKS", "1")
             root = demo_site.build_site(home / "demo-site")
             base = stack.enter_context(demo_site.serve(root))
             print(f"Serving the demo site at {base}/ (from {root})", flush=True)
-            conf.update(seeds=[f"{base}/index.html"], labels=list(demo_site.DEMO_LABELS))
-        if args.seeds:
-            conf["seeds"] = [s.strip() for s in args.seeds.split(",") if s.strip()]
-        if args.labels:
-            conf["labels"] = [s.strip() for s in args.labels.split(",") if s.strip()]
-        if args.destination:
-            conf["destination"] = args.destination
-        if args.max_depth is not None:
-            conf["max_depth"] = args.max_depth
-        if args.max_pages is not None:
-            conf["max_pages"] = args.max_pages
-        if not conf.get("seeds") or not conf.get("labels"):
-            sys.exit("give --seeds and --labels (or --demo); see --help")
+            conf["seeds"] = [f"{base}/index.html"]
+            conf.setdefault("labels", list(demo_site.DEMO_LABELS))
+        if not conf.get("profile") and (not conf.get("seeds") or not conf.get("labels")):
+            sys.exit("give --seeds and --labels (or --demo, --profile or --params-file); see --help")
 
         started = time.monotonic()
         _migrate_airflow_db(home)
         _ensure_network_pool()
         dag = _load_dag()
+        if display is not None:
+            stack.enter_context(display)
         run = dag.test(run_conf=conf)
+        stack.close()  # the progress lines end before the summary is printed
         state = str(getattr(run.state, "value", run.state))
         summary = _summary(run, state, time.monotonic() - started)
 
@@ -153,6 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         f"\nDataset:  {summary.get('destination')}\nManifest: {summary.get('manifest')}"
     )
     return 0
+
+
+def _progress_display(mode: str):
+    """On a terminal, a progress line per stage (harvest.progress) instead of Airflow's INFO task
+    logs, which would scroll it away: warnings and errors still print."""
+    if mode == "never" or (mode == "auto" and not sys.stdout.isatty()):
+        return None
+    from harvest.progress import ProgressDisplay
+
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    return ProgressDisplay(sys.stdout)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
     assert len({row["sha256"] for row in rows}) == 4
     # the domain package logged its progress and the per-domain table into the task logs
     assert "download shard" in result.stdout + result.stderr
+    # not a terminal: plain log lines, no progress display and no control characters
+    assert "\r" not in result.stdout + result.stderr and "\x1b" not in result.stdout + result.stderr
     assert summary["counters"]["domains"][0]["domain"] == "127.0.0.1"
 
     # the re-threshold DAG decides again from the stored scores, given the harvest's Airflow run id and no

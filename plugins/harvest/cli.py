@@ -9,8 +9,9 @@ run's counters), so a stage that died can be re-run from a shell, a cron job or 
     harvest run --run-id manual__2 --params-file settings.json --destination s3://bucket/prefix
     harvest takedown --params '{"page_urls": ["https://example.com/a.html"], "reason": "DMCA 2026-7"}'
 
-Settings come from ``--params`` (the DAG's Params as JSON) and the same ``HARVEST_*`` variables the DAG
-reads; S3 credentials from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL``.
+Every DAG Param is an option too (``--threshold 0.5 --top-k 3``), generated from
+harvest/settings/params.py; options win over ``--params`` (JSON), which wins over ``--params-file``
+(JSON or YAML), which wins over the same ``HARVEST_*`` variables the DAG reads; S3 credentials from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL``.
 Without ``--params`` a stage after ``prepare`` reuses the settings the run was prepared with.
 """
 
@@ -23,12 +24,14 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from harvest.progress import ProgressDisplay
 from harvest.report import StageReport
+from harvest.settings.cli_options import add_param_options, given_params, merge
 from harvest.settings.config import PARAM_DEFAULTS, ConfigError, HarvestConfig, build_config
 from harvest.settings.params import env_params
 from harvest.stages import STAGE_NAMES
@@ -46,11 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (stage, run):
         sub.add_argument("--run-id", required=True, help="the run's scope in the state DB")
         sub.add_argument("--manifest-id", default="", help="names the manifest (default: the run id)")
-        given = sub.add_mutually_exclusive_group()
-        given.add_argument("--params", help="the DAG Params as a JSON object")
-        given.add_argument("--params-file", type=Path, help="a JSON file holding the Params")
         sub.add_argument("--database-url", help="state DB (default: HARVEST_DATABASE_URL or local SQLite)")
-        sub.add_argument("--destination", help="s3://bucket/prefix or a folder; overrides the Params")
+        sub.add_argument(
+            "--progress",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="a progress line per stage, updated in place (auto: when stdout is a terminal)",
+        )
+        add_param_options(sub)
     takedown = commands.add_parser("takedown", help="take images down everywhere and block them")
     takedown.add_argument(
         "--params", required=True, help="image_takedown's Params as JSON (image_urls, ..., reason)"
@@ -105,20 +111,17 @@ def recorded_params(database_url: str | None, run_id: str, env: Mapping[str, str
 
 
 def settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> HarvestConfig:
+    """The run's settings: options > ``--params`` > ``--params-file`` > defaults, where the defaults
+    are the Params a prepared run recorded (a stage after prepare, given no file or JSON) or else the
+    environment's (HARVEST_SEEDS, ...)."""
     env = os.environ if env is None else env
-    if args.params is not None:
-        given = json.loads(args.params)
-    elif args.params_file is not None:
-        given = json.loads(args.params_file.read_text())
-    elif args.command == "stage" and args.stage != "prepare":
-        given = recorded_params(args.database_url, args.run_id, env)
+    given = given_params(args)
+    reuse = args.command == "stage" and args.stage != "prepare" and args.params is None
+    if reuse and args.params_file is None:
+        defaults = recorded_params(args.database_url, args.run_id, env)
     else:
-        given = {}
-    if not isinstance(given, dict):
-        raise ConfigError(["params: expected a JSON object of DAG Params"])
-    params = {**env_params(env), **given}
-    if args.destination:
-        params["destination"] = args.destination
+        defaults = env_params(env)
+    params = merge(defaults, given)
     return build_config(
         params, args.run_id, env=env, database_url=args.database_url, manifest_id=args.manifest_id
     )
@@ -133,13 +136,11 @@ def run_stage(cfg: HarvestConfig, stage: str, shard: int | None = None, classifi
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "takedown":
+        _configure_logging(None)
         return _takedown(args)
+    display = progress_display(args.progress)
+    _configure_logging(display)
     try:
         cfg = settings(args)
         if args.command == "stage" and args.shard is not None and not 0 <= args.shard < cfg.num_shards:
@@ -151,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.stage if args.command == "stage" else "run"
     log.info("%s of run %s starting (state DB %s)", name, cfg.run_id, _safe(cfg.database_url))
     try:
-        if args.command == "run":
-            from harvest.pipeline import run_all
+        with display or nullcontext():
+            if args.command == "run":
+                from harvest.pipeline import run_all
 
-            reports = run_all(cfg)
-        else:
-            reports = run_stage(cfg, args.stage, args.shard)
+                reports = run_all(cfg)
+            else:
+                reports = run_stage(cfg, args.stage, args.shard)
     except ConfigError as exc:
         print(f"harvest: {exc}", file=sys.stderr)
         return 2
@@ -164,6 +166,42 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report.as_dict(), sort_keys=True, default=str), flush=True)
     log.info("%s of run %s finished in %.2f s", name, cfg.run_id, time.monotonic() - started)
     return 0
+
+
+def progress_display(mode: str, stream: TextIO | None = None) -> ProgressDisplay | None:
+    """The per-stage progress lines: on a terminal (``auto``), always, or never."""
+    stream = stream or sys.stdout
+    if mode == "never" or (mode == "auto" and not stream.isatty()):
+        return None
+    return ProgressDisplay(stream)
+
+
+class _AboveProgress(logging.Handler):
+    """Log records printed above the running stage's progress line, which is redrawn under them."""
+
+    def __init__(self, display: ProgressDisplay) -> None:
+        super().__init__()
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.display.write_above(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
+
+
+def _configure_logging(display: ProgressDisplay | None) -> None:
+    """INFO log lines on stderr; with a progress display, the lines replace the stages' own progress
+    messages, so the terminal shows warnings and errors only, printed above the progress lines."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if display is None:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=fmt)
+    else:
+        handler = _AboveProgress(display)
+        handler.setFormatter(logging.Formatter(fmt))
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _safe(url: str) -> str:

@@ -1,9 +1,31 @@
-"""What a stage returns: small counts that fit in an XCom and in a log line."""
+"""What a stage returns: small counts that fit in an XCom and in a log line.
+
+The counts are also watchable while the stage runs (:func:`watching`): a terminal's progress display
+(harvest.progress) follows every report of the process without the stages knowing about it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+#: Called with a report when it is created and whenever one of its counts changes.
+Watcher = Callable[["StageReport"], None]
+_watchers: list[Watcher] = []
+_COUNTS = frozenset({"done", "failed", "skipped", "total"})
+
+
+@contextmanager
+def watching(watcher: Watcher) -> Iterator[None]:
+    """Call ``watcher`` on every report's changes in this process, until the block ends. It runs in
+    the thread that changed the count, so it must be quick and thread-safe."""
+    _watchers.append(watcher)
+    try:
+        yield
+    finally:
+        _watchers.remove(watcher)
 
 
 @dataclass
@@ -14,6 +36,21 @@ class StageReport:
     skipped: int = 0
     reasons: Counter = field(default_factory=Counter)
     extra: dict = field(default_factory=dict)
+    #: how many items done + failed + skipped will reach, when the stage knows it up front
+    total: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_live", True)
+        self._notify()
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name in _COUNTS and _watchers and self.__dict__.get("_live"):
+            self._notify()
+
+    def _notify(self) -> None:
+        for watcher in tuple(_watchers):
+            watcher(self)
 
     def count(self, outcome: str, reason: str | None = None) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)

@@ -220,6 +220,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
             )
         )
     log.info("download shard %d: %d candidates pending", shard, total)
+    report.total = report.skipped + total  # for a progress display: the prefilter's skips count
     started = time.monotonic()
     with (
         _inspector_pool(inspection_processes(cfg.inspect_processes, total), cfg, store) as processes,
