@@ -39,7 +39,7 @@ from harvest.web.politeness import HostGate, SlotTimeout
 POLL = 0.02
 POLL_MAX = 0.25
 
-_NOW = "extract(epoch from clock_timestamp())"
+_NOW = "extract(epoch from clock_timestamp())::float8"
 _ENSURE = text(
     "INSERT INTO host_budget (host, delay, floor, next_start, held_until, streak, pages, images, requests, "
     "throttled, errors, peak_rate, updated_at) VALUES (:host, :delay, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "
