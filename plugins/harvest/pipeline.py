@@ -1,5 +1,9 @@
 """A harvest run in this process: preparing it, one stage with its bookkeeping, or every stage in
-order (harvest.stages.STAGES); the DAG runs the same stages one task each."""
+order (harvest.stages.STAGES); the DAG runs the same stages one task each.
+
+What only preparing or extracting uses (the model's label tables, the destination check, the
+crawler's parsers) is imported inside those functions: a download task's process starts without it.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,9 @@ from dataclasses import asdict
 
 from sqlalchemy import select
 
-from harvest.dataset.quota import shortfalls
-from harvest.destination_check import check_destinations
-from harvest.model.labels import resolve_labels
-from harvest.model.registry import resolve_model
 from harvest.report import StageReport
 from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages import STAGE_BY_NAME, STAGES
-from harvest.stages.crawl import seed_pages
-from harvest.stages.extract import run_extract
-from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Run, utcnow
 
@@ -33,6 +30,12 @@ def run_params(cfg: HarvestConfig) -> dict:
 
 def prepare_run(cfg: HarvestConfig) -> dict:
     """Check labels, bring the schema up to date and record the run with its seeds, before any crawling."""
+    from harvest.destination_check import check_destinations
+    from harvest.model.labels import resolve_labels
+    from harvest.model.registry import resolve_model
+    from harvest.stages.crawl import seed_pages
+    from harvest.stages.sources import SourceError, check_url_list
+
     targets = resolve_labels(cfg.labels, cfg.models_dir, resolve_model(cfg.model, cfg.models_dir).classes)
     check_destinations(cfg)
     if cfg.url_list:
@@ -76,6 +79,9 @@ def record_report(cfg: HarvestConfig, report: StageReport) -> None:
 
 def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains."""
+    from harvest.stages.extract import run_extract
+    from harvest.stages.sources import apply_domain_filter, run_ingest
+
     reports = [run_extract(cfg)]
     if cfg.url_list:
         reports.append(run_ingest(cfg))
@@ -118,6 +124,7 @@ def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
 
 def record_run_stats(cfg: HarvestConfig) -> dict:
     """Per-domain success statistics and quota shortfalls, stored with the run and logged."""
+    from harvest.dataset.quota import shortfalls
     from harvest.dataset.stats import domain_stats, format_table
 
     stats = domain_stats(cfg.database_url, cfg.run_id)
