@@ -307,16 +307,10 @@ def cli_harvest(
     base = [sys.executable, "-m", "harvest.cli", "stage"]
     tail = ["--run-id", run_id, "--database-url", database_url]
     started, cpu = time.perf_counter(), children_cpu()
-    subprocess.run(
-        [*base, "prepare", *tail, "--params", params], env=env, check=True, stderr=subprocess.DEVNULL
-    )
-    subprocess.run(
-        [*base, "extract", *tail], env=env, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-    )
+    _harvest([*base, "prepare", *tail, "--params", params], env)
+    _harvest([*base, "extract", *tail], env)
     download_started, download_cpu = time.perf_counter(), children_cpu()
-    subprocess.run(
-        [*base, "download", *tail], env=env, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
-    )
+    _harvest([*base, "download", *tail], env)
     ended, cpu_ended = time.perf_counter(), children_cpu()
     with session_scope(database_url) as session:
         stored = session.scalar(
@@ -325,6 +319,13 @@ def cli_harvest(
             .where(Candidate.run_id == run_id, Candidate.status == "done")
         )
     return ended - started, cpu_ended - cpu, ended - download_started, cpu_ended - download_cpu, stored
+
+
+def _harvest(command: list[str], env: dict[str, str]) -> None:
+    """One ``harvest`` process; its log is shown only when it fails."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command[3:5])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
 def inspection_cost(root: Path, names: list[str], sample: int = 300) -> tuple[float, float]:
@@ -407,7 +408,9 @@ def main() -> int:
         with serve(root) as base:
             urls = [f"{base}/{name}" for name in names]
             url_file = workdir / "urls.txt"
-            url_file.write_text("".join(f"{url}\n" for url in urls))
+            url_file.write_text("".join(f"{url}\n" for url in urls))  # img2dataset's txt input
+            url_csv = workdir / "urls.csv"  # the harvest's URL list: a CSV with a url column
+            url_csv.write_text("url\n" + "".join(f"{url}\n" for url in urls))
             bare_loop(urls[:50], threads)  # warm the server and the page cache
             waited, cost = wait_for_calm_disk(workdir / "staging-probe")
             print(f"waited {waited:.0f}s for a calm disk (a new 66 kB file: {cost * 1e3:.2f} ms of CPU)")
@@ -430,7 +433,7 @@ def main() -> int:
                     elif name == "cli":
                         run_id = f"cli-{stamp}-{round_}"
                         total, cpu, alone, alone_cpu, stored = cli_harvest(
-                            url_file, database_url, workdir, run_id, threads
+                            url_csv, database_url, workdir, run_id, threads
                         )
                         assert stored == len(urls), f"the harvest stored {stored} of {len(urls)}"
                         row.update(cli=total, cli_cpu=cpu, download=alone, download_cpu=alone_cpu)
