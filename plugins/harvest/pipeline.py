@@ -33,7 +33,6 @@ def prepare_run(cfg: HarvestConfig) -> dict:
     from harvest.destination_check import check_destinations
     from harvest.model.labels import resolve_labels
     from harvest.model.registry import resolve_model
-    from harvest.stages.crawl import seed_pages
     from harvest.stages.sources import SourceError, check_url_list
 
     targets = resolve_labels(cfg.labels, cfg.models_dir, resolve_model(cfg.model, cfg.models_dir).classes)
@@ -56,7 +55,11 @@ def prepare_run(cfg: HarvestConfig) -> dict:
             run.params = run_params(cfg)
             run.finished_at = None
             log.info("run scope %s exists: re-running it for %s", cfg.run_id, cfg.manifest_id or cfg.run_id)
-    seeded = seed_pages(cfg)
+    seeded = 0
+    if cfg.seeds:  # a URL list alone needs none of the crawler
+        from harvest.stages.crawl import seed_pages
+
+        seeded = seed_pages(cfg)
     log.info(
         "run %s: %d seeds, labels %s -> %s, destination %s",
         cfg.run_id,
