@@ -198,7 +198,10 @@ def _two_workers(tmp_path, database_url: str, server, count: int, **env: str) ->
     migrate(database_url)
     with session_scope(database_url) as session:
         insert_ignore(
-            session, Run, [{"run_id": run_id, "params": {}, "started_at": utcnow(), "counters": {}}], ["run_id"]
+            session,
+            Run,
+            [{"run_id": run_id, "params": {}, "started_at": utcnow(), "counters": {}}],
+            ["run_id"],
         )
         insert_ignore(
             session,

@@ -26,7 +26,10 @@ def _dct_rows():
     import numpy as np
 
     return 2.0 * np.cos(
-        np.pi * np.arange(PHASH_BITS_SIDE)[:, None] * (2 * np.arange(PHASH_SIDE)[None, :] + 1) / (2 * PHASH_SIDE)
+        np.pi
+        * np.arange(PHASH_BITS_SIDE)[:, None]
+        * (2 * np.arange(PHASH_SIDE)[None, :] + 1)
+        / (2 * PHASH_SIDE)
     )
 
 

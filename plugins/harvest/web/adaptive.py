@@ -77,7 +77,7 @@ class Pace:
 
     @property
     def kind(self) -> str:
-        """"images" for a host that served only images (at least CDN_AFTER of them), else "site"."""
+        """ "images" for a host that served only images (at least CDN_AFTER of them), else "site"."""
         return "images" if self.images >= CDN_AFTER and not self.pages else "site"
 
     @property

@@ -40,7 +40,11 @@ def make_gate(cfg: HarvestConfig):
             lease_seconds=2 * cfg.total_timeout,
         )
     return HostGate(
-        cfg.host_concurrency, cfg.host_delay, cfg.host_failure_limit, max_delay=cfg.max_crawl_delay, limits=limits
+        cfg.host_concurrency,
+        cfg.host_delay,
+        cfg.host_failure_limit,
+        max_delay=cfg.max_crawl_delay,
+        limits=limits,
     )
 
 

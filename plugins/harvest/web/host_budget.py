@@ -51,7 +51,9 @@ _LOCK = text(
 )
 _PRUNE = text("DELETE FROM host_leases WHERE host = :host AND expires_at < :now")
 _ACTIVE = text("SELECT count(*) FROM host_leases WHERE host = :host")
-_LEASE = text("INSERT INTO host_leases (host, holder, expires_at) VALUES (:host, :holder, :expires) RETURNING id")
+_LEASE = text(
+    "INSERT INTO host_leases (host, holder, expires_at) VALUES (:host, :holder, :expires) RETURNING id"
+)
 _STARTED = text("UPDATE host_budget SET next_start = :next, updated_at = :now WHERE host = :host")
 _RESET = text(
     "UPDATE host_budget SET delay = :delay, floor = 0, streak = 0, held_until = 0, next_start = 0 "
@@ -189,7 +191,9 @@ class SharedHostGate:
                     wait, poll = poll, min(poll * 1.5, POLL_MAX)
                 if deadline is not None and now + wait > deadline:
                     waited = now - queued
-                    raise SlotTimeout(host, waited, f"waited {waited:.1f}s for a request slot at {host} ({why})")
+                    raise SlotTimeout(
+                        host, waited, f"waited {waited:.1f}s for a request slot at {host} ({why})"
+                    )
                 time.sleep(min(wait, 1.0))
             self._thread.answer, self._thread.open = None, True
             try:

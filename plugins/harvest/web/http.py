@@ -17,11 +17,11 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from harvest.web.adaptive import Answer
 from harvest.web.deadline import DeadlineTimer, HopDeadline, this_thread
 from harvest.web.errors import DeadlineExceeded, FetchError, HopRefused
 from harvest.web.first_contact import OncePerOrigin
 from harvest.web.guard import AddressPolicy, AddressRefused, check_url, find_refusal
-from harvest.web.adaptive import Answer
 from harvest.web.politeness import HostGate, HostPaused, SlotTimeout, backoff_delay
 from harvest.web.response import NOT_MODIFIED, FetchResult, Redirect, past_deadline, read_response
 from harvest.web.session import FastSession, guarded_adapter
