@@ -49,12 +49,18 @@ _LOCK = text(
     "SELECT delay, floor, next_start, held_until, streak, pages, images, requests, throttled, errors, "
     f"peak_rate, updated_at, {_NOW} AS now FROM host_budget WHERE host = :host FOR UPDATE"
 )
-_PRUNE = text("DELETE FROM host_leases WHERE host = :host AND expires_at < :now")
-_ACTIVE = text("SELECT count(*) FROM host_leases WHERE host = :host")
-_LEASE = text(
-    "INSERT INTO host_leases (host, holder, expires_at) VALUES (:host, :holder, :expires) RETURNING id"
+#: drop the host's expired leases (their workers died) and count the rest, in one round trip
+_ACTIVE = text(
+    "WITH gone AS (DELETE FROM host_leases WHERE host = :host AND expires_at < :now RETURNING id) "
+    "SELECT count(*) FROM host_leases WHERE host = :host AND expires_at >= :now "
+    "AND id NOT IN (SELECT id FROM gone)"
 )
-_STARTED = text("UPDATE host_budget SET next_start = :next, updated_at = :now WHERE host = :host")
+#: take a lease and move the host's next start on by its delay, in one round trip
+_START = text(
+    "WITH lease AS (INSERT INTO host_leases (host, holder, expires_at) VALUES (:host, :holder, :expires) "
+    "RETURNING id), moved AS (UPDATE host_budget SET next_start = :next, updated_at = :now "
+    "WHERE host = :host) SELECT id FROM lease"
+)
 _RESET = text(
     "UPDATE host_budget SET delay = :delay, floor = 0, streak = 0, held_until = 0, next_start = 0 "
     "WHERE host = :host"
@@ -159,15 +165,17 @@ class SharedHostGate:
         """A lease id when the request may start now; else seconds to wait and why."""
         with self.engine.begin() as conn:
             row = self._locked(conn, host)
-            conn.execute(_PRUNE, {"host": host, "now": row.now})
-            active = conn.execute(_ACTIVE, {"host": host}).scalar_one()
+            active = conn.execute(_ACTIVE, {"host": host, "now": row.now}).scalar_one()
             limit = self.limits.concurrency_of(_pace(row).kind)
             if active < limit and row.now >= row.next_start:
-                lease = conn.execute(
-                    _LEASE, {"host": host, "holder": self.holder, "expires": row.now + self.lease_seconds}
-                ).scalar_one()
-                conn.execute(_STARTED, {"host": host, "next": row.now + row.delay, "now": row.now})
-                return lease, 0.0, ""
+                values = {
+                    "host": host,
+                    "holder": self.holder,
+                    "expires": row.now + self.lease_seconds,
+                    "next": row.now + row.delay,
+                    "now": row.now,
+                }
+                return conn.execute(_START, values).scalar_one(), 0.0, ""
             why = (
                 f"{active} of {limit} requests in flight across all workers, {row.delay:g}s between "
                 f"requests, next start in {max(row.next_start - row.now, 0.0):.1f}s"
