@@ -296,3 +296,24 @@ def test_per_task_budgets_would_exceed_it(tmp_path, budget_db):
         )
         peak = max(hit.in_flight for hit in server.hits)
     assert peak > 2
+
+
+def test_the_budget_is_shared_on_postgres_and_per_task_on_sqlite(tmp_path, budget_db):
+    from harvest.web.client import make_gate
+
+    sqlite = make_config(f"sqlite:///{tmp_path / 'state.db'}", "r", str(tmp_path / "out"))
+    assert isinstance(make_gate(sqlite), HostGate) and make_gate(sqlite).limits is not None
+    assert isinstance(make_gate(make_config(budget_db, "r", str(tmp_path / "out"))), SharedHostGate)
+    local = make_config(budget_db, "r", str(tmp_path / "out"), HARVEST_HOST_BUDGET="local")
+    assert isinstance(make_gate(local), HostGate)
+
+
+def test_a_lease_left_by_a_dead_worker_expires(budget_db):
+    limits = Limits(concurrency=1, delay=0.0)
+    dead = SharedHostGate(budget_db, limits, lease_seconds=0.5)
+    lease, _, _ = dead._try_start("gone.example")  # taken, never given back: the worker died
+    assert lease is not None
+    alive = SharedHostGate(budget_db, limits)
+    assert alive._try_start("gone.example")[0] is None  # the one slot is held
+    time.sleep(0.6)
+    assert alive._try_start("gone.example")[0] is not None
