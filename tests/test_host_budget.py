@@ -317,3 +317,9 @@ def test_a_lease_left_by_a_dead_worker_expires(budget_db):
     assert alive._try_start("gone.example")[0] is None  # the one slot is held
     time.sleep(0.6)
     assert alive._try_start("gone.example")[0] is not None
+
+
+def test_a_retry_after_holds_at_most_max_hold():
+    pace = Pace(delay=0.5)
+    assert adapt(pace, Answer(429, 0.01, retry_after=86_400.0), Limits(max_hold=600.0)) == 600.0
+    assert pace.delay == 60.0  # the spacing's own cap

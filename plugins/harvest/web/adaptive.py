@@ -39,6 +39,9 @@ class Limits:
     fast_seconds: float = 0.5  # an answer at most this long lets the rate rise
     slow_seconds: float = 5.0  # an answer longer than this backs the rate off
     max_delay: float = 60.0  # the longest spacing a back-off reaches (Retry-After holds beyond it)
+    #: the longest a Retry-After holds the host (a day-long one would otherwise keep it, through the
+    #: shared budget, from every run until tomorrow; its requests fail and a later run retries them)
+    max_hold: float = 600.0
 
     def min_delay(self, kind: str) -> float:
         """The spacing at the host's ceiling; never above the configured start (a start faster than
@@ -99,7 +102,7 @@ def adapt(pace: Pace, answer: Answer, limits: Limits) -> float | None:
         pace.streak = 0
         wanted = max(pace.delay * 2, BACKOFF_FLOOR, min(answer.retry_after or 0.0, limits.max_delay))
         pace.delay = min(wanted, max(limits.max_delay, pace.delay))
-        hold = answer.retry_after
+        hold = min(answer.retry_after, limits.max_hold) if answer.retry_after else None
     elif answer.status is None or answer.status >= 500 or answer.seconds > limits.slow_seconds:
         pace.errors += answer.status is None or answer.status >= 500
         pace.streak = 0
