@@ -323,3 +323,15 @@ def test_a_retry_after_holds_at_most_max_hold():
     pace = Pace(delay=0.5)
     assert adapt(pace, Answer(429, 0.01, retry_after=86_400.0), Limits(max_hold=600.0)) == 600.0
     assert pace.delay == 60.0  # the spacing's own cap
+
+
+def test_each_task_adds_its_pace_to_the_runs_host_rates(database_url):
+    from harvest.state.models import HostRate
+    from harvest.web.host_budget import record_rates
+
+    migrate(database_url)
+    record_rates(database_url, "r", {"a.example": Pace(delay=0.25, requests=10, throttled=1, peak_rate=8.0)})
+    record_rates(database_url, "r", {"a.example": Pace(delay=0.5, requests=5, peak_rate=4.0)})
+    with session_scope(database_url) as session:
+        row = session.get(HostRate, ("r", "a.example"))
+        assert (row.requests, row.throttled, row.rate, row.peak_rate) == (15, 1, 2.0, 8.0)
