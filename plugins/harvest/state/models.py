@@ -227,6 +227,8 @@ class HostBudget(Base):
     floor: Mapped[float] = mapped_column(Float, default=0.0)
     next_start: Mapped[float] = mapped_column(Float, default=0.0)
     held_until: Mapped[float] = mapped_column(Float, default=0.0)
+    #: requests in flight (its leases in host_leases, less those expired and dropped)
+    active: Mapped[int] = mapped_column(Integer, default=0)
     streak: Mapped[int] = mapped_column(Integer, default=0)
     pages: Mapped[int] = mapped_column(Integer, default=0)
     images: Mapped[int] = mapped_column(Integer, default=0)

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from harvest.state.db import session_scope
 from harvest.state.models import HostRate
-from harvest.web.adaptive import IDLE_RESET, Answer, Limits, Pace, adapt
+from harvest.web.adaptive import CDN_AFTER, IDLE_RESET, Answer, Limits, Pace, adapt
 from harvest.web.politeness import HostGate, SlotTimeout
 
 #: seconds between looks at a host's row while its slots are all taken (a start that waits for the
@@ -49,29 +49,43 @@ _LOCK = text(
     "SELECT delay, floor, next_start, held_until, streak, pages, images, requests, throttled, errors, "
     f"peak_rate, updated_at, {_NOW} AS now FROM host_budget WHERE host = :host FOR UPDATE"
 )
-#: drop the host's expired leases (their workers died) and count the rest, in one round trip
-_ACTIVE = text(
-    "WITH gone AS (DELETE FROM host_leases WHERE host = :host AND expires_at < :now RETURNING id) "
-    "SELECT count(*) FROM host_leases WHERE host = :host AND expires_at >= :now "
-    "AND id NOT IN (SELECT id FROM gone)"
-)
-#: take a lease and move the host's next start on by its delay, in one round trip
+#: take a slot in one statement: the row's WHERE is checked again under its lock when another worker
+#: held it (Postgres re-reads a locked row for an UPDATE), so ``active`` never passes the limit; the
+#: host's concurrency is the CDN's once it has served only images (harvest.web.adaptive.Pace.kind)
 _START = text(
-    "WITH lease AS (INSERT INTO host_leases (host, holder, expires_at) VALUES (:host, :holder, :expires) "
-    "RETURNING id), moved AS (UPDATE host_budget SET next_start = :next, updated_at = :now "
-    "WHERE host = :host) SELECT id FROM lease"
+    "WITH started AS (UPDATE host_budget SET active = active + 1, "
+    f"next_start = {_NOW} + delay, updated_at = {_NOW} "
+    f"WHERE host = :host AND next_start <= {_NOW} AND active < CASE WHEN images >= :cdn_after "
+    "AND pages = 0 THEN :cdn_limit ELSE :limit END RETURNING host, updated_at) "
+    "INSERT INTO host_leases (host, holder, expires_at) SELECT host, :holder, updated_at + :ttl "
+    "FROM started RETURNING id"
+)
+_STATE = text(
+    f"SELECT delay, next_start, active, images, pages, {_NOW} AS now FROM host_budget WHERE host = :host"
+)
+#: leases of workers that died: dropped, and no longer counted in ``active``
+_EXPIRE = text(
+    f"WITH gone AS (DELETE FROM host_leases WHERE host = :host AND expires_at < {_NOW} RETURNING id) "
+    "UPDATE host_budget SET active = greatest(active - (SELECT count(*) FROM gone), 0) "
+    "WHERE host = :host AND EXISTS (SELECT 1 FROM gone) RETURNING active"
+)
+#: a lease given back: counted off ``active`` only if it had not expired and been dropped meanwhile
+_RELEASE = text(
+    "WITH gone AS (DELETE FROM host_leases WHERE id = :id RETURNING host) "
+    "UPDATE host_budget SET active = greatest(active - 1, 0) WHERE host IN (SELECT host FROM gone)"
 )
 _RESET = text(
     "UPDATE host_budget SET delay = :delay, floor = 0, streak = 0, held_until = 0, next_start = 0 "
     "WHERE host = :host"
 )
+#: the answer's effect on the host's pace, and its lease given back (see _RELEASE)
 _SAVE = text(
+    "WITH gone AS (DELETE FROM host_leases WHERE id = :id RETURNING host) "
     "UPDATE host_budget SET delay = :delay, floor = :floor, streak = :streak, pages = :pages, "
     "images = :images, requests = :requests, throttled = :throttled, errors = :errors, "
-    "peak_rate = :peak_rate, next_start = :next_start, held_until = :held_until, updated_at = :now "
-    "WHERE host = :host"
+    "peak_rate = :peak_rate, next_start = :next_start, held_until = :held_until, updated_at = :now, "
+    "active = greatest(active - (SELECT count(*) FROM gone), 0) WHERE host = :host"
 )
-_RELEASE = text("DELETE FROM host_leases WHERE id = :id")
 _HOLD = text(
     f"UPDATE host_budget SET held_until = greatest(held_until, {_NOW} + :seconds), "
     f"next_start = greatest(next_start, {_NOW} + :seconds) WHERE host = :host"
@@ -96,6 +110,10 @@ def budget_engine(database_url: str) -> Engine:
                 database_url, pool_size=4, max_overflow=128, pool_pre_ping=True
             )
         return engine
+
+
+def _kind(images: int, pages: int) -> str:
+    return Pace(delay=0.0, images=images, pages=pages).kind
 
 
 def _pace(row) -> Pace:
@@ -131,6 +149,8 @@ class SharedHostGate:
         self.concurrency = limits.concurrency
         self.delay = limits.delay
         self.engine = budget_engine(database_url)
+        #: single statements that are their own transaction (taking and giving back a slot)
+        self.auto = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         #: pauses and failure counts of this task; its own cap keeps the task's threads from all
         #: polling the row of a host whose shared slots are taken
         self.local = HostGate(
@@ -150,38 +170,50 @@ class SharedHostGate:
 
     # -- the shared slot ------------------------------------------------------------------------
 
-    def _locked(self, conn: Connection, host: str):
-        if host not in self._known:
+    def _ensure(self, host: str) -> None:
+        """The host's row, once per process; a row unused for a while starts again from the
+        configured rate (what it learned is stale)."""
+        if host in self._known:
+            return
+        with self.engine.begin() as conn:
             conn.execute(_ENSURE, {"host": host, "delay": self.limits.delay})
-            self._known.add(host)
-        row = conn.execute(_LOCK, {"host": host}).one()
-        if row.now - row.updated_at > IDLE_RESET and row.next_start < row.now:
-            # unused for a while: the learned rate is stale, the host starts from the configured one
-            conn.execute(_RESET, {"host": host, "delay": max(self.limits.delay, 0.0)})
             row = conn.execute(_LOCK, {"host": host}).one()
-        return row
+            if row.now - row.updated_at > IDLE_RESET and row.next_start < row.now:
+                conn.execute(_RESET, {"host": host, "delay": max(self.limits.delay, 0.0)})
+        self._known.add(host)
+
+    def _locked(self, conn: Connection, host: str):
+        self._ensure(host)
+        return conn.execute(_LOCK, {"host": host}).one()
 
     def _try_start(self, host: str) -> tuple[int | None, float, str]:
-        """A lease id when the request may start now; else seconds to wait and why."""
-        with self.engine.begin() as conn:
-            row = self._locked(conn, host)
-            active = conn.execute(_ACTIVE, {"host": host, "now": row.now}).scalar_one()
-            limit = self.limits.concurrency_of(_pace(row).kind)
-            if active < limit and row.now >= row.next_start:
-                values = {
-                    "host": host,
-                    "holder": self.holder,
-                    "expires": row.now + self.lease_seconds,
-                    "next": row.now + row.delay,
-                    "now": row.now,
-                }
-                return conn.execute(_START, values).scalar_one(), 0.0, ""
+        """A lease id when the request may start now (one statement, no transaction around it);
+        else seconds to wait (-1: until a slot comes free) and why."""
+        self._ensure(host)
+        values = {
+            "host": host,
+            "holder": self.holder,
+            "ttl": self.lease_seconds,
+            "cdn_after": CDN_AFTER,
+            "limit": self.limits.concurrency_of("site"),
+            "cdn_limit": self.limits.concurrency_of("images"),
+        }
+        with self.auto.connect() as conn:
+            lease = conn.execute(_START, values).scalar()
+            if lease is not None:
+                return lease, 0.0, ""
+            row = conn.execute(_STATE, {"host": host}).one()
+            limit = self.limits.concurrency_of(_kind(row.images, row.pages))
+            if row.active >= limit and conn.execute(_EXPIRE, {"host": host}).first() is not None:
+                lease = conn.execute(_START, values).scalar()  # a dead worker's slot came free
+                if lease is not None:
+                    return lease, 0.0, ""
             why = (
-                f"{active} of {limit} requests in flight across all workers, {row.delay:g}s between "
+                f"{row.active} of {limit} requests in flight across all workers, {row.delay:g}s between "
                 f"requests, next start in {max(row.next_start - row.now, 0.0):.1f}s"
             )
-            if active < limit:
-                return None, row.next_start - row.now, why
+            if row.active < limit:
+                return None, max(row.next_start - row.now, 0.0), why
             return None, -1.0, why
 
     @contextmanager
@@ -213,12 +245,14 @@ class SharedHostGate:
 
     def _end(self, host: str, lease: int, answer: Answer | None) -> None:
         """Drop the lease and, in the same transaction, let the answer move the host's pace."""
+        if answer is None:
+            with self.auto.connect() as conn:
+                conn.execute(_RELEASE, {"id": lease})
+            return
         with self.engine.begin() as conn:
-            if answer is not None:
-                self._apply(conn, host, answer)
-            conn.execute(_RELEASE, {"id": lease})
+            self._apply(conn, host, answer, lease)
 
-    def _apply(self, conn: Connection, host: str, answer: Answer) -> None:
+    def _apply(self, conn: Connection, host: str, answer: Answer, lease: int | None = None) -> None:
         row = self._locked(conn, host)
         pace = _pace(row)
         before = pace.delay
@@ -231,6 +265,7 @@ class SharedHostGate:
             {
                 **vars(pace),
                 "host": host,
+                "id": lease,
                 "next_start": next_start,
                 "held_until": held_until,
                 "now": row.now,

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("floor", sa.Float, nullable=False, server_default="0"),
         sa.Column("next_start", sa.Float, nullable=False, server_default="0"),
         sa.Column("held_until", sa.Float, nullable=False, server_default="0"),
+        sa.Column("active", sa.Integer, nullable=False, server_default="0"),
         sa.Column("streak", sa.Integer, nullable=False, server_default="0"),
         sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
         sa.Column("images", sa.Integer, nullable=False, server_default="0"),
