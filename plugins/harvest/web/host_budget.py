@@ -5,10 +5,13 @@ four download shards on four workers would each hold it there and together send 
 Here the host's spacing, next start and requests in flight live in one row of ``host_budget`` and
 in ``host_leases``, so the concurrency and the spacing hold summed over every task and worker:
 
-- a request starts in a transaction that locks the host's row, counts the unexpired leases, and when
-  there is room and the next start has come, adds a lease and moves the next start on by the delay;
-- its answer moves the host's adaptive delay (harvest.web.adaptive) in the same row, and its lease
-  is dropped when it ends; a worker that dies leaves leases that expire after the request deadline.
+- a request starts with one UPDATE of the host's row that succeeds only while the row's ``active``
+  count is under the host's concurrency and its next start has come (Postgres checks again on the
+  row another worker just left), adds one to ``active``, moves the next start on by the delay, and
+  records a lease;
+- its answer moves the host's adaptive delay (harvest.web.adaptive) in the same row as its lease is
+  given back; a worker that dies leaves leases that expire, and the next worker that finds the host
+  full drops them and takes their slots.
 
 Times are the database's clock, so workers on machines whose clocks differ still space requests
 correctly. SQLite has no row locks: the embedded default runs one process at a time and keeps the
