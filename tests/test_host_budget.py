@@ -335,3 +335,27 @@ def test_each_task_adds_its_pace_to_the_runs_host_rates(database_url):
     with session_scope(database_url) as session:
         row = session.get(HostRate, ("r", "a.example"))
         assert (row.requests, row.throttled, row.rate, row.peak_rate) == (15, 1, 2.0, 8.0)
+
+
+def test_two_workers_keep_the_hosts_spacing_together(tmp_path, budget_db):
+    """The spacing between request starts holds summed over both workers: twenty downloads at
+    0.1 s apart take at least ~1.9 s whoever sends them (alone, each worker would space only its own)."""
+    count = 20
+    with serve() as server:
+        _image_site(server, count, delay=0.0)
+        _two_workers(
+            tmp_path,
+            budget_db,
+            server,
+            count,
+            HARVEST_HOST_CONCURRENCY="4",
+            HARVEST_CDN_CONCURRENCY="4",
+            HARVEST_HOST_DELAY="0.1",
+            HARVEST_HOST_MAX_RATE="10",  # the ceiling is the starting rate: fast answers change nothing
+            HARVEST_CDN_MAX_RATE="10",
+        )
+        starts = sorted(hit.started for hit in server.hits if hit.path.endswith(".jpg"))
+    assert len(starts) == count
+    # measured where the server saw each request arrive: single gaps move with scheduling, the span
+    # over all of them cannot shrink much
+    assert starts[-1] - starts[0] >= (count - 1) * 0.1 * 0.75
