@@ -18,8 +18,10 @@ import argparse
 import io
 import json
 import os
+import pwd
 import random
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -127,11 +129,61 @@ def make_images(root: Path, count: int) -> tuple[list[str], int]:
 
 @contextmanager
 def serve(root: Path) -> Iterator[str]:
-    """A static file server in its own process, as a remote site would be: it shares the CPU with
-    the client, but not the client's interpreter lock."""
+    """The site on loopback, in its own processes, as a remote site would be: nginx when it is
+    installed (what the tools were compared on first), else Python's http.server."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    with serve_nginx(nginx, root) if nginx else serve_python(root) as base:
+        yield base
+
+
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+@contextmanager
+def serve_nginx(nginx: str, root: Path) -> Iterator[str]:
+    """nginx with 2 worker processes, keep-alive, no logs, serving ``root`` on a free port."""
+    port = _free_port()
+    conf = root.parent / "nginx.conf"
+    # started as root, nginx's workers would run as nobody, who cannot read the bench's private folder
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"""{user} daemon off; worker_processes 2; pid {root.parent}/nginx.pid; error_log stderr crit;
+events {{ worker_connections 1024; }}
+http {{ access_log off; sendfile on; keepalive_requests 100000;
+  client_body_temp_path {root.parent}/nginx-tmp; proxy_temp_path {root.parent}/nginx-tmp;
+  fastcgi_temp_path {root.parent}/nginx-tmp; uwsgi_temp_path {root.parent}/nginx-tmp;
+  scgi_temp_path {root.parent}/nginx-tmp;
+  types {{ image/jpeg jpg; }}
+  server {{ listen 127.0.0.1:{port} backlog=1024; root {root}; }} }}
+"""
+    )
+    server = subprocess.Popen([nginx, "-c", str(conf), "-p", str(root.parent)], stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@contextmanager
+def serve_python(root: Path) -> Iterator[str]:
+    """``python -m http.server`` in its own process: it shares the CPU with the client, but not the
+    client's interpreter lock."""
+    port = _free_port()
     # `python -m http.server` as is, but listening with a backlog of 128 instead of socketserver's 5:
     # with 5, a burst of connects while the server waits for the CPU overflows the queue and the
     # kernel drops SYNs, which costs the client a 1 s retransmit each (no real site listens with 5)
@@ -145,13 +197,7 @@ def serve(root: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        _wait_for(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
