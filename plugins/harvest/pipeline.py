@@ -16,7 +16,7 @@ from harvest.report import StageReport
 from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages import STAGE_BY_NAME, STAGES
 from harvest.state.db import insert_ignore, migrate, session_scope
-from harvest.state.models import Run, utcnow
+from harvest.state.models import Page, Run, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,25 @@ def record_report(cfg: HarvestConfig, report: StageReport) -> None:
 
 def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains."""
-    from harvest.stages.extract import run_extract
     from harvest.stages.sources import apply_domain_filter, run_ingest
 
-    reports = [run_extract(cfg)]
+    if _has_pages(cfg):
+        from harvest.stages.extract import run_extract
+
+        reports = [run_extract(cfg)]
+    else:  # a URL list alone: no page to read, so none of the page parser to import (~0.4 s of CPU)
+        reports = [StageReport("extract", extra={"candidates": 0, "data_uri_images_ignored": 0})]
     if cfg.url_list:
         reports.append(run_ingest(cfg))
     skipped = apply_domain_filter(cfg)
     if skipped:
         log.info("%d candidates outside the allowed domains %s skipped", skipped, list(cfg.domains))
     return reports
+
+
+def _has_pages(cfg: HarvestConfig) -> bool:
+    with session_scope(cfg.database_url) as session:
+        return session.scalar(select(Page.id).where(Page.run_id == cfg.run_id).limit(1)) is not None
 
 
 def run_stage(cfg: HarvestConfig, name: str, shard: int | None = None, classifier=None) -> list[StageReport]:
