@@ -1,5 +1,9 @@
 """A harvest run in this process: preparing it, one stage with its bookkeeping, or every stage in
-order (harvest.stages.STAGES); the DAG runs the same stages one task each."""
+order (harvest.stages.STAGES); the DAG runs the same stages one task each.
+
+What only preparing or extracting uses (the model's label tables, the destination check, the
+crawler's parsers) is imported inside those functions: a download task's process starts without it.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,11 @@ from dataclasses import asdict
 
 from sqlalchemy import select
 
-from harvest.dataset.quota import shortfalls
-from harvest.destination_check import check_destinations
-from harvest.model.labels import resolve_labels
-from harvest.model.registry import resolve_model
 from harvest.report import StageReport
 from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages import STAGE_BY_NAME, STAGES
-from harvest.stages.crawl import seed_pages
-from harvest.stages.extract import run_extract
-from harvest.stages.sources import SourceError, apply_domain_filter, check_url_list, run_ingest, run_search
 from harvest.state.db import insert_ignore, migrate, session_scope
-from harvest.state.models import Run, utcnow
-from harvest.takedown.blocklist import skip_blocked_candidates
+from harvest.state.models import Page, Run, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +30,11 @@ def run_params(cfg: HarvestConfig) -> dict:
 
 def prepare_run(cfg: HarvestConfig) -> dict:
     """Check labels, bring the schema up to date and record the run with its seeds, before any crawling."""
+    from harvest.destination_check import check_destinations
+    from harvest.model.labels import resolve_labels
+    from harvest.model.registry import resolve_model
+    from harvest.stages.sources import SourceError, check_url_list
+
     targets = resolve_labels(cfg.labels, cfg.models_dir, resolve_model(cfg.model, cfg.models_dir).classes)
     check_destinations(cfg)
     if cfg.url_list:
@@ -54,7 +55,11 @@ def prepare_run(cfg: HarvestConfig) -> dict:
             run.params = run_params(cfg)
             run.finished_at = None
             log.info("run scope %s exists: re-running it for %s", cfg.run_id, cfg.manifest_id or cfg.run_id)
-    seeded = seed_pages(cfg)
+    seeded = 0
+    if cfg.seeds:  # a URL list alone needs none of the crawler
+        from harvest.stages.crawl import seed_pages
+
+        seeded = seed_pages(cfg)
     log.info(
         "run %s: %d seeds, labels %s -> %s, destination %s",
         cfg.run_id,
@@ -78,7 +83,15 @@ def record_report(cfg: HarvestConfig, report: StageReport) -> None:
 def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     """Candidates from the crawled pages and from the URL list, minus those outside the allowed domains
     and those a takedown blocked (harvest.takedown.blocklist)."""
-    reports = [run_extract(cfg)]
+    from harvest.stages.sources import apply_domain_filter, run_ingest, run_search
+    from harvest.takedown.blocklist import skip_blocked_candidates
+
+    if _has_pages(cfg):
+        from harvest.stages.extract import run_extract
+
+        reports = [run_extract(cfg)]
+    else:  # a URL list alone: no page to read, so none of the page parser to import (~0.4 s of CPU)
+        reports = [StageReport("extract", extra={"candidates": 0, "data_uri_images_ignored": 0})]
     if cfg.url_list:
         reports.append(run_ingest(cfg))
     if cfg.search_sources:
@@ -90,6 +103,11 @@ def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     if blocked:
         reports[0].extra["taken_down"] = blocked
     return reports
+
+
+def _has_pages(cfg: HarvestConfig) -> bool:
+    with session_scope(cfg.database_url) as session:
+        return session.scalar(select(Page.id).where(Page.run_id == cfg.run_id).limit(1)) is not None
 
 
 def run_stage(cfg: HarvestConfig, name: str, shard: int | None = None, classifier=None) -> list[StageReport]:
@@ -125,6 +143,7 @@ def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:
 
 def record_run_stats(cfg: HarvestConfig) -> dict:
     """Per-domain success statistics and quota shortfalls, stored with the run and logged."""
+    from harvest.dataset.quota import shortfalls
     from harvest.dataset.stats import domain_stats, format_table
 
     stats = domain_stats(cfg.database_url, cfg.run_id)

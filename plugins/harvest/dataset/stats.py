@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from harvest.report import short_reason
 from harvest.state.db import session_scope
-from harvest.state.models import Candidate, Status
+from harvest.state.models import Candidate, HostRate, Status
 from harvest.urls import host_of
 
 
@@ -28,6 +28,12 @@ class DomainStats:
     #: images skipped because the site opted out, by "directive (where found)" (harvest.web.optout)
     optouts: Counter = field(default_factory=Counter)
     success_ms: list[int] = field(default_factory=list, repr=False)
+    #: the politeness budget's pace for the host in this run (docs/politeness.md): requests per
+    #: second allowed at the end and at most, answers that throttled (429/503), "site" or "images"
+    rate: float | None = None
+    peak_rate: float | None = None
+    throttled: int = 0
+    kind: str | None = None
 
     @property
     def mean_ms(self) -> int | None:
@@ -86,6 +92,11 @@ def domain_stats(database_url: str, run_id: str) -> list[DomainStats]:
             else:
                 stats.rejected += 1
                 stats.errors[short_reason((error or "rejected").split(" (")[0])] += 1
+        for rate in session.scalars(select(HostRate).where(HostRate.run_id == run_id)):
+            if rate.host in by_host:
+                stats = by_host[rate.host]
+                stats.rate, stats.peak_rate = round(rate.rate, 2), round(rate.peak_rate, 2)
+                stats.throttled, stats.kind = rate.throttled, rate.kind
     return sorted(by_host.values(), key=lambda s: (-s.attempted, s.domain))
 
 
@@ -100,11 +111,22 @@ def optout_key(optout: dict) -> str:
 
 
 def format_table(stats: list[DomainStats], limit: int = 20) -> str:
-    lines = [f"{'domain':<40} {'tried':>6} {'ok':>6} {'rate':>6} {'mean ms':>8}  top errors"]
+    lines = [
+        f"{'domain':<40} {'tried':>6} {'ok':>6} {'rate':>6} {'mean ms':>8} {'req/s':>7} {'peak':>7}"
+        f" {'429/503':>7}  top errors"
+    ]
     for item in stats[:limit]:
         errors = ", ".join(f"{reason} x{count}" for reason, count in item.errors.most_common(2))
         lines.append(
             f"{item.domain[:40]:<40} {item.attempted:>6} {item.downloaded:>6} {item.success_rate:>6.0%} "
-            f"{item.mean_ms if item.mean_ms is not None else '-':>8}  {errors}"
+            f"{item.mean_ms if item.mean_ms is not None else '-':>8} {_rate(item.rate):>7} "
+            f"{_rate(item.peak_rate):>7} {item.throttled:>7}  {errors}"
         )
     return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    """Requests per second; 0 means no spacing at all (HARVEST_HOST_DELAY=0)."""
+    if value is None:
+        return "-"
+    return "no cap" if value == 0 else f"{value:.3g}"

@@ -1,12 +1,15 @@
 """The small grey copy the describing pass measures, and what it measures: the perceptual hash and the
 grey-level entropy, and the detail beside the background (detail_bits). The copy is made by box reduction in bands of rows, so no step copies a whole
-decoded image; the gallery's thumbnails are reduced the same way."""
+decoded image; the gallery's thumbnails are reduced the same way.
+
+NumPy is imported by the measuring functions, not with the module: a download process that leaves
+inspection to its inspecting processes reads HASH_SIDE from here and never needs NumPy itself."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-import numpy as np
 from PIL import Image as PILImage
 
 #: The side, in pixels, the describing pass needs: the perceptual hash looks at 32x32 and the
@@ -16,9 +19,18 @@ HASH_SIDE = 64
 #: median (imagehash.phash's definition, so hashes stored by earlier versions stay comparable).
 PHASH_SIDE, PHASH_BITS_SIDE = 32, 8
 _MIDDLE = PHASH_BITS_SIDE * PHASH_BITS_SIDE // 2
-_DCT_ROWS = 2.0 * np.cos(
-    np.pi * np.arange(PHASH_BITS_SIDE)[:, None] * (2 * np.arange(PHASH_SIDE)[None, :] + 1) / (2 * PHASH_SIDE)
-)
+
+
+@functools.cache
+def _dct_rows():
+    import numpy as np
+
+    return 2.0 * np.cos(
+        np.pi
+        * np.arange(PHASH_BITS_SIDE)[:, None]
+        * (2 * np.arange(PHASH_SIDE)[None, :] + 1)
+        / (2 * PHASH_SIDE)
+    )
 
 
 def phash_hex(grey: PILImage.Image) -> str:
@@ -26,8 +38,11 @@ def phash_hex(grey: PILImage.Image) -> str:
 
     Only the 8 lowest of the 32 DCT frequencies are ever looked at, so the transform is two small
     matrix products (8x32 by 32x32 by 32x8) rather than two full FFT-based DCTs."""
+    import numpy as np
+
+    rows = _dct_rows()
     pixels = np.asarray(grey.resize((PHASH_SIDE, PHASH_SIDE), PILImage.Resampling.LANCZOS), dtype=np.float64)
-    low = _DCT_ROWS @ pixels @ _DCT_ROWS.T
+    low = rows @ pixels @ rows.T
     ranked = np.sort(low, axis=None)  # np.median's own value, without its overhead (~10 us)
     median = (ranked[_MIDDLE - 1] + ranked[_MIDDLE]) / 2
     return np.packbits(low > median).tobytes().hex()
@@ -35,6 +50,8 @@ def phash_hex(grey: PILImage.Image) -> str:
 
 def entropy_bits(grey: PILImage.Image) -> float:
     """Shannon entropy of the grey-level histogram: ~0 for flat fills, 7+ for photos."""
+    import numpy as np
+
     counts = np.asarray(grey.histogram(), dtype=np.float64)
     shares = counts[counts > 0] / (counts.sum() or 1.0)
     return float(-(shares * np.log2(shares)).sum())
@@ -55,6 +72,8 @@ def detail_bits(grey: PILImage.Image) -> float:
     few fills, JPEG ringing included), a solid fill and a smooth gradient (nothing changes from one
     pixel to the next) score below 2.5. Computed on the small copy the hash uses: a few thousand
     pixels."""
+    import numpy as np
+
     pixels = np.asarray(grey, dtype=np.int16)
     if pixels.ndim != 2 or min(pixels.shape) < 2:
         return 0.0

@@ -12,12 +12,19 @@ were validated with: a centre crop of 87.5% of the short side, resized to
 224x224. Bilinear resampling is used: as accurate as bicubic and Lanczos on the
 reference photos, and the cheapest (bench/README.md).
 Pillow's resize is antialiased when shrinking, so large photos do not alias.
+
+NumPy is imported by the functions that use it: a download process needs only to_rgb on 8-bit
+images, and starts faster without NumPy.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGE_SIZE = 224
 DEFAULT_CROP_FRACTION = 0.875
@@ -32,6 +39,8 @@ def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
     Pillow's own conversion clips these modes to 0..255 instead of scaling,
     which turns most 16-bit scans white.
     """
+    import numpy as np
+
     arr = np.asarray(image)
     if image.mode.startswith("I;16"):
         scaled = arr.astype(np.float32) / 257.0
@@ -66,6 +75,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     elif mode == "La":
         # Premultiplied: Pillow cannot convert it, but compositing onto white is
         # simply L + (255 - alpha).
+        import numpy as np
+
         arr = np.asarray(image).astype(np.int16)
         grey = np.clip(arr[..., 0] + (255 - arr[..., 1]), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
@@ -116,5 +127,7 @@ def prepare_rgb(
     top = (height - side) / 2.0
     box = (left, top, left + side, top + side)
     resized = image.resize((size, size), resample=RESAMPLE, box=box)
+    import numpy as np
+
     arr = np.asarray(resized, dtype=np.uint8)
     return np.ascontiguousarray(arr)

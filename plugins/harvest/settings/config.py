@@ -82,6 +82,16 @@ class HarvestConfig:
     host_failure_limit: int = 5
     #: the longest robots.txt Crawl-delay waited for; a host asking for more is deferred to a later run
     max_crawl_delay: float = 30.0
+    #: adaptive politeness (docs/politeness.md): the ceiling a host's rate rises to while it answers
+    #: fast and cleanly, and the concurrency and ceiling of a host that serves only images
+    host_max_rate: float = 10.0
+    cdn_concurrency: int = 8
+    cdn_max_rate: float = 50.0
+    host_fast_seconds: float = 0.5
+    host_slow_seconds: float = 5.0
+    #: "auto": one budget per host for every worker through the state DB on Postgres, the task's own
+    #: on SQLite; "local": the task's own everywhere
+    host_budget: str = "auto"
     status_retries: int = 3
     max_retry_after: float = 120.0
     total_timeout: float = 60.0
@@ -431,11 +441,25 @@ def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
         # at most the request deadline (60 s), which counts time queued for the host: a longer delay
         # could never be waited for
         "max_crawl_delay": env_float(env, "HARVEST_MAX_CRAWL_DELAY", 30.0, 0.0, 60.0, problems),
+        "host_max_rate": env_float(env, "HARVEST_HOST_MAX_RATE", 10.0, 0.01, 10_000.0, problems),
+        "cdn_concurrency": env_int(env, "HARVEST_CDN_CONCURRENCY", 8, 1, 64, problems),
+        "cdn_max_rate": env_float(env, "HARVEST_CDN_MAX_RATE", 50.0, 0.01, 10_000.0, problems),
+        "host_fast_seconds": env_float(env, "HARVEST_HOST_FAST_SECONDS", 0.5, 0.0, 60.0, problems),
+        "host_slow_seconds": env_float(env, "HARVEST_HOST_SLOW_SECONDS", 5.0, 0.01, 600.0, problems),
+        "host_budget": _host_budget(env, problems),
         "extract_seconds": env_float(env, "HARVEST_EXTRACT_SECONDS", 20.0, 0.1, 3_600.0, problems),
         "extract_max_images": env_int(env, "HARVEST_EXTRACT_MAX_IMAGES", 10_000, 1, 10_000_000, problems),
         "max_pages_per_host": env_int(env, "HARVEST_MAX_PAGES_PER_HOST", 500, 1, 10_000_000, problems),
         "max_query_variants": env_int(env, "HARVEST_MAX_QUERY_VARIANTS", 20, 1, 10_000_000, problems),
     }
+
+
+def _host_budget(env: Mapping[str, str], problems: list[str]) -> str:
+    value = (env.get("HARVEST_HOST_BUDGET") or "auto").strip().lower()
+    if value not in ("auto", "local"):
+        problems.append(f"HARVEST_HOST_BUDGET: {value!r} is not one of auto, local")
+        return "auto"
+    return value
 
 
 def _crawler(params: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from harvest.state.models import Page, Status, utcnow
 from harvest.state.retry import page_failure_may_pass, reopen_failed
 from harvest.storage import open_store
 from harvest.urls import canonicalize, host_of, looks_like_image, same_site
-from harvest.web.client import make_client
+from harvest.web.client import make_client, record_paces
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.web.http import FetchError, FetchResult, HopRefused, HttpClient
 from harvest.web.optout import from_headers
@@ -359,6 +359,7 @@ def run_crawl(cfg: HarvestConfig) -> StageReport:
         report.extra["pages_total"] = session.scalar(
             select(func.count()).select_from(Page).where(Page.run_id == cfg.run_id)
         )
+    record_paces(cfg, client)
     paused = client.gate.paused_hosts()
     if paused:
         report.extra["paused_hosts"] = paused

@@ -42,7 +42,7 @@ from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.state.retry import candidate_failure_may_pass, reopen_failed
 from harvest.storage import LocalStore, Store, open_store
-from harvest.web.client import make_client
+from harvest.web.client import make_client, record_paces
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.web.http import FetchError, HttpClient
 from harvest.web.optout import OptOut, from_headers
@@ -272,6 +272,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
         finally:
             for open_claim in window:  # after an error: release the rows, record nothing
                 open_claim.stack.close()
+    record_paces(cfg, client)
     if cfg.quota:
         close_met_labels(cfg, shard)
     if report.extra.get(NOT_MODIFIED):

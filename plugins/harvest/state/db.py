@@ -115,7 +115,11 @@ def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def insert_ignore(session: Session, model: Any, rows: Sequence[dict], index_elements: Sequence[str]) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING for Postgres and SQLite; returns how many rows were new."""
+    """INSERT ... ON CONFLICT DO NOTHING for Postgres and SQLite; returns how many rows were new.
+
+    Sent as one executemany per set of columns, with RETURNING to count the new rows: the statement
+    compiles once, where a multi-row VALUES of 500 rows compiled anew for every batch and cost more
+    CPU than the database's work (0.1-0.2 s a batch)."""
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
@@ -125,8 +129,14 @@ def insert_ignore(session: Session, model: Any, rows: Sequence[dict], index_elem
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported backends
         raise RuntimeError(f"unsupported state DB dialect {dialect!r}")
+    table = model.__table__ if hasattr(model, "__table__") else model
+    key = next(iter(table.primary_key.columns))
+    by_columns: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:  # executemany needs the same columns in every row
+        by_columns.setdefault(tuple(sorted(row)), []).append(row)
+    statement = insert(table).on_conflict_do_nothing(index_elements=list(index_elements)).returning(key)
     inserted = 0
-    for batch in chunks(list(rows), INSERT_BATCH):
-        statement = insert(model).values(batch).on_conflict_do_nothing(index_elements=list(index_elements))
-        inserted += max(session.execute(statement).rowcount or 0, 0)
+    for same in by_columns.values():
+        for batch in chunks(same, INSERT_BATCH):
+            inserted += len(session.execute(statement, list(batch)).all())
     return inserted

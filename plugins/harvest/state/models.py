@@ -280,3 +280,57 @@ class BlockEntry(Base):
     phash: Mapped[str | None] = mapped_column(String(16))
     takedown_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("takedowns.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HostBudget(Base):
+    """One host's politeness budget, shared by every task and worker of a deployment
+    (harvest.web.host_budget): its adaptive spacing, when the next request may start (on the
+    database's clock, epoch seconds) and what its answers were."""
+
+    __tablename__ = "host_budget"
+
+    host: Mapped[str] = mapped_column(Text, primary_key=True)
+    delay: Mapped[float] = mapped_column(Float)
+    #: robots.txt Crawl-delay: the spacing never goes below it
+    floor: Mapped[float] = mapped_column(Float, default=0.0)
+    next_start: Mapped[float] = mapped_column(Float, default=0.0)
+    held_until: Mapped[float] = mapped_column(Float, default=0.0)
+    #: requests in flight (its leases in host_leases, less those expired and dropped)
+    active: Mapped[int] = mapped_column(Integer, default=0)
+    streak: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    throttled: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    peak_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class HostLease(Base):
+    """A request in flight at a host, counted against its concurrency by every worker; a lease of a
+    worker that died expires instead of holding the slot for ever."""
+
+    __tablename__ = "host_leases"
+    __table_args__ = (Index("ix_host_leases_host", "host"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(Text)
+    holder: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class HostRate(Base):
+    """The pace one host got in one run, per task summed: for the per-domain statistics."""
+
+    __tablename__ = "host_rates"
+
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    host: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="site")
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    throttled: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    #: requests per second the budget allowed at the end of the run's last task, and at most
+    rate: Mapped[float] = mapped_column(Float, default=0.0)
+    peak_rate: Mapped[float] = mapped_column(Float, default=0.0)

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from harvest.web.adaptive import Answer
 from harvest.web.deadline import DeadlineTimer, HopDeadline, this_thread
 from harvest.web.errors import DeadlineExceeded, FetchError, HopRefused
 from harvest.web.first_contact import OncePerOrigin
@@ -223,17 +224,23 @@ class HttpClient:
                 )
             except Redirect as redirect:
                 self.gate.succeeded(host)
+                self.gate.observe(host, Answer(302, time.monotonic() - started))
                 return redirect.location
             if hop_deadline.fired:  # shut under a body without a length: the cut looked like its end
                 raise self._past_deadline(current)
         except FetchError as exc:
-            if exc.transient and self._host_to_blame(exc, served + time.monotonic() - started):
+            blamed = self._host_to_blame(exc, served + time.monotonic() - started)
+            if exc.transient and blamed:
                 self.gate.failed(host, exc.reason)
+            if blamed and (exc.status is not None or exc.transient):  # an answer, or none at all
+                answer = Answer(exc.status, time.monotonic() - started, exc.retry_after)
+                self.gate.observe(host, answer)
             raise
         finally:
             self._deadline_timer.cancel(alarm)
             this_thread.hop_deadline = None
         self.gate.succeeded(host)
+        self.gate.observe(host, Answer(result.status, time.monotonic() - started, None, _is_image(result)))
         return result
 
     def _host_to_blame(self, exc: FetchError, served: float) -> bool:
@@ -244,3 +251,14 @@ class HttpClient:
 
     def _past_deadline(self, url: str) -> FetchError:
         return past_deadline(url, self.total_timeout)
+
+
+def _is_image(result: FetchResult) -> bool | None:
+    """Whether the answer was an image (True), a page (False) or neither (robots.txt, a 304): what
+    tells an image CDN from a site (harvest.web.adaptive)."""
+    kind = result.content_type
+    if kind.startswith("image/"):
+        return True
+    if kind in ("text/html", "application/xhtml+xml"):
+        return False
+    return None

@@ -1,9 +1,11 @@
-"""Per-host politeness shared by every thread of a task: a concurrency cap, a minimum delay between
-request starts, host-wide back-off after 429/503, and a pause for hosts that keep failing or that ask
-for a longer Crawl-delay than the run allows.
+"""Per-host politeness shared by every thread of a task: a concurrency cap, an adaptive delay between
+request starts (harvest.web.adaptive), host-wide back-off after 429/503, and a pause for hosts that
+keep failing or that ask for a longer Crawl-delay than the run allows.
 
 A site operator judges a crawler by what arrives at one host, so the limits are per host name and
-enforced in one place that all of a task's threads go through.
+enforced in one place that all of a task's threads go through. This gate holds them within one
+process; harvest.web.host_budget holds the same limits for every task and worker of a deployment
+through the state DB.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+
+from harvest.web.adaptive import Answer, Limits, Pace, adapt
 
 
 class HostPaused(Exception):
@@ -39,12 +43,17 @@ class SlotTimeout(Exception):
 
 @dataclass
 class _Host:
+    pace: Pace
     active: int = 0
     next_start: float = 0.0
     last_start: float | None = None
-    delay: float = 0.0
+    held_until: float = 0.0  # a Retry-After or back-off hold: no start before it
     failures: int = 0
     paused: str | None = None
+
+    @property
+    def delay(self) -> float:
+        return self.pace.delay
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -75,7 +84,8 @@ def backoff_delay(
 
 
 class HostGate:
-    """The politeness state of one task; thread-safe."""
+    """The politeness state of one task; thread-safe. ``limits`` (harvest.web.adaptive.Limits) make
+    the delay adaptive; without them a host keeps ``delay`` and ``concurrency`` whatever it answers."""
 
     def __init__(
         self,
@@ -84,9 +94,12 @@ class HostGate:
         failure_limit: int = 5,
         clock: Callable[[], float] = time.monotonic,
         max_delay: float = float("inf"),
+        limits: Limits | None = None,
     ):
         self.concurrency = max(1, concurrency)
         self.delay = max(0.0, delay)
+        #: the adaptive rules, or None for a fixed delay
+        self.limits = limits
         self.failure_limit = max(1, failure_limit)
         #: the longest Crawl-delay honoured; a host asking for more is deferred to a later run
         self.max_delay = max_delay
@@ -97,8 +110,11 @@ class HostGate:
     def _host(self, host: str) -> _Host:
         state = self._hosts.get(host)
         if state is None:
-            state = self._hosts[host] = _Host(delay=self.delay)
+            state = self._hosts[host] = _Host(Pace(delay=self.delay))
         return state
+
+    def _concurrency(self, state: _Host) -> int:
+        return self.limits.concurrency_of(state.pace.kind) if self.limits else self.concurrency
 
     def set_delay(self, host: str, seconds: float) -> None:
         """Raise the host's delay (a robots.txt Crawl-delay); never below the configured minimum. A
@@ -113,7 +129,8 @@ class HostGate:
                 )
                 self._cond.notify_all()
                 return
-            state.delay = max(self.delay, seconds)
+            state.pace.floor = max(state.pace.floor, seconds)
+            state.pace.delay = max(state.pace.delay, self.delay, seconds)
             if state.last_start is not None:
                 state.next_start = max(state.next_start, state.last_start + state.delay)
 
@@ -125,7 +142,8 @@ class HostGate:
         """No request to ``host`` starts for ``seconds`` (Retry-After / back-off applies to every thread)."""
         with self._cond:
             state = self._host(host)
-            state.next_start = max(state.next_start, self._clock() + seconds)
+            state.held_until = max(state.held_until, self._clock() + seconds)
+            state.next_start = max(state.next_start, state.held_until)
             self._cond.notify_all()
 
     @contextmanager
@@ -140,14 +158,15 @@ class HostGate:
                 if state.paused:
                     raise HostPaused(host, state.paused)
                 now = self._clock()
-                if state.active < self.concurrency and now >= state.next_start:
+                limit = self._concurrency(state)
+                if state.active < limit and now >= state.next_start:
                     state.active += 1
                     state.last_start = now
                     state.next_start = now + state.delay
                     break
                 if deadline is not None and (now >= deadline or state.next_start > deadline):
                     raise SlotTimeout(host, now - queued, self._late(host, state, now - queued))
-                wait = state.next_start - now if state.active < self.concurrency else 1.0
+                wait = state.next_start - now if state.active < limit else 1.0
                 if deadline is not None:
                     wait = min(wait, deadline - now)
                 self._cond.wait(timeout=max(min(wait, 1.0), 0.001))
@@ -159,7 +178,7 @@ class HostGate:
                 self._cond.notify_all()
 
     def _late(self, host: str, state: _Host, waited: float) -> str:
-        busy = f"{state.active} of {self.concurrency} requests in flight"
+        busy = f"{state.active} of {self._concurrency(state)} requests in flight"
         return (
             f"waited {waited:.1f}s for a request slot at {host} ({busy}, {state.delay:g}s between "
             f"requests, next start in {max(state.next_start - self._clock(), 0.0):.1f}s)"
@@ -180,6 +199,26 @@ class HostGate:
                     f"consecutive failures (last: {reason})"
                 )
                 self._cond.notify_all()
+
+    def observe(self, host: str, answer: Answer) -> None:
+        """Let the host's answer move its delay (adaptive gates only); a Retry-After holds every
+        thread's next request, whether or not the request that got it is retried."""
+        if self.limits is None:
+            return
+        with self._cond:
+            state = self._host(host)
+            hold = adapt(state.pace, answer, self.limits)
+            if state.last_start is not None:  # the new delay applies from the last start on
+                state.next_start = max(state.last_start + state.pace.delay, state.held_until)
+            if hold:
+                state.held_until = max(state.held_until, self._clock() + hold)
+                state.next_start = max(state.next_start, state.held_until)
+            self._cond.notify_all()
+
+    def paces(self) -> dict[str, Pace]:
+        """Each host's adaptive state so far (copies): what the per-domain statistics report."""
+        with self._cond:
+            return {host: Pace(**vars(state.pace)) for host, state in self._hosts.items()}
 
     def paused_hosts(self) -> dict[str, str]:
         with self._cond:
