@@ -169,7 +169,7 @@ def models_dir() -> Path:
         import sys
 
         subprocess.run(
-            [sys.executable, str(DEFAULT_MODELS_DIR / "convert_efficientnet_lite0.py")], check=True, cwd=REPO
+            [sys.executable, str(DEFAULT_MODELS_DIR / "convert_efficientnet_lite.py")], check=True, cwd=REPO
         )
     return DEFAULT_MODELS_DIR
 
