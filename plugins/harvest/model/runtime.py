@@ -18,9 +18,9 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,39 +167,43 @@ def _tflite_interpreter(path: Path, threads: int) -> object:
 
 
 def _tflite_runner(path: Path, scale: Callable, lanes: int = 1) -> tuple[object, Callable]:
-    """Run a .tflite file; with ``lanes`` > 1, each calling thread gets its own one-thread interpreter.
+    """Run a .tflite file; with ``lanes`` > 1, up to that many one-thread interpreters run at once.
 
     On a small CPU, one XNNPACK thread per core, each scoring its own batch while decoding happens
     in between, keeps every core busy without the threads of one interpreter waiting for each other
-    (a multi-threaded interpreter stalls whenever a decode takes one of its cores).
+    (a multi-threaded interpreter stalls whenever a decode takes one of its cores). An interpreter
+    is not thread-safe: each call borrows a free one from the pool (made on first need).
     """
     threads = 1 if lanes > 1 else worker_cores()
-    local = threading.local()
-    interpreters: list[object] = []
+    free: queue.SimpleQueue = queue.SimpleQueue()
 
-    def interpreter() -> tuple[object, dict, int]:
-        if not hasattr(local, "interpreter"):
-            it = _tflite_interpreter(path, threads)
-            [detail] = it.get_input_details()
-            local.interpreter, local.detail, local.output = it, detail, it.get_output_details()[0]["index"]
-            local.batch = None
-            interpreters.append(it)
-        return local.interpreter, local.detail, local.output
+    def make() -> dict:
+        it = _tflite_interpreter(path, threads)
+        [detail] = it.get_input_details()
+        return {"it": it, "detail": detail, "output": it.get_output_details()[0]["index"], "batch": None}
 
     def run(batch: np.ndarray) -> np.ndarray:
-        it, detail, output = interpreter()
-        if local.batch != len(batch):
-            it.resize_tensor_input(detail["index"], list(batch.shape))
-            it.allocate_tensors()
-            local.batch = len(batch)
-        it.set_tensor(detail["index"], scale(batch).astype(detail["dtype"]))
-        it.invoke()
-        return it.get_tensor(output).copy()
+        try:
+            slot = free.get_nowait()
+        except queue.Empty:
+            slot = make()
+        try:
+            it, detail = slot["it"], slot["detail"]
+            if slot["batch"] != len(batch):
+                it.resize_tensor_input(detail["index"], list(batch.shape))
+                it.allocate_tensors()
+                slot["batch"] = len(batch)
+            it.set_tensor(detail["index"], scale(batch).astype(detail["dtype"]))
+            it.invoke()
+            return it.get_tensor(slot["output"]).copy()
+        finally:
+            free.put(slot)
 
     # a first call allocates the tensors, so a file LiteRT cannot run fails here, not mid-stage
-    first, detail, _ = interpreter()
-    run(np.zeros((1, *detail["shape"][1:]), dtype=np.float32))
-    return first, run
+    first = make()
+    free.put(first)
+    run(np.zeros((1, *first["detail"]["shape"][1:]), dtype=np.float32))
+    return first["it"], run
 
 
 def _sha256(path: Path) -> str:
