@@ -21,9 +21,9 @@ RUNTIMES = ("auto", "litert", "keras")
 #: largest difference allowed between the Keras and the TFLite probability of any class; the
 #: converter refuses an export outside it, and the tests hold the runtime to it
 SCORE_TOLERANCE = 1e-4
-#: images per LiteRT call on a CPU: XNNPACK is as fast at 8 as at 32 here, with a quarter of the
-#: activation memory (a 32-image Lite0 call holds ~170 MB more than an 8-image one)
-CPU_FAST_BATCH = 8
+#: images per LiteRT call on a CPU: small calls keep the activations in the caches (Lite0, one
+#: XNNPACK thread: 5.5 CPU ms per image at 2, 6.2 at 8, 6.7 at 16) and hold less memory
+CPU_FAST_BATCH = 2
 #: device memory one image's activations take in a Keras forward pass of EfficientNet-Lite at
 #: 224x224 (float32, TensorFlow's allocator, with headroom); larger inputs scale by area
 GPU_BYTES_PER_IMAGE_224 = 24 * 2**20
