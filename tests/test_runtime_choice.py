@@ -210,3 +210,32 @@ def test_the_registry_names_the_export_of_each_bundled_model(bundled_models):
         spec = resolve_model(name, bundled_models)
         assert spec.fast_path == bundled_models / f"{name}.tflite"
         assert spec.preprocess.size == size
+
+
+def test_the_stage_scores_in_the_batches_the_runtime_asks_for(database_url, tmp_path, bundled_models):
+    """A GPU plan's batch size replaces the configured one; every image is scored once, in lanes."""
+    from dataclasses import replace
+
+    from sqlalchemy import func, select
+    from staged import jpeg, stage, staged_config
+
+    from harvest.stages.classify import run_classify
+    from harvest.state.db import session_scope
+    from harvest.state.models import Prediction
+
+    fast = load_classifier("efficientnet_lite0", bundled_models)
+    seen: list[int] = []
+
+    def run(batch):
+        seen.append(len(batch))
+        return fast.run(batch)
+
+    planned = replace(fast, run=run, chunk=None, batch_size=3, lanes=2)
+    cfg = staged_config(database_url, tmp_path, ["tabby"]).with_(batch_size=32)
+    photos = list(sample_photos().values())
+    stage(cfg, {f"p{i}": jpeg(photos[i % len(photos)].rotate(i * 7)) for i in range(8)})
+    report = run_classify(cfg, planned)
+    assert report.done == 8 and report.extra["runtime"] == "litert/cpu"
+    assert sorted(seen) == [2, 3, 3]
+    with session_scope(cfg.database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 8
