@@ -31,6 +31,9 @@ from harvest.storage import StorageError, Stores
 
 log = logging.getLogger(__name__)
 
+#: threads reading image files from staging ahead of decoding (I/O: a local disk or S3 GETs)
+READERS = 4
+
 
 @dataclass
 class _ClaimedPage:
@@ -135,20 +138,28 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
     preprocess = classifier.spec.preprocess
     keep = max(STORED_TOP, min(cfg.top_k, len(classifier.classes)))
 
-    def load(item: tuple[str, str, str]) -> tuple[str, np.ndarray | Exception]:
+    def fetch(item: tuple[str, str, str]) -> tuple[str, bytes | Exception]:
         sha, location, key = item
         try:
-            return sha, decode_for_model(stores(location).get(key), preprocess)
-        except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, the rest go on
+            return sha, stores(location).get(key)
+        except Exception as exc:  # noqa: BLE001 - a missing file is recorded, the rest go on
             if isinstance(exc, StorageError) and exc.transient:
                 raise  # the store failed, not the image: the stage fails and a re-run reads it again
             return sha, exc
 
-    def score(chunk: list[tuple[str, str, str]]) -> tuple[list[dict], list[str]]:
-        """Decode and score one batch in a worker thread: its rows, and the failure reasons."""
+    def decode(sha: str, data: bytes | Exception) -> tuple[str, np.ndarray | Exception]:
+        if isinstance(data, Exception):
+            return sha, data
+        try:
+            return sha, decode_for_model(data, preprocess)
+        except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, the rest go on
+            return sha, exc
+
+    def score(chunk: list[tuple[str, bytes | Exception]]) -> tuple[list[dict], list[str]]:
+        """Decode and score one batch in a lane: its rows, and the failure reasons."""
         rows: list[dict] = []
         failures: list[str] = []
-        decoded = [load(item) for item in chunk]
+        decoded = [decode(sha, data) for sha, data in chunk]
         good = [(sha, array) for sha, array in decoded if isinstance(array, np.ndarray)]
         for sha, error in decoded:
             if isinstance(error, Exception):
@@ -163,14 +174,20 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
         return rows, failures
 
     started = time.monotonic()
-    # each lane decodes a batch, then scores it: while one lane's network call runs, another lane
-    # decodes, so every core is busy (see Classifier.lanes); the window bounds the images in memory
+    # reads run ahead in I/O threads (a store may answer slowly); each lane then decodes a batch and
+    # scores it: while one lane's network call runs, another decodes, so every core is busy (see
+    # Classifier.lanes). The windows bound the files and images in memory.
     lanes = max(1, min(classifier.lanes, worker_cores()))
     size = classifier.batch_size or cfg.batch_size
     claims: list[_ClaimedPage] = []
-    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="classify") as pool, _releasing(claims):
+    with (
+        ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="classify-read") as readers,
+        ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="classify") as pool,
+        _releasing(claims),
+    ):
         pending = _pending(cfg.database_url, cfg.run_id, classifier.key, size * 8, claims)
-        for rows, failures in ahead(batched(pending, size), score, pool, lanes + 1):
+        files = ahead(pending, fetch, readers, size * 2)
+        for rows, failures in ahead(batched(files, size), score, pool, lanes + 1):
             for reason in failures:
                 report.count("failed", reason)
             for _ in range(len(rows) - len(failures)):
