@@ -1,7 +1,8 @@
 """Throughput and memory of the classification stage against the Keras reference, in one run.
 
 * stage: ``run_classify`` end to end (state DB, staging reads, JPEG decode, resize, batched inference
-  by the runtime ``auto`` picks, score rows written), the number a harvest sees;
+  by the runtime ``auto`` picks, score rows written) in a fresh process, as a worker runs it (the
+  model loaded before the clock starts), the number a harvest sees;
 * Keras ceiling: the reference Keras model, ``model(batch)`` over pre-decoded tensors (no I/O, no
   decoding), batch after batch;
 * fast ceiling: the same for the runtime the stage uses (the TensorFlow Lite export on XNNPACK);
@@ -151,11 +152,15 @@ def rss_child(workdir: Path, model: str) -> None:
 
     classifier = load_classifier(model, DEFAULT_MODELS_DIR)
     before = _status_mb("VmRSS")
+    c0, t0 = os.times(), time.monotonic()
     report = run_classify(bench_config(workdir, "bench").with_(model=model), classifier)
+    wall, c1 = time.monotonic() - t0, os.times()
     print(
         json.dumps(
             {
                 "done": report.done,
+                "wall_s": wall,
+                "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
                 "runtime": classifier.runtime,
                 "rss_before_mb": before,
                 "peak_mb": _status_mb("VmHWM"),
@@ -165,9 +170,11 @@ def rss_child(workdir: Path, model: str) -> None:
     )
 
 
-def peak_rss(count: int, model: str) -> dict:
+def stage_in_worker(images: list[bytes], model: str) -> dict:
+    """The stage in a fresh process, as an Airflow worker runs it (its timing, CPU and peak RSS)."""
+    count = len(images)
     with tempfile.TemporaryDirectory() as tmp:
-        stage_run(Path(tmp), make_images(count, seed=count))
+        stage_run(Path(tmp), images)
         out = subprocess.run(
             [sys.executable, __file__, "--rss-child", tmp, "--model", model],
             capture_output=True,
@@ -217,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from harvest.model.runtime import decode_for_model, load_classifier, worker_cores
-    from harvest.stages.classify import run_classify
 
     started = time.monotonic()
     images = make_images(args.images)
@@ -244,11 +250,11 @@ def main(argv: list[str] | None = None) -> int:
             best[name] = (wall, cpu)
         return result
 
-    for repeat in range(args.repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = stage_run(Path(tmp), images, run_id=f"bench-{repeat}").with_(model=args.model)
-            report = keep("stage", lambda cfg=cfg: run_classify(cfg, fast))
-        assert report.done == len(images), report
+    for _ in range(args.repeat):
+        # the stage runs in a worker-like process: this one has TensorFlow loaded for the reference
+        worker = stage_in_worker(images, args.model)
+        if worker["wall_s"] < best.get("stage", (float("inf"), 0.0))[0]:
+            best["stage"] = (worker["wall_s"], worker["cpu_s"])
         keep("keras", lambda: ceiling(keras_model, decoded, batch_size))
         keep("fast", lambda: ceiling(fast, decoded, batch_size, fast.lanes))
         keep("decode", lambda: [decode_for_model(data, preprocess) for data in images])
@@ -263,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rates = {name: len(images) / wall for name, (wall, _) in best.items()}
     cpu_ms = {name: 1000 * cpu / len(images) for name, (_, cpu) in best.items()}
-    rss = [peak_rss(int(n), args.model) for n in args.rss_sizes.split(",")]
+    rss = [stage_in_worker(make_images(int(n), seed=int(n)), args.model) for n in args.rss_sizes.split(",")]
 
     rows = [
         ("stage", "classification stage (run_classify)"),
