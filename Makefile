@@ -2,13 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MODEL := include/models/efficientnet_lite0.keras
+MODELS := include/models
+CONVERTER := $(MODELS)/convert_efficientnet_lite.py
+# the Keras reference of each bundled network and its checked TensorFlow Lite export (the fast runtime)
+MODEL_FILES := $(foreach v,lite0 lite2,$(MODELS)/efficientnet_$(v).keras $(MODELS)/efficientnet_$(v).tflite)
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
 .PHONY: setup harvest test test-resilience lint format airflow model bench clean train-filter hierarchy screenshots
 
-setup: $(VENV)/.installed $(MODEL)
+setup: $(VENV)/.installed $(MODEL_FILES)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +20,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-model: $(MODEL)
+model: $(MODEL_FILES)
 
-$(MODEL): $(VENV)/.installed include/models/convert_efficientnet_lite0.py
-	$(PY) include/models/convert_efficientnet_lite0.py --out $(MODEL)
+$(MODELS)/efficientnet_%.keras: $(VENV)/.installed $(CONVERTER)
+	$(PY) $(CONVERTER) --variant $* --no-tflite
+
+$(MODELS)/efficientnet_%.tflite: $(MODELS)/efficientnet_%.keras
+	$(PY) $(CONVERTER) --variant $* --tflite-only
 
 # Without SEEDS: serve the offline demo site and harvest it. With SEEDS (and LABELS, DEST): real sites.
 # Any Param from a file or as options: make harvest PARAMS_FILE=settings.yaml ARGS="--threshold 0.5 --top-k 3"

@@ -5,7 +5,8 @@ of its predictions and the labels it can answer are known at parse and publish t
 itself is loaded only by the classification stage. Accepted ``model`` values:
 
 * a name with ``<models_dir>/<name>.json`` beside a ``.keras``/``.tflite`` file or SavedModel
-  folder (the bundled ``efficientnet_lite0``, filters made by ``make train-filter``);
+  folder (the bundled ``efficientnet_lite0`` and ``efficientnet_lite2``, filters made by
+  ``make train-filter``);
 * a path to a ``.keras`` file, a ``.tflite`` file or a SavedModel folder, described by a
   ``<path>.json`` / ``<stem>.json`` sidecar (or ``model.json`` inside the folder) that lists its classes;
 * ``keras.applications.<Name>`` (e.g. ``keras.applications.MobileNetV2``): ImageNet weights that
@@ -56,6 +57,9 @@ class ModelSpec:
     output: str = "probabilities"
     #: for trained filter heads: the network whose embeddings the head reads
     base: str | None = None
+    #: the TensorFlow Lite export of a .keras reference (``tflite_file`` in its description), run
+    #: instead of it on CPUs when present and current (harvest.model.plan); may not be built yet
+    fast_path: Path | None = None
 
     @property
     def key(self) -> str:
@@ -141,6 +145,7 @@ def _from_file(path: Path, models_dir: Path, name: str | None = None) -> ModelSp
         preprocess=_preprocess(meta, where),
         output=output,
         base=meta.get("base"),
+        fast_path=path.parent / meta["tflite_file"] if fmt == "keras" and meta.get("tflite_file") else None,
     )
 
 

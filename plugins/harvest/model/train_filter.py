@@ -56,10 +56,11 @@ def list_examples(source: str, s3: S3Options | None = None) -> dict[str, list[st
 
 
 def embedder(base: Classifier):
-    """The frozen network cut at its pooled features."""
+    """The frozen network cut at its pooled features (from the Keras graph, whatever runtime scores)."""
     import keras
 
-    return keras.Model(base.model.input, base.model.get_layer(EMBEDDING_LAYER).output)
+    network = base.model if base.runtime == "keras" else load_classifier(base.spec, Path("."), "keras").model
+    return keras.Model(network.input, network.get_layer(EMBEDDING_LAYER).output)
 
 
 def embed_examples(
@@ -149,7 +150,9 @@ def train_filter(
     import keras
 
     out_dir = Path(out_dir)
-    base = base or load_classifier("efficientnet_lite0", models_dir or out_dir)
+    base = base or load_classifier("efficientnet_lite0", models_dir or out_dir, runtime="keras")
+    if base.runtime != "keras":  # the head is cut from the Keras graph, not from a TFLite export
+        base = load_classifier(base.spec, models_dir or out_dir, runtime="keras")
     examples = embed_examples(source, base, s3)
     train, test = split(examples.labels, held_out, seed)
     weights, bias = fit_softmax(

@@ -220,8 +220,9 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "efficientnet_lite0",
         "string",
         "Model",
-        "efficientnet_lite0 (bundled), a filter from `make train-filter`, a path to a .keras / "
-        ".tflite file or SavedModel folder with its .json class list, or keras.applications.<Name>.",
+        "efficientnet_lite0 (bundled, fastest), efficientnet_lite2 (bundled, more accurate, about twice "
+        "the cost), a filter from `make train-filter`, a path to a .keras / .tflite file or SavedModel "
+        "folder with its .json class list, or keras.applications.<Name>.",
         env="HARVEST_MODEL",
     ),
     ParamSpec(

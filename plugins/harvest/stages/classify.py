@@ -2,8 +2,9 @@
 
 Scores are stored for every image (kept or not) keyed by model name and version, whole vector
 included, so the keep/reject decision is made later, cheaply, by the publish stage and can be
-re-made with other labels without running the network again. Decoding runs in threads ahead of
-inference, so the CPU never waits on Pillow, and only a bounded window of images is in memory.
+re-made with other labels without running the network again. Batches are decoded and scored in
+a few threads at once, so one batch's decoding overlaps another's inference and every core stays
+busy, and only a bounded window of images is in memory.
 TensorFlow is imported only when a classifier is built, never when the DAG file is parsed.
 """
 
@@ -29,6 +30,9 @@ from harvest.state.models import Candidate, Image, Prediction, Status, utcnow
 from harvest.storage import StorageError, Stores
 
 log = logging.getLogger(__name__)
+
+#: threads reading image files from staging ahead of decoding (I/O: a local disk or S3 GETs)
+READERS = 4
 
 
 @dataclass
@@ -129,46 +133,69 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
     report = StageReport("classify")
     classifier = classifier or load_classifier(cfg.model, cfg.models_dir)
     report.extra["model"] = classifier.key
+    report.extra["runtime"] = f"{classifier.runtime}/{classifier.device}"
     stores = Stores(cfg.s3)
     preprocess = classifier.spec.preprocess
     keep = max(STORED_TOP, min(cfg.top_k, len(classifier.classes)))
 
-    def load(item: tuple[str, str, str]) -> tuple[str, np.ndarray | Exception]:
+    def fetch(item: tuple[str, str, str]) -> tuple[str, bytes | Exception]:
         sha, location, key = item
         try:
-            return sha, decode_for_model(stores(location).get(key), preprocess)
-        except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, the rest go on
+            return sha, stores(location).get(key)
+        except Exception as exc:  # noqa: BLE001 - a missing file is recorded, the rest go on
             if isinstance(exc, StorageError) and exc.transient:
                 raise  # the store failed, not the image: the stage fails and a re-run reads it again
             return sha, exc
 
+    def decode(sha: str, data: bytes | Exception) -> tuple[str, np.ndarray | Exception]:
+        if isinstance(data, Exception):
+            return sha, data
+        try:
+            return sha, decode_for_model(data, preprocess)
+        except Exception as exc:  # noqa: BLE001 - any undecodable file is recorded, the rest go on
+            return sha, exc
+
+    def score(chunk: list[tuple[str, bytes | Exception]]) -> tuple[list[dict], list[str]]:
+        """Decode and score one batch in a lane: its rows, and the failure reasons."""
+        rows: list[dict] = []
+        failures: list[str] = []
+        decoded = [decode(sha, data) for sha, data in chunk]
+        good = [(sha, array) for sha, array in decoded if isinstance(array, np.ndarray)]
+        for sha, error in decoded:
+            if isinstance(error, Exception):
+                rows.append(_row(sha, classifier.key, None, None, f"cannot decode for the model: {error}"))
+                failures.append(f"cannot decode: {type(error).__name__}")
+        if good:
+            probabilities = classifier.predict(np.stack([array for _, array in good]))
+            for (sha, _), probs in zip(good, probabilities, strict=True):
+                rows.append(
+                    _row(sha, classifier.key, classifier.top(probs, keep), scores.encode(probs), None)
+                )
+        return rows, failures
+
     started = time.monotonic()
-    # decoding costs a tenth of inference: half the cores keep well ahead without starving TensorFlow
-    decoders = max(1, worker_cores() // 2)
+    # reads run ahead in I/O threads (a store may answer slowly); each lane then decodes a batch and
+    # scores it: while one lane's network call runs, another decodes, so every core is busy (see
+    # Classifier.lanes). The windows bound the files and images in memory.
+    lanes = max(1, min(classifier.lanes, worker_cores()))
+    size = classifier.batch_size or cfg.batch_size
     claims: list[_ClaimedPage] = []
-    with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="decode") as pool, _releasing(claims):
-        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, cfg.batch_size * 8, claims)
-        decoded = ahead(pending, load, pool, cfg.batch_size * 2)
-        for chunk in batched(decoded, cfg.batch_size):
-            rows: list[dict] = []
-            good = [(sha, array) for sha, array in chunk if isinstance(array, np.ndarray)]
-            for sha, error in chunk:
-                if isinstance(error, Exception):
-                    rows.append(
-                        _row(sha, classifier.key, None, None, f"cannot decode for the model: {error}")
-                    )
-                    report.count("failed", f"cannot decode: {type(error).__name__}")
-            if good:
-                probabilities = classifier.predict(np.stack([array for _, array in good]))
-                for (sha, _), probs in zip(good, probabilities, strict=True):
-                    rows.append(
-                        _row(sha, classifier.key, classifier.top(probs, keep), scores.encode(probs), None)
-                    )
-                    report.count("done")
+    with (
+        ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="classify-read") as readers,
+        ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="classify") as pool,
+        _releasing(claims),
+    ):
+        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, size * 8, claims)
+        files = ahead(pending, fetch, readers, size * 2)
+        for rows, failures in ahead(batched(files, size), score, pool, lanes + 1):
+            for reason in failures:
+                report.count("failed", reason)
+            for _ in range(len(rows) - len(failures)):
+                report.count("done")
             with session_scope(cfg.database_url) as session:
                 insert_ignore(session, Prediction, rows, ["sha256", "model"])
             _release(claims, {row["sha256"] for row in rows})
-            if (report.done + report.failed) % (cfg.batch_size * 8) < len(chunk):
+            if (report.done + report.failed) % (size * 8) < len(rows):
                 elapsed = max(time.monotonic() - started, 1e-6)
                 log.info(
                     "classify: %d images scored, %d failed, %.1f images/s",
