@@ -19,21 +19,24 @@ from contextlib import contextmanager
 log = logging.getLogger("harvest.model.tensorflow")
 
 
-def _forward(read_fd: int, level: int) -> None:
+def _collect(read_fd: int, lines: list[str]) -> None:
     with os.fdopen(read_fd, "rb") as stream:
         for line in stream:
             text = line.decode("utf-8", errors="replace").rstrip()
             if text:
-                log.log(level, "%s", text)
+                lines.append(text)
 
 
 @contextmanager
 def native_stderr_as_log(level: int = logging.INFO) -> Iterator[None]:
-    """While inside, whatever is written to descriptor 2 becomes log records at ``level``."""
+    """While inside, whatever is written to descriptor 2 is collected; on leaving, each line becomes a
+    log record at ``level``. Logged only once descriptor 2 is back, since a handler writing to stderr
+    would otherwise feed its own pipe."""
     sys.stderr.flush()
     saved = os.dup(2)
     read_fd, write_fd = os.pipe()
-    reader = threading.Thread(target=_forward, args=(read_fd, level), name="native-stderr", daemon=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=_collect, args=(read_fd, lines), name="native-stderr", daemon=True)
     reader.start()
     os.dup2(write_fd, 2)
     os.close(write_fd)
@@ -44,3 +47,5 @@ def native_stderr_as_log(level: int = logging.INFO) -> Iterator[None]:
         os.dup2(saved, 2)  # the pipe's last writer is gone: the reader sees its end
         os.close(saved)
         reader.join(timeout=5)
+        for text in lines:
+            log.log(level, "%s", text)
