@@ -65,7 +65,8 @@ def walkthrough(tmp_path_factory, site):
     for name in ("HARVEST_DESTINATION", "HARVEST_DATABASE_URL", "HARVEST_PROFILE", "HARVEST_STAGING"):
         os.environ.pop(name, None)
     api_port = free_port()
-    cluster = AirflowCluster(clone, urls["meta"], "redis://127.0.0.1:6379/15", api_port, env)
+    cluster = AirflowCluster(clone, urls["meta"], "redis://127.0.0.1:6379/15", api_port, {})
+    cluster.env.update(env)  # after the helper's Celery defaults, which these replace
     try:
         cluster.cli("db", "migrate", timeout=300)
         cluster.start("api-server", "api-server", "--port", str(api_port), "--host", "127.0.0.1")
@@ -154,7 +155,8 @@ def test_the_airflow_page_as_written(walkthrough):
     code, token = run_step(walk, "login", {}, tail='\nprintf "%s" "$TOKEN"')
     token = token.strip().splitlines()[-1]
     assert token.count(".") == 2, token  # header.payload.signature
-    env = {"TOKEN": token}
+    # what the login block set stays set in the reader's shell for the next blocks
+    env = {"TOKEN": token, "AIRFLOW": walk["api"], "DEMO": walk["site"]}
 
     # 3. trigger with conf: the demo site's four photos, one per label
     code, out = run_step(walk, "trigger", env)
