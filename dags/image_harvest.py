@@ -13,6 +13,7 @@ local SQLite file), so any task can be cleared and re-run: it does exactly the w
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -110,6 +111,7 @@ def image_harvest():
                 "(set HARVEST_PROFILE or HARVEST_SEEDS for the nightly, or give seeds in the conf)"
             )
             context["ti"].xcom_push(key="summary", value=reason)
+            logging.getLogger("harvest").warning("%s", reason)  # Airflow logs only "Skipping task."
             raise AirflowSkipException(reason)
         try:
             return prepare_run(_settings(checks=run_checks), checked=True)
