@@ -275,7 +275,9 @@ function main() {
   $("rethreshold-cancel").addEventListener("click", () => { $("rethreshold-confirm").hidden = true; });
   $("rethreshold-go").addEventListener("click", () => rethreshold().catch((e) => { $("rethreshold-result").textContent = String(e); }));
   loadRuns().then(() => {
-    if (params.get("run")) $("run").value = params.get("run");
+    // ?run= takes the run's name as Airflow shows it (backfill__..., scheduled__...) or its state scope
+    const wanted = state.runs.find((r) => r.run_id === params.get("run") || r.name === params.get("run"));
+    if (wanted) $("run").value = wanted.run_id;
     return refresh();
   }).catch(showError);
 }
