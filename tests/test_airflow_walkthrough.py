@@ -215,6 +215,16 @@ def test_the_airflow_page_as_written(walkthrough):
         assert params["seeds"] == [f"{walk['site']}/index.html"] and params["max_depth"] == 1
         assert params["threshold"] == pytest.approx(0.2)
 
+    # one backfill at a time: the next is accepted once the scheduler marks this one complete
+    walk["cluster"].wait_for(
+        "the backfill to be marked complete",
+        lambda: not walk["cluster"].query("SELECT id FROM backfill WHERE completed_at IS NULL"),
+        timeout=120,
+        interval=1,
+    )
+    code, out = run_step(walk, "backfills", env)
+    assert code == 200 and all(b["completed_at"] for b in body(out)["backfills"]), out
+
     # the reprocess of one date: its recorded settings, the conf's threshold only
     before = manifests(walk)
     code, out = run_step(walk, "reprocess", env)
