@@ -9,7 +9,7 @@ MODEL_FILES := $(foreach v,lite0 lite2,$(MODELS)/efficientnet_$(v).keras $(MODEL
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
-.PHONY: setup harvest test test-resilience lint format airflow model bench clean train-filter hierarchy screenshots
+.PHONY: setup harvest test test-resilience lint format airflow demo-site model bench clean train-filter hierarchy screenshots
 
 setup: $(VENV)/.installed $(MODEL_FILES)
 
@@ -55,14 +55,15 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix dags plugins include scripts tests
 	$(VENV)/bin/ruff format dags plugins include scripts tests
 
-# Airflow's all-in-one dev server with this project's DAGs and plugins (UI on http://localhost:8080).
+# Airflow's all-in-one server with this project's DAGs and plugins (http://localhost:8080): prints the
+# login, unpauses the harvest DAGs, uses the local Postgres when reachable (docs/airflow.md).
 airflow: setup
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
-	AIRFLOW_HOME=$(HARVEST_HOME)/airflow \
-	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	$(VENV)/bin/airflow standalone
+	$(PY) scripts/airflow_local.py
+
+# The bundled demo site on http://127.0.0.1:8000 for `make airflow` to harvest. Loopback sites are
+# crawled only with HARVEST_ALLOW_PRIVATE_NETWORKS=1 in Airflow's environment (`make airflow` sets it).
+demo-site: setup
+	$(PY) scripts/demo_site.py --port $(or $(DEMO_PORT),8000)
 
 # Speed and memory figures: every bench/bench_*.py, one after the other.
 bench: setup

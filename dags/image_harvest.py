@@ -13,6 +13,7 @@ local SQLite file), so any task can be cleared and re-run: it does exactly the w
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -65,11 +66,12 @@ def _asset_uri(destination: str) -> str:
     return destination if destination.startswith("s3://") else Path(destination).resolve().as_uri()
 
 
-def _settings():
-    """The run's HarvestConfig from the Params, the run id and the Airflow connections."""
+def _settings(**options: Any):
+    """The run's HarvestConfig: its recorded or default Params overridden by its conf, the run id and
+    the Airflow connections (harvest_airflow.settings)."""
     from harvest_airflow import settings
 
-    return settings(get_current_context())
+    return settings(get_current_context(), **options)
 
 
 @dag(
@@ -88,26 +90,31 @@ def _settings():
 def image_harvest():
     @_stage_task("prepare")
     def validate() -> dict:
-        """Refuse bad input before any crawling; nothing to retry when the settings are wrong."""
+        """Refuse bad input before any crawling, every problem in one message; nothing to retry when
+        the settings are wrong. A run with nothing to crawl is skipped, whatever its run type, and
+        says why in its summary (this task's XCom ``summary``) and log."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from harvest.pipeline import prepare_run
-        from harvest.settings.config import ConfigError
+        from harvest.pipeline import prepare_run, run_checks
+        from harvest.settings.config import ConfigError, nothing_to_crawl
+        from harvest.settings.keys import unknown_key_problems
+        from harvest_airflow import run_params
 
         context = get_current_context()
-        params = context["params"]
-        configured = (
-            params.get("seeds")
-            or params.get("profile")
-            or params.get("url_list")
-            or params.get("search_sources")
-        )
-        if not configured and context["dag_run"].run_type == "scheduled":
-            raise AirflowSkipException(
-                "no seeds configured for the nightly run (set HARVEST_PROFILE or HARVEST_SEEDS)"
+        base, conf = run_params(context)
+        if nothing_to_crawl(base, conf):
+            unknown = unknown_key_problems(conf, HARVEST_PARAMS, "conf")
+            if unknown:
+                raise AirflowFailException("invalid harvest settings: " + "; ".join(unknown))
+            reason = (
+                f"skipped: nothing to crawl for {context['run_id']}: no seeds, url_list, search_sources or profile "
+                "(set HARVEST_PROFILE or HARVEST_SEEDS for the nightly, or give seeds in the conf)"
             )
+            context["ti"].xcom_push(key="summary", value=reason)
+            logging.getLogger("harvest").warning("%s", reason)  # Airflow logs only "Skipping task."
+            raise AirflowSkipException(reason)
         try:
-            return prepare_run(_settings())
+            return prepare_run(_settings(checks=run_checks), checked=True)
         except ConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
 

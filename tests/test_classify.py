@@ -125,3 +125,60 @@ def test_ahead_keeps_order_and_a_bounded_window():
     assert out == [i * i for i in range(50)]
     assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
     assert np.array_equal(np.concatenate([np.array(b) for b in batched(range(7), 3)]), np.arange(7))
+
+
+_CLASSIFY_IN_A_FRESH_PROCESS = """
+import json, logging, sys
+logging.basicConfig(level=logging.INFO)
+from harvest.settings.config import build_config
+from harvest.stages.classify import run_classify
+cfg = build_config({"seeds": [], "labels": ["tabby"], "destination": sys.argv[2]}, "manual__staged",
+                   database_url=sys.argv[1], require_seeds=False)
+report = run_classify(cfg)
+print("RESULT", json.dumps({"done": report.done, "loaded": report.extra.get("loaded", True),
+                            "tensorflow": "tensorflow" in sys.modules, "model": report.extra["model"]}))
+"""
+
+
+def _classify_in_a_fresh_process(cfg) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _CLASSIFY_IN_A_FRESH_PROCESS, cfg.database_url, cfg.destination],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return {**json.loads(line[len("RESULT ") :]), "stderr": result.stderr}
+
+
+def test_nothing_pending_loads_no_model(database_url, tmp_path, classifier):
+    """Once every image has its scores, the stage answers from one query: TensorFlow is never imported."""
+    photos = sample_photos()
+    cfg = staged_config(database_url, tmp_path, ["tabby"])
+    stage(cfg, {"chelsea": jpeg(photos["chelsea"])})
+    assert run_classify(cfg, classifier).done == 1
+
+    outcome = _classify_in_a_fresh_process(cfg)
+
+    assert outcome["done"] == 0 and outcome["loaded"] is False
+    assert outcome["tensorflow"] is False
+    assert outcome["model"] == classifier.key
+
+
+def test_pending_images_load_the_model_and_its_start_up_lines_are_info(tmp_path, models_dir):
+    """With an image waiting, the model is loaded; TensorFlow's native start-up lines reach the log as
+    INFO records of harvest.model.tensorflow, not as raw stderr (which Airflow logs as errors)."""
+    cfg = staged_config(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, ["tabby"])
+    stage(cfg, {"coffee": jpeg(sample_photos()["coffee"])})
+
+    outcome = _classify_in_a_fresh_process(cfg)
+
+    assert outcome["done"] == 1 and outcome["tensorflow"] is True
+    raw = [line for line in outcome["stderr"].splitlines() if not line.startswith(("INFO:", "DEBUG:"))]
+    assert not [line for line in raw if "oneDNN" in line or "absl" in line], raw
+    assert any(line.startswith("INFO:harvest.model.tensorflow:") for line in outcome["stderr"].splitlines())

@@ -81,3 +81,9 @@ def test_s3_credentials_and_endpoint_come_from_the_environment():
         "key",
         "secret",
     )
+
+
+def test_a_misspelt_cli_param_is_refused_with_the_right_name(tmp_path, capsys):
+    params = '{"seeds": ["https://example.com/"], "labels": ["goldfish"], "treshold": 0.5}'
+    assert main(["stage", "prepare", "--run-id", "x", "--params", params]) == 2
+    assert "unknown setting 'treshold'; did you mean 'threshold'?" in capsys.readouterr().err

@@ -47,7 +47,7 @@ def test_build_config_uses_the_named_profile(profiles, tmp_path):
     [
         ("nope", r"profile 'nope' not found .* \(known profiles: broken, fish, typo\)"),
         ("broken", "not valid YAML"),
-        ("typo", r"unknown settings \['lables'\]"),
+        ("typo", r"unknown setting .lables.; did you mean .labels.\?"),
     ],
 )
 def test_profile_mistakes_are_named(profiles, name, message):

@@ -28,20 +28,51 @@ def run_params(cfg: HarvestConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
-def prepare_run(cfg: HarvestConfig) -> dict:
-    """Check labels, bring the schema up to date and record the run with its seeds, before any crawling."""
+def run_checks(cfg: HarvestConfig) -> list[str]:
+    """What only the model and the stores can tell: every label known to the model, the destination
+    and staging area writable, the URL list readable. Each problem is returned, none raised, so that
+    ``build_config(..., checks=run_checks)`` names them with the form's problems in one message."""
     from harvest.destination_check import check_destinations
     from harvest.model.labels import resolve_labels
     from harvest.model.registry import resolve_model
     from harvest.stages.sources import SourceError, check_url_list
 
-    targets = resolve_labels(cfg.labels, cfg.models_dir, resolve_model(cfg.model, cfg.models_dir).classes)
-    check_destinations(cfg)
+    problems: list[str] = []
+    try:
+        classes = resolve_model(cfg.model, cfg.models_dir).classes
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        classes = None
+    if cfg.labels and classes is not None:
+        try:
+            resolve_labels(cfg.labels, cfg.models_dir, classes)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    try:
+        check_destinations(cfg)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if cfg.url_list:
         try:
             check_url_list(cfg.url_list, cfg.s3)
         except SourceError as exc:
-            raise ConfigError([str(exc)]) from exc
+            problems.append(str(exc))
+    return problems
+
+
+def prepare_run(cfg: HarvestConfig, *, checked: bool = False) -> dict:
+    """Check labels, bring the schema up to date and record the run with its seeds, before any crawling.
+
+    ``checked``: :func:`run_checks` already passed (the DAG's validate task builds its config with
+    them), so the destination is not probed twice."""
+    if not checked:
+        problems = run_checks(cfg)
+        if problems:
+            raise ConfigError(problems)
+    from harvest.model.labels import resolve_labels
+    from harvest.model.registry import resolve_model
+
+    targets = resolve_labels(cfg.labels, cfg.models_dir, resolve_model(cfg.model, cfg.models_dir).classes)
     migrate(cfg.database_url)
     with session_scope(cfg.database_url) as session:
         inserted = insert_ignore(

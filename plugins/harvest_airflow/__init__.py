@@ -13,6 +13,7 @@ from typing import Any
 from harvest.settings.config import HarvestConfig, build_config
 from harvest.settings.connections import connection_secret
 from harvest.settings.env import default_database_url, normalize_database_url
+from harvest.settings.params import HARVEST_PARAMS
 from harvest.settings.s3 import S3Options, s3_options_from_connection
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,16 @@ def _environment() -> dict[str, str]:
 
 
 def airflow_config(
-    params: Mapping[str, Any], run_id: str, *, manifest_id: str, require_seeds: bool = True
+    params: Mapping[str, Any],
+    run_id: str,
+    *,
+    manifest_id: str,
+    require_seeds: bool = True,
+    **options: Any,
 ) -> HarvestConfig:
     """A HarvestConfig from Params and the Airflow connections: the state DB, S3 and the metadata key.
-    Both DAGs build theirs here, so they read the same connections and mask the same secrets."""
+    Both DAGs build theirs here, so they read the same connections and mask the same secrets.
+    ``options`` go to build_config (a conf's ``overrides``, ``extra_keys``, ``checks``)."""
     return build_config(
         params,
         run_id,
@@ -136,15 +143,49 @@ def airflow_config(
         s3=s3_options(),
         require_seeds=require_seeds,
         manifest_id=manifest_id,
+        **options,
     )
 
 
-def settings(context: Mapping[str, Any]) -> HarvestConfig:
-    """An image_harvest run's HarvestConfig from its Params, its run id and the Airflow connections."""
+def run_conf(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys the run's trigger (form, REST call, CLI, backfill) gave explicitly."""
+    dag_run = context.get("dag_run")
+    return dict(getattr(dag_run, "conf", None) or {})
+
+
+def recorded_params(scope: str) -> dict[str, Any]:
+    """The Params the run scope (a date's interval) was last prepared with; empty when it never was,
+    or when the state DB has no schema yet (a first run ever)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        recorded = original_params(resolved_database_url(), scope)
+    except SQLAlchemyError as exc:
+        log.info("no recorded settings for %s (%s): the DAG's defaults apply", scope, type(exc).__name__)
+        return {}
+    return {name: value for name, value in recorded.items() if name in HARVEST_PARAMS}
+
+
+def run_params(context: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An image_harvest run's settings as (base, conf): the base is what the date was prepared with
+    before (a reprocess or a backfill of a date that ran), else the DAG's Params with their profile
+    and environment defaults (what the nightly uses); the conf overrides it key by key."""
+    scope = run_scope(context["run_id"], context.get("logical_date"))
+    base = {**dict(context["params"]), **recorded_params(scope)}
+    return base, run_conf(context)
+
+
+def settings(context: Mapping[str, Any], **options: Any) -> HarvestConfig:
+    """An image_harvest run's HarvestConfig from its settings (:func:`run_params`), its run id and the
+    Airflow connections. Every task of a run builds the same one: after validate, the recorded
+    settings are the merged ones, and the conf applied on them again changes nothing."""
+    base, conf = run_params(context)
     return airflow_config(
-        context["params"],
+        base,
         run_scope(context["run_id"], context.get("logical_date")),
         manifest_id=context["run_id"],
+        overrides=conf,
+        **options,
     )
 
 
@@ -158,7 +199,13 @@ def rethreshold_settings(context: Mapping[str, Any]) -> HarvestConfig:
     for name in ("labels", "destination"):  # left empty: the harvest run's own
         if not params.get(name):
             params[name] = original.get(name) or params.get(name)
-    return airflow_config(params, scope, require_seeds=False, manifest_id=given if scope != given else "")
+    return airflow_config(
+        params,
+        scope,
+        require_seeds=False,
+        manifest_id=given if scope != given else "",
+        extra_keys=("harvest_run_id",),
+    )
 
 
 def state_run_id(database_url_: str, run_id: str) -> str:

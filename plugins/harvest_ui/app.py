@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from harvest_ui.dag_trigger import RethresholdRequest, TriggerError, trigger_dag_run
 from harvest_ui.gallery import (
+    COLLAPSED,
     SCORED,
     STATUSES,
     Item,
@@ -27,6 +28,7 @@ from harvest_ui.gallery import (
     filter_items,
     list_runs,
     load_item,
+    one_card_per_image,
     status_counts,
 )
 from harvest_ui.settings import THUMBNAIL_SIZE, GallerySettings, load_settings
@@ -113,13 +115,17 @@ def create_app(
     ) -> JSONResponse:
         wanted = _statuses(status)
         everything = items_for(cfg, run)
-        scoped = filter_items(everything, label=label, domain=domain)
-        selected = filter_items(scoped, statuses=wanted)
+        scoped = one_card_per_image(filter_items(everything, label=label, domain=domain))
+        # skipped and failed candidates are counts unless asked for by status
+        shown = wanted or [s for s in STATUSES if s not in COLLAPSED]
+        selected = filter_items(scoped, statuses=shown)
+        counts = status_counts(scoped)
         return JSONResponse(
             {
                 "total": len(selected),
                 "offset": offset,
-                "counts": status_counts(scoped),
+                "counts": counts,
+                "collapsed": {} if wanted else {s: counts[s] for s in COLLAPSED if counts[s]},
                 "labels": sorted({i.label for i in everything if i.label}),
                 "domains": sorted({i.domain for i in everything}),
                 "items": [i.as_dict() for i in selected[offset : offset + limit]],

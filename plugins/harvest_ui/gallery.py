@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,10 @@ class Item:
     top: list[dict] = field(default_factory=list)
     duplicate_of: str | None = None
     published: list[str] = field(default_factory=list)
+    #: the run as Airflow names it (scheduled__/manual__/backfill__...), not the state DB's interval scope
+    run_name: str = ""
+    #: every run that found this image at this URL (names as Airflow shows them), on one card
+    runs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +126,43 @@ def schema_ready(database_url: str) -> bool:
     return inspect(get_engine(database_url)).has_table(Run.__tablename__)
 
 
+#: Statuses the default view folds into counts: a page of placeholders hides the photos.
+COLLAPSED = ("skipped", "failed")
+#: Which of an image's outcomes its one card shows when runs disagree: the most useful first.
+_PRIORITY = {
+    status: rank
+    for rank, status in enumerate(
+        ("kept", "rejected", "duplicate", "unclassified", "pending", "failed", "skipped")
+    )
+}
+
+
+def run_name(run: Run | None, scope: str) -> str:
+    """The run's name as Airflow shows it: the Airflow run id the scope was last run as (a date's
+    scope ``interval__...`` is stored once however many runs it had), else the scope itself."""
+    manifest_id = ((run.params if run is not None else None) or {}).get("manifest_id")
+    return manifest_id or scope
+
+
+def one_card_per_image(items: Iterable[Item]) -> list[Item]:
+    """The same image found at the same URL by several runs, as one item listing those runs.
+
+    Its status is the most useful any run gave it (kept before rejected before failed...), so a photo
+    kept by three runs counts once. Different URLs with the same bytes stay apart (duplicates)."""
+    cards: dict[tuple[str, str | None], Item] = {}
+    for item in items:
+        key = (item.url, item.sha256)
+        card = cards.get(key)
+        if card is None:
+            cards[key] = replace(item, runs=[item.run_name])  # a copy: the cached items stay as read
+            continue
+        runs = card.runs if item.run_name in card.runs else [*card.runs, item.run_name]
+        if _PRIORITY.get(item.status, 99) <= _PRIORITY.get(card.status, 99):
+            card = cards[key] = replace(item)
+        card.runs = runs
+    return list(cards.values())
+
+
 def list_runs(database_url: str) -> list[dict[str, Any]]:
     if not schema_ready(database_url):
         return []
@@ -130,6 +171,7 @@ def list_runs(database_url: str) -> list[dict[str, Any]]:
         return [
             {
                 "run_id": run.run_id,
+                "name": run_name(run, run.run_id),
                 "started_at": run.started_at.isoformat() if run.started_at else None,
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                 "labels": list((run.params or {}).get("labels") or []),
@@ -207,6 +249,7 @@ def load_items(database_url: str, models_dir: Path, run_id: str | None = None) -
             attempts=row.attempts,
             sha256=row.sha256,
             threshold=rule.threshold if rule else None,
+            run_name=run_name(runs.get(row.run_id), row.run_id),
         )
         if row.image_sha256 is not None:
             item.width, item.height = row.width, row.height

@@ -277,3 +277,39 @@ def test_postgres_restart_mid_download_then_rerun_completes(
     run_classify(cfg, classifier)
     run_publish(cfg)
     assert differences(end_state(cfg), clean) == []
+
+
+def test_a_failed_reprocess_leaves_the_earlier_manifest_and_images(
+    demo, postgres_url, s3_direct, classifier, tmp_path
+):
+    """A date reprocessed with a stricter threshold, its publish failing on an S3 outage: the date's
+    manifest and images stay as the successful run left them until a complete new manifest replaces
+    them; the healed re-run then writes the manifest of what the stricter threshold keeps."""
+    with run_through_flaky_s3(demo, postgres_url, s3_direct, tmp_path) as (cfg, bucket, outage):
+        run_all(cfg, classifier)
+        before = manifest_of(cfg, s3_direct)
+        images_before = set(outage_keys(s3_direct, bucket, "dataset/images/"))
+        assert before and len(images_before) == len(before)
+
+        strict = cfg.with_(threshold=0.9)  # the reprocess's settings: the same date, one key changed
+        prepare_run(strict)
+        outage.start("slowdown", methods={"PUT"})
+        with pytest.raises(StorageError):
+            run_publish(strict)
+        assert manifest_of(cfg, s3_direct) == before
+        assert set(outage_keys(s3_direct, bucket, "dataset/images/")) == images_before
+
+        outage.heal()
+        run_publish(strict)
+    after = manifest_of(cfg, s3_direct)
+    assert after is not None and 0 < len(after) < len(before)
+    # images are shared by every run of the destination: a stricter threshold drops them from this
+    # date's manifest, it does not delete them
+    assert {f"dataset/{row['key']}" for row in after} < images_before
+
+
+def outage_keys(s3: S3Options, bucket: str, prefix: str) -> list[str]:
+    from harvest.storage import make_s3_client
+
+    pages = make_s3_client(s3).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -24,6 +24,7 @@ from harvest.model.registry import model_key
 from harvest.settings.config import build_config
 from harvest.stages.publish import select_kept
 from harvest_ui.app import create_app
+from harvest_ui.gallery import STATUSES, Item, one_card_per_image
 from harvest_ui.settings import THUMBNAIL_SIZE
 
 from .conftest import ESPRESSO_THRESHOLD, RUN_ALL_LABELS, RUN_ESPRESSO
@@ -36,7 +37,8 @@ def client(harvested):
 
 
 def _items(client, **params) -> list[dict]:
-    response = client.get("/api/items", params={"limit": 1000, **params})
+    """Items of every status (skipped and failed are left out unless asked for)."""
+    response = client.get("/api/items", params={"limit": 1000, "status": ",".join(STATUSES), **params})
     assert response.status_code == 200, response.text
     return response.json()["items"]
 
@@ -87,7 +89,7 @@ def test_the_second_run_rejects_what_its_threshold_does_not_reach(client, harves
 
 
 def test_filters_by_label_domain_run_and_status(client, harvested):
-    everything = client.get("/api/items", params={"limit": 1000}).json()
+    everything = client.get("/api/items", params={"limit": 1000, "status": ",".join(STATUSES)}).json()
     assert everything["total"] == sum(everything["counts"].values())
     assert set(everything["domains"]) == {"127.0.0.1", "localhost"}
     assert set(everything["labels"]) == {"egyptian_cat", "espresso", "palace", "daisy"}
@@ -107,7 +109,7 @@ def test_filters_by_label_domain_run_and_status(client, harvested):
         chosen["total"] == chosen["counts"]["kept"] + chosen["counts"]["duplicate"] == len(EXPECTED_KEPT) + 1
     )
 
-    page = client.get("/api/items", params={"limit": 3, "offset": 3}).json()
+    page = client.get("/api/items", params={"limit": 3, "offset": 3, "status": ",".join(STATUSES)}).json()
     assert [i["id"] for i in page["items"]] == [i["id"] for i in everything["items"][3:6]]
 
     response = client.get("/api/items", params={"status": "placeholder"})
@@ -370,3 +372,56 @@ def test_thumbnail_from_an_s3_staging_area(tmp_path, s3, bucket, site_root):
         )
     finally:
         dispose_engines()
+
+
+def test_skipped_and_failed_are_counts_unless_asked_for(client, harvested):
+    default = client.get("/api/items", params={"limit": 1000}).json()
+    assert not {item["status"] for item in default["items"]} & {"skipped", "failed"}
+    assert default["collapsed"]["failed"] == default["counts"]["failed"] >= 1
+    assert default["total"] == sum(default["counts"].values()) - sum(default["collapsed"].values())
+    failed = client.get("/api/items", params={"limit": 1000, "status": "failed"}).json()
+    assert failed["total"] == default["counts"]["failed"] and failed["collapsed"] == {}
+
+
+def test_runs_are_named_as_airflow_names_them(client, harvested):
+    names = {run["run_id"]: run["name"] for run in client.get("/api/runs").json()["runs"]}
+    assert names == {RUN_ALL_LABELS: RUN_ALL_LABELS, RUN_ESPRESSO: RUN_ESPRESSO}
+    assert {item["run_name"] for item in _items(client)} == {RUN_ALL_LABELS, RUN_ESPRESSO}
+
+
+def _item(run_name: str, status: str, url: str = "http://a.example/cat.jpg", sha256: str | None = "c" * 64):
+    return Item(
+        1,
+        "interval__x",
+        url,
+        "http://a.example/",
+        "a.example",
+        "img",
+        None,
+        None,
+        status,
+        None,
+        1,
+        sha256,
+        run_name=run_name,
+    )
+
+
+def test_one_card_per_image_lists_its_runs():
+    """A photo kept by three runs (a nightly, a backfill, a manual re-run) is one kept card, not three."""
+    runs = ["scheduled__2026-11-01T00:00:00+00:00", "backfill__2026-11-02T00:00:00+00:00", "manual__x"]
+    items = [
+        _item(runs[0], "kept"),
+        _item(runs[1], "rejected"),
+        _item(runs[2], "kept"),
+        _item(runs[0], "duplicate", url="http://a.example/copy.jpg"),
+        _item(runs[1], "failed", url="http://a.example/gone.jpg", sha256=None),
+        _item(runs[2], "failed", url="http://a.example/gone.jpg", sha256=None),
+    ]
+    cards = one_card_per_image(items)
+    by_url = {card.url: card for card in cards}
+    assert len(cards) == 3
+    assert by_url["http://a.example/cat.jpg"].status == "kept"
+    assert by_url["http://a.example/cat.jpg"].runs == runs
+    assert by_url["http://a.example/gone.jpg"].runs == runs[1:]
+    assert items[0].runs == []  # the cached items are not changed

@@ -47,13 +47,31 @@ def test_gallery_in_headless_chromium(harvested, tmp_path):
         run_items = requests.get(f"{base}/api/items", params={"run": RUN_ALL_LABELS, "limit": 1000}).json()
         cards = _cards(page)
         assert len(cards) == run_items["total"]
+        # skipped and failed candidates are counts, not cards, until asked for
+        assert not {c["status"] for c in cards} & {"skipped", "failed"}
+        assert run_items["collapsed"]["failed"] >= 1
         with_bytes = [i for i in run_items["items"] if i["sha256"] and i["status"] != "failed"]
         widths = page.eval_on_selector_all("#grid img.thumb", "imgs => imgs.map(i => i.naturalWidth)")
         assert len(widths) == len(with_bytes) and min(widths) > 0
         # and the browser really drew them: every kept card's pixels are a photo, not a blank box
         for thumb in page.locator("#grid .card.kept img.thumb").all():
             assert looks_like_a_photo(thumb.screenshot())
+        # every card lists the runs that found its image, by the names Airflow gives them
+        assert set(page.eval_on_selector_all("#grid .card .runs", "rs => rs.map(r => r.textContent)")) == {
+            RUN_ALL_LABELS
+        }
+        assert f"{run_items['collapsed']['failed']} failed" in page.text_content("#collapsed")
+        before = page.text_content("#summary")
+        page.click("#collapsed button[data-status=failed]")
+        _wait_for_grid_change(page, before)
         assert not looks_like_a_photo(page.locator("#grid .card.failed .nothumb").first.screenshot())
+        assert len(_cards(page)) == run_items["total"] + run_items["collapsed"]["failed"]
+        for status in ("failed", "skipped"):  # back to the default view
+            page.locator(f"#statuses input[value={status}]").set_checked(False)
+        page.locator("#statuses input[value=kept]").set_checked(False)
+        for status in ("rejected", "duplicate", "unclassified", "pending"):
+            page.locator(f"#statuses input[value={status}]").set_checked(False)
+        page.wait_for_function("(n) => document.querySelectorAll('#grid .card').length === n", arg=len(cards))
         assert screenshot(page, shots, "gallery.png").stat().st_size > 10_000
 
         # the thumbnail size slider scales the grid

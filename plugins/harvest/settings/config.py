@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from harvest.settings.env import (
     truthy,
 )
 from harvest.settings.errors import ConfigError
+from harvest.settings.keys import unknown_key_problems
 from harvest.settings.params import DEFAULT_THRESHOLD, HARVEST_PARAMS, default_params
 from harvest.settings.paths import destination_problem, is_s3, location_problem
 from harvest.settings.quality import DEFAULT_DECODE_BUDGET_MB, DEFAULT_MAX_PIXELS, quality_settings
@@ -241,16 +242,29 @@ def build_config(
     s3: S3Options | None = None,
     require_seeds: bool = True,
     manifest_id: str = "",
+    overrides: Mapping[str, Any] | None = None,
+    extra_keys: Iterable[str] = (),
+    checks: Callable[[HarvestConfig], list[str]] | None = None,
 ) -> HarvestConfig:
     """Validate Params + environment into a config, collecting every problem into one ConfigError.
 
-    Each section below appends its problems in turn, so the message lists them in the form's order."""
+    ``overrides`` (a trigger conf) win over ``params`` and over the profile either names, key by key,
+    so a re-run given only a threshold keeps everything else. A key that is no Param (nor one of
+    ``extra_keys``) is a problem with the nearest Param's name. ``checks`` see the assembled config
+    (the labels against the model, the destination's writability) and add their problems to the same
+    message, so one round of fixes is enough. Each section below appends its problems in turn, so
+    the message lists them in the form's order."""
     env = os.environ if env is None else env
+    overrides = dict(overrides or {})
+    problems = unknown_key_problems([*params, *overrides], [*HARVEST_PARAMS, *extra_keys])
+    params = {**params, **overrides}
     if str(params.get("profile") or "").strip():
         from harvest.settings.profiles import apply_profile
 
-        params = apply_profile(params, profiles_dir(env))
-    problems: list[str] = []
+        try:
+            params = {**apply_profile(params, profiles_dir(env)), **overrides}
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     sections = {
         **_scope(params, env, require_seeds, problems),
         **_labels(params, problems),
@@ -264,9 +278,7 @@ def build_config(
         **_consent(params, env, problems),
         **quality_settings(env, problems),
     }
-    if problems:
-        raise ConfigError(problems)
-    return HarvestConfig(
+    cfg = HarvestConfig(
         run_id=run_id,
         database_url=normalize_database_url(database_url or default_database_url(env)),
         models_dir=Path(env.get("HARVEST_MODELS_DIR") or DEFAULT_MODELS_DIR),
@@ -274,6 +286,23 @@ def build_config(
         manifest_id=manifest_id,
         s3=s3 or s3_options_from_env(env),
         **sections,
+    )
+    if checks is not None:
+        problems.extend(p for p in checks(cfg) if p not in problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def nothing_to_crawl(params: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> bool:
+    """True when neither seeds, a URL list, search sources nor a profile is given: a run that could
+    only be skipped."""
+    merged = {**params, **(overrides or {})}
+    return not (
+        as_list(merged.get("seeds"))
+        or str(merged.get("url_list") or "").strip()
+        or str(merged.get("profile") or "").strip()
+        or as_list(merged.get("search_sources"))
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from harvest.settings.errors import ConfigError
+from harvest.settings.keys import unknown_key_problems
 from harvest.settings.params import HARVEST_PARAMS
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
@@ -42,10 +43,9 @@ def load_profile(name: str, profiles_dir: Path) -> dict[str, Any]:
         raise ConfigError([f"profile {path}: not valid YAML ({exc})"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"profile {path}: expected a mapping of settings, got {type(data).__name__}"])
-    unknown = sorted(set(data) - PROFILE_KEYS)
+    unknown = unknown_key_problems(data, PROFILE_KEYS, f"profile {path}")
     if unknown:
-        allowed = ", ".join(sorted(PROFILE_KEYS))
-        raise ConfigError([f"profile {path}: unknown settings {unknown} (allowed: {allowed})"])
+        raise ConfigError(unknown)
     data.pop("description", None)
     return data
 

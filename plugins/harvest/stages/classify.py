@@ -22,6 +22,8 @@ import numpy as np
 from sqlalchemy import exists, select
 
 from harvest.model import scores
+from harvest.model.native_log import native_stderr_as_log
+from harvest.model.registry import resolve_model
 from harvest.model.runtime import STORED_TOP, Classifier, decode_for_model, load_classifier, worker_cores
 from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
@@ -93,6 +95,26 @@ def _pending(
         after = rows[-1][0]
 
 
+def _any_pending(database_url: str, run_id: str, key: str) -> bool:
+    """Whether any downloaded image of the run has no prediction by this model yet (one cheap query)."""
+    with session_scope(database_url) as session:
+        return (
+            session.execute(
+                select(Image.sha256)
+                .where(
+                    exists().where(
+                        Candidate.sha256 == Image.sha256,
+                        Candidate.run_id == run_id,
+                        Candidate.status == Status.DONE,
+                    ),
+                    ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+
 def _release(claims: list[_ClaimedPage], scored: set[str]) -> None:
     """Commit the claims whose images all have their predictions written."""
     for claim in list(claims):
@@ -131,7 +153,15 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> StageReport:
     report = StageReport("classify")
-    classifier = classifier or load_classifier(cfg.model, cfg.models_dir)
+    if classifier is None:
+        spec = resolve_model(cfg.model, cfg.models_dir)
+        if not _any_pending(cfg.database_url, cfg.run_id, spec.key):
+            # loading TensorFlow and the network costs seconds and hundreds of MB: not for nothing
+            report.extra.update(model=spec.key, images_per_second=0.0, loaded=False)
+            log.info("classify: no image of %s waits for %s; the model is not loaded", cfg.run_id, spec.key)
+            return report
+        with native_stderr_as_log():  # TensorFlow's start-up lines: information, not errors
+            classifier = load_classifier(spec, cfg.models_dir)
     report.extra["model"] = classifier.key
     report.extra["runtime"] = f"{classifier.runtime}/{classifier.device}"
     stores = Stores(cfg.s3)

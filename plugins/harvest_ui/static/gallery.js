@@ -9,7 +9,7 @@ const STATUSES = ["kept", "rejected", "duplicate", "skipped", "failed", "unclass
 const PAGE = 48;
 const $ = (id) => document.getElementById(id);
 
-const state = { items: [], total: 0, scores: [], runs: [], selected: null, offset: 0 };
+const state = { items: [], total: 0, scores: [], runs: [], selected: null, offset: 0, collapsed: {} };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -61,7 +61,7 @@ async function loadRuns() {
   const select = $("run");
   const keep = select.value;
   select.replaceChildren(el("option", { value: "", text: "All runs" }));
-  for (const run of data.runs) select.append(el("option", { value: run.run_id, text: run.run_id }));
+  for (const run of data.runs) select.append(el("option", { value: run.run_id, text: run.name || run.run_id }));
   select.value = keep;
   $("rethreshold").title = `Triggers the Airflow DAG ${data.rethreshold_dag}`;
   $("rethreshold").dataset.dag = data.rethreshold_dag;
@@ -82,6 +82,7 @@ async function refresh() {
   }
   state.items = data.items;
   state.total = data.total;
+  state.collapsed = data.collapsed || {};
   state.scores = scores.scores;
   if (scores.thresholds.length === 1 && !$("threshold").dataset.touched) setThreshold(scores.thresholds[0]);
   renderGrid();
@@ -123,7 +124,8 @@ function card(item) {
     "data-score": item.score === null ? "" : item.score, title: item.url },
     image,
     el("div", { class: "meta" }, labelOf(item), el("span", { text: score }),
-      el("span", { class: `badge ${item.status}`, text: item.status })));
+      el("span", { class: `badge ${item.status}`, text: item.status })),
+    el("div", { class: "runs", text: (item.runs || []).join(", "), title: "runs that found this image" }));
   node.addEventListener("click", () => openPanel(item.id));
   node.addEventListener("keydown", (event) => { if (event.key === "Enter") openPanel(item.id); });
   return node;
@@ -134,11 +136,29 @@ function renderGrid() {
   const first = state.offset + 1;
   const last = state.offset + state.items.length;
   $("summary").textContent = `${state.total} image${state.total === 1 ? "" : "s"}` + (state.items.length < state.total ? ` (showing ${first}–${last})` : "");
+  renderCollapsed();
   const pages = Math.max(1, Math.ceil(state.total / PAGE));
   $("pager").hidden = pages === 1;
   $("page-info").textContent = `page ${Math.floor(state.offset / PAGE) + 1} of ${pages}`;
   $("prev").disabled = state.offset === 0;
   $("next").disabled = last >= state.total;
+}
+
+// Skipped and failed candidates are counts until asked for: one button per status ticks its filter.
+function renderCollapsed() {
+  const box = $("collapsed");
+  const parts = Object.entries(state.collapsed).map(([status, count]) => {
+    const show = el("button", { type: "button", "data-status": status, text: `${count} ${status}` });
+    show.addEventListener("click", () => {
+      const others = document.querySelectorAll("#statuses input:checked").length === 0
+        ? STATUSES.filter((s) => !(s in state.collapsed)) : [];
+      for (const s of [...others, status]) document.querySelector(`#statuses input[value="${s}"]`).checked = true;
+      refresh().catch(showError);
+    });
+    return show;
+  });
+  box.hidden = parts.length === 0;
+  box.replaceChildren(...(parts.length ? ["Not shown: ", ...parts] : []));
 }
 
 function setThreshold(value) {
@@ -176,7 +196,7 @@ async function openPanel(id) {
     ["Status", item.status], ["Reason", item.reason || ""], ["Label", item.label || "—"],
     ["Score", item.score === null ? "—" : item.score.toFixed(4)], ["Run threshold", item.threshold ?? "—"],
     ["URL", safeLink(item.url)], ["Page", safeLink(item.page_url)], ["Domain", item.domain],
-    ["Alt", item.alt || ""], ["Title", item.title || ""], ["Found in", item.source], ["Run", item.run_id],
+    ["Alt", item.alt || ""], ["Title", item.title || ""], ["Found in", item.source], ["Runs", (item.runs && item.runs.length ? item.runs : [item.run_name]).join(", ")],
     ["Attempts", item.attempts], ["Size", item.width ? `${item.width}×${item.height} ${item.format}` : "—"],
     ["Bytes", item.size_bytes ?? "—"], ["sha256", item.sha256 || "—"],
     ["Duplicate of", item.duplicate_of ? safeLink(item.duplicate_of) : "—"],
@@ -255,7 +275,9 @@ function main() {
   $("rethreshold-cancel").addEventListener("click", () => { $("rethreshold-confirm").hidden = true; });
   $("rethreshold-go").addEventListener("click", () => rethreshold().catch((e) => { $("rethreshold-result").textContent = String(e); }));
   loadRuns().then(() => {
-    if (params.get("run")) $("run").value = params.get("run");
+    // ?run= takes the run's name as Airflow shows it (backfill__..., scheduled__...) or its state scope
+    const wanted = state.runs.find((r) => r.run_id === params.get("run") || r.name === params.get("run"));
+    if (wanted) $("run").value = wanted.run_id;
     return refresh();
   }).catch(showError);
 }

@@ -1,16 +1,16 @@
 """One politeness budget per host for every task and worker (harvest.web.host_budget): the host's
 adaptive spacing and next start, its requests in flight as leases, and the pace each host got per run.
 
-Revision ID: 0015_host_budget
-Revises: 0011_image_detail
+Revision ID: 0020_host_budget
+Revises: 0019_classes
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_host_budget"
-down_revision = "0011_image_detail"
+revision = "0020_host_budget"
+down_revision = "0019_classes"
 branch_labels = None
 depends_on = None
 
