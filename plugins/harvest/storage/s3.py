@@ -249,7 +249,9 @@ def make_s3_client(options: S3Options | None):
     from botocore.config import Config
 
     options = options or S3Options()
-    config = Config(retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    config = Config(
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60
+    )
     if options.session is not None:  # credentials resolved (and refreshed) by the session's provider
         return options.session.client(
             "s3",
