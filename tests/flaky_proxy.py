@@ -9,6 +9,7 @@ sent). A fault lasts for a number of requests or a time window; requests before 
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import threading
 import time
@@ -54,6 +55,13 @@ class Exchange:
     key: str
     outcome: int | str
     body: bytes | None = None  # manifests (*.jsonl) only, for checking what they named when written
+    credential: str | None = None  # the signature's scope: access key/date/region/service/aws4_request
+    token: str | None = None  # X-Amz-Security-Token: temporary credentials sign with one
+    action: str | None = None  # a query API call (STS AssumeRole, ...) posted as a form
+
+    @property
+    def access_key(self) -> str | None:
+        return self.credential.split("/", 1)[0] if self.credential else None
 
     @property
     def stored(self) -> bool:
@@ -227,7 +235,19 @@ def flaky_s3_proxy(upstream: str) -> Iterator[tuple[str, Outage]]:
             finally:
                 conn.close()
             kept = body if self.command == "PUT" and key.endswith(".jsonl") else None
-            outage.record(Exchange(self.command, key, fault or response.status, kept))
+            signed = re.search(r"Credential=([^,\s]+)", self.headers.get("Authorization", ""))
+            action = re.match(rb"Action=(\w+)", body) if self.command == "POST" else None
+            outage.record(
+                Exchange(
+                    self.command,
+                    key,
+                    fault or response.status,
+                    kept,
+                    credential=signed.group(1) if signed else None,
+                    token=self.headers.get("X-Amz-Security-Token"),
+                    action=action.group(1).decode() if action else None,
+                )
+            )
             self.send_response(response.status)
             for name, value in response.getheaders():
                 if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -11,11 +12,23 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 POSTGRES_INIT = ROOT / "docker" / "postgres-init"
+
+
+def _load_compose_env():
+    spec = importlib.util.spec_from_file_location("compose_env", ROOT / "scripts" / "compose_env.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_compose_env = _load_compose_env()
+read_env, write_env = _compose_env.read_env, _compose_env.write_env
 
 AIRFLOW_SERVICES = {
     "airflow-init",
@@ -63,10 +76,13 @@ def _docker_compose() -> str:
     return binary
 
 
-def _run_compose(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # An empty env file and a minimal environment: the file must work with nothing configured.
-    env_file = tmp_path / "empty.env"
+def _run_compose(tmp_path: Path, *args: str, generated: bool = True) -> subprocess.CompletedProcess[str]:
+    # A minimal environment and the .env `make compose-env` writes (or an empty one): every other setting
+    # must work with nothing configured.
+    env_file = tmp_path / "compose.env"
     env_file.write_text("")
+    if generated:
+        write_env(env_file)
     return subprocess.run(
         [_docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
         cwd=ROOT,
@@ -110,8 +126,9 @@ def test_celery_executor_everywhere(compose):
 def test_airflow3_settings(compose):
     env = _env(compose, "airflow-worker")
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-    assert env["AIRFLOW__API_AUTH__JWT_SECRET"]
-    assert _with_defaults(env["AIRFLOW__CORE__FERNET_KEY"])
+    # no secret has a default in the file: `make compose-env` generates them into .env
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW__API_AUTH__JWT_SECRET:?")
+    assert env["AIRFLOW__CORE__FERNET_KEY"].startswith("${AIRFLOW__CORE__FERNET_KEY:?")
     assert "/opt/airflow/plugins" in env["PYTHONPATH"].split(":")
     services = _services(compose)
     assert services["airflow-apiserver"]["command"] == "api-server"
@@ -174,3 +191,36 @@ def test_docker_compose_resolves_the_connections(tmp_path):
     aws = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
     assert aws["extra"]["endpoint_url"] == "http://minio:9000"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_docker_compose_refuses_to_start_without_generated_secrets(tmp_path):
+    result = _run_compose(tmp_path, "config", "-q", generated=False)
+    assert result.returncode != 0
+    assert "make compose-env" in result.stderr
+
+
+def test_compose_env_generates_secrets_once_and_keeps_them(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("HARVEST_DB_PASSWORD=s3cret")
+    assert write_env(env_file) == [
+        "AIRFLOW_UID",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__CORE__FERNET_KEY",
+    ]
+    first = read_env(env_file)
+    assert first["HARVEST_DB_PASSWORD"] == "s3cret"
+    assert write_env(env_file) == [] and read_env(env_file) == first
+    other = tmp_path / "other.env"
+    write_env(other)
+    assert read_env(other)["AIRFLOW__CORE__FERNET_KEY"] != first["AIRFLOW__CORE__FERNET_KEY"]
+    Fernet(first["AIRFLOW__CORE__FERNET_KEY"].encode())  # a valid Fernet key
+    assert env_file.stat().st_mode & 0o077 == 0
+
+
+def test_docker_compose_passes_the_generated_secrets_through(tmp_path):
+    result = _run_compose(tmp_path, "config")
+    assert result.returncode == 0, result.stderr
+    secrets = read_env(tmp_path / "compose.env")
+    env = yaml.safe_load(result.stdout)["services"]["airflow-worker"]["environment"]
+    assert env["AIRFLOW__CORE__FERNET_KEY"] == secrets["AIRFLOW__CORE__FERNET_KEY"]
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW__API_AUTH__JWT_SECRET"]

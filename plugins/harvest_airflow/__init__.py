@@ -38,10 +38,37 @@ def database_url() -> str | None:
     return conn.get_uri() if conn else None
 
 
+AWS_CONN_ID = "aws_default"
+
+
 def s3_options() -> S3Options | None:
-    """Credentials and endpoint of the ``aws_default`` connection, for any S3-compatible server."""
-    aws = connection("aws_default")
-    return s3_options_from_connection(aws) if aws else None
+    """Credentials and endpoint of the ``aws_default`` connection, for AWS or any S3-compatible server."""
+    aws = connection(AWS_CONN_ID)
+    return s3_options_for(aws) if aws else None
+
+
+def s3_options_for(conn: Any) -> S3Options:
+    """An Airflow ``aws`` connection as S3Options, read the way Airflow's Amazon provider reads it.
+
+    With the provider installed its session factory builds the boto3 session, as for every other DAG: keys,
+    session token, ``role_arn`` assumed through STS (``service_config.sts.endpoint_url`` for another STS),
+    ``profile_name``, the instance role, region, ``endpoint_url`` and per-service ``service_config``; the
+    data path stays boto3, fed that session (refreshing assumed-role credentials as they expire). Without
+    the provider only login, password, endpoint_url, region_name and aws_session_token are read.
+    """
+    try:
+        from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
+        from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
+    except ImportError:
+        log.info("apache-airflow-providers-amazon is not installed: reading %s by hand", conn.conn_id)
+        return s3_options_from_connection(conn)
+    wrapper = AwsConnectionWrapper(conn=conn)
+    session = BaseSessionFactory(conn=wrapper, region_name=wrapper.region_name).create_session()
+    return S3Options(
+        endpoint_url=wrapper.get_service_endpoint_url("s3"),
+        region_name=wrapper.region_name or session.region_name,
+        session=session,
+    )
 
 
 def run_scope(run_id: str, logical_date) -> str:

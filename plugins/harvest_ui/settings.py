@@ -18,9 +18,9 @@ from harvest.settings.config import (
     default_database_url,
     harvest_home,
     normalize_database_url,
-    s3_options_from_connection,
     s3_options_from_env,
 )
+from harvest_airflow import s3_options_for
 
 #: DAG the "re-threshold" button triggers; override with HARVEST_RETHRESHOLD_DAG.
 DEFAULT_RETHRESHOLD_DAG = "image_rethreshold"
@@ -68,7 +68,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, use_airflow: bool = T
             conn = _airflow_connection("harvest_db")
             database_url = conn.get_uri() if conn else None
         aws = _airflow_connection("aws_default")
-        s3 = s3_options_from_connection(aws) if aws else None
+        s3 = s3_options_for(aws) if aws else None
     return GallerySettings(
         database_url=normalize_database_url(database_url or default_database_url(env)),
         s3=s3 or s3_options_from_env(env),

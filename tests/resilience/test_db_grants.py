@@ -1,10 +1,10 @@
-"""The state DB works with exactly the privileges the README grants, and no more: a plain login role
+"""The state DB works with exactly the privileges docs/configuration.md grants, and no more: a plain login role
 (no superuser, no CREATEDB, no CREATEROLE) runs the migrations and a whole harvest of the demo site.
 
-The GRANT statements are read from the README's "State database permissions" section, so the
+The GRANT statements are read from the "State database permissions" section of docs/configuration.md, so the
 documentation and the test cannot drift apart. The fresh database first loses the privileges
 Postgres gives PUBLIC by default (CONNECT on the database, USAGE on the schema): whatever the role
-can do, it can do because the README said so.
+can do, it can do because the docs said so.
 """
 
 from __future__ import annotations
@@ -24,22 +24,22 @@ from harvest.pipeline import run_all
 from harvest.settings.config import build_config
 from harvest.state.db import dispose_engines, migrate
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PERMISSIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def readme_blocks() -> list[list[str]]:
-    """The SQL statements of each ```sql block of the README's state database permissions section."""
-    section = README.read_text(encoding="utf-8").split("### State database permissions", 1)[1]
+    """The SQL statements of each ```sql block of the documented state database permissions section."""
+    section = PERMISSIONS_DOC.read_text(encoding="utf-8").split("## State database permissions", 1)[1]
     section = re.split(r"\n#{1,3} ", section, maxsplit=1)[0]
     blocks = re.findall(r"```sql\n(.*?)```", section, re.DOTALL)
     return [[s.strip() for s in re.sub(r"--[^\n]*", "", block).split(";") if s.strip()] for block in blocks]
 
 
 def for_this_test(statement: str, role: str, database: str) -> str:
-    """The README's role and database names (both ``harvest``) replaced by this test's."""
+    """The documented role and database names (both ``harvest``) replaced by this test's."""
     statement = re.sub(r"\bON DATABASE harvest\b", f'ON DATABASE "{database}"', statement)
     statement = re.sub(r"\b(ROLE|TO) harvest\b", rf"\1 {role}", statement)
-    assert not re.search(r"\bharvest\b", statement), f"a README name left unreplaced: {statement}"
+    assert not re.search(r"\bharvest\b", statement), f"a documented name left unreplaced: {statement}"
     return statement
 
 

@@ -249,13 +249,22 @@ def make_s3_client(options: S3Options | None):
     from botocore.config import Config
 
     options = options or S3Options()
+    config = Config(
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60
+    )
+    if options.session is not None:  # credentials resolved (and refreshed) by the session's provider
+        return options.session.client(
+            "s3",
+            endpoint_url=options.endpoint_url,
+            region_name=options.region_name or options.session.region_name or "us-east-1",
+            config=config,
+        )
     return boto3.client(
         "s3",
         endpoint_url=options.endpoint_url,
         aws_access_key_id=options.aws_access_key_id,
         aws_secret_access_key=options.aws_secret_access_key,
+        aws_session_token=options.aws_session_token,
         region_name=options.region_name or "us-east-1",
-        config=Config(
-            retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60
-        ),
+        config=config,
     )
