@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select
 
 from harvest.model import scores
 from harvest.model.runtime import STORED_TOP, Classifier, decode_for_model, load_classifier, worker_cores
@@ -26,6 +26,7 @@ from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Status, utcnow
+from harvest.state.shards import buckets, in_shard, run_shards
 from harvest.storage import StorageError, Stores
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,17 @@ class _ClaimedPage:
 
 
 def _pending(
-    database_url: str, run_id: str, key: str, page: int, claims: list[_ClaimedPage]
+    database_url: str,
+    run_id: str,
+    key: str,
+    page: int,
+    claims: list[_ClaimedPage],
+    shard: ColumnElement[bool],
 ) -> Iterator[tuple[str, str, str]]:
-    """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET).
+    """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET);
+    of the images a candidate of the ``shard`` (a condition on the candidate's bucket) found.
 
-    Each page is claimed (``FOR NO KEY UPDATE SKIP LOCKED``, which still lets predictions reference
+    An image found by candidates of two shards may be taken by either; the claim decides. Each page is claimed (``FOR NO KEY UPDATE SKIP LOCKED``, which still lets predictions reference
     the rows) in a transaction left open in ``claims`` until its predictions are written, so a
     second worker classifying the same images at the same time takes other ones."""
     after = ""
@@ -60,6 +67,7 @@ def _pending(
                         Candidate.sha256 == Image.sha256,
                         Candidate.run_id == run_id,
                         Candidate.status == Status.DONE,
+                        shard,
                     ),
                     ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
                 )
@@ -125,8 +133,22 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> StageReport:
+def run_classify(
+    cfg: HarvestConfig,
+    classifier: Classifier | None = None,
+    shard: int | None = None,
+    shards: int | None = None,
+) -> StageReport:
+    """Score the run's images not scored yet by this model: those of shard ``shard`` of ``shards`` (the
+    run's recorded count when not given), or all of them when ``shard`` is None. Any number of these
+    may run at once, on any workers, over the same or overlapping shards: each image is claimed
+    before it is scored (see :func:`_pending`), so it is scored once."""
     report = StageReport("classify")
+    if shard is not None:
+        shards = shards or run_shards(cfg)
+        report.extra["shard"] = shard
+        if not buckets(shard, shards):
+            return report
     classifier = classifier or load_classifier(cfg.model, cfg.models_dir)
     report.extra["model"] = classifier.key
     stores = Stores(cfg.s3)
@@ -147,7 +169,8 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
     decoders = max(1, worker_cores() // 2)
     claims: list[_ClaimedPage] = []
     with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="decode") as pool, _releasing(claims):
-        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, cfg.batch_size * 8, claims)
+        where = in_shard(Candidate.shard, shard, shards or 1)
+        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, cfg.batch_size * 8, claims, where)
         decoded = ahead(pending, load, pool, cfg.batch_size * 2)
         for chunk in batched(decoded, cfg.batch_size):
             rows: list[dict] = []

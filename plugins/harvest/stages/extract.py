@@ -22,8 +22,9 @@ from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Page, Status
+from harvest.state.shards import bucket_of
 from harvest.storage import StorageError, open_store
-from harvest.urls import host_of, shard_of
+from harvest.urls import host_of
 from harvest.web.robots import RobotsCache, robots_skip_reason
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _candidate_row(cfg: HarvestConfig, page_url: str, item: Found, reason: str |
         "caption": item.caption,
         "nearby_text": item.nearby_text,
         "page_fields": item.fields,
-        "shard": shard_of(item.url, cfg.num_shards),
+        "shard": bucket_of(item.url),
         "status": Status.SKIPPED if reason else Status.PENDING,
         "error": reason,
         "attempts": 0,
