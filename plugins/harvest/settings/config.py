@@ -238,7 +238,7 @@ def build_config(
         **_crawler(params, env, problems),
         **quality_settings(env, problems),
     }
-    if sections["min_shards"] > sections["num_shards"]:
+    if sections["min_shards"] > sections["num_shards"] and not any("SHARDS" in p for p in problems):
         problems.append(
             f"HARVEST_MIN_SHARDS ({sections['min_shards']}) must not exceed HARVEST_SHARDS "
             f"({sections['num_shards']}), the most shards a run is split into"
