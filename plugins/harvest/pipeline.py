@@ -66,8 +66,22 @@ def prepare_run(cfg: HarvestConfig) -> dict:
     return {"run_id": cfg.run_id, "seeds": seeded, "labels": [t.folder for t in targets]}
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM: for a task forked from a worker, from the fork
+    on), recorded with each report so a deployment sees what a task of each stage needs."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def record_report(cfg: HarvestConfig, report: StageReport) -> None:
     name = report.stage if "shard" not in report.extra else f"{report.stage}[{report.extra['shard']}]"
+    report.extra.setdefault("peak_rss_mb", peak_rss_mb())
     with session_scope(cfg.database_url) as session:
         run = session.scalars(select(Run).where(Run.run_id == cfg.run_id).with_for_update()).one()
         run.counters = {**(run.counters or {}), name: report.as_dict()}
