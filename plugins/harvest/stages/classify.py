@@ -51,31 +51,40 @@ def _pending(
     """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET);
     of the images a candidate of the ``shard`` (a condition on the candidate's bucket) found.
 
-    An image found by candidates of two shards may be taken by either; the claim decides. Each page is claimed (``FOR NO KEY UPDATE SKIP LOCKED``, which still lets predictions reference
-    the rows) in a transaction left open in ``claims`` until its predictions are written, so a
-    second worker classifying the same images at the same time takes other ones."""
+    A page of sha256s is read from the run's candidates (the (run_id, sha256) index walks them in
+    order, the shard's bucket list filters), then their image rows are claimed (``FOR NO KEY UPDATE
+    SKIP LOCKED``, which still lets predictions reference the rows) in a transaction left open in
+    ``claims`` until their predictions are written. A second worker on the same or an overlapping
+    shard (an image found by candidates of two shards, a retried task beside a live one) skips the
+    rows claimed and takes the next page, so each image is scored once."""
     after = ""
     while True:
+        with session_scope(database_url) as session:
+            wanted = session.scalars(
+                select(Candidate.sha256)
+                .where(
+                    Candidate.run_id == run_id,
+                    Candidate.sha256 > after,
+                    Candidate.status == Status.DONE,
+                    shard,
+                    ~exists().where(Prediction.sha256 == Candidate.sha256, Prediction.model == key),
+                )
+                .group_by(Candidate.sha256)
+                .order_by(Candidate.sha256)
+                .limit(page)
+            ).all()
+        if not wanted:
+            return
         stack = ExitStack()
         session = stack.enter_context(session_scope(database_url))
         try:
             rows = session.execute(
                 select(Image.sha256, Image.staging, Image.storage_key)
-                .where(
-                    Image.sha256 > after,
-                    exists().where(
-                        Candidate.sha256 == Image.sha256,
-                        Candidate.run_id == run_id,
-                        Candidate.status == Status.DONE,
-                        shard,
-                    ),
-                    ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
-                )
+                .where(Image.sha256.in_(wanted))
                 .order_by(Image.sha256)
-                .limit(page)
                 .with_for_update(skip_locked=True, key_share=True)
             ).all()
-            # scored by another worker between this query's snapshot and its lock: read again
+            # scored by another worker between the page's read and this lock: read again
             scored = set(
                 session.scalars(
                     select(Prediction.sha256).where(
@@ -92,9 +101,9 @@ def _pending(
         else:
             stack.close()
         yield from mine
-        if len(rows) < page:
+        if len(wanted) < page:
             return
-        after = rows[-1][0]
+        after = wanted[-1]
 
 
 def _release(claims: list[_ClaimedPage], scored: set[str]) -> None:
