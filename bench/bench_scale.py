@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -54,13 +53,17 @@ TASKS = (
 
 
 def generate(folder: Path, count: int, seed: int = 17) -> None:
-    """``count`` distinct JPEGs of 320x240, img{n}.jpg."""
+    """``count`` distinct JPEGs of 320x240, img{n}.jpg; those already there are kept (each one
+    depends only on its number)."""
     from PIL import ImageOps
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = list(sample_photos().values())
-    rng = random.Random(seed)
     for n in range(count):
+        target = folder / f"img{n}.jpg"
+        if target.exists():
+            continue
+        rng = random.Random(seed * 1_000_003 + n)
         photo = photos[n % len(photos)]
         width, height = photo.size
         left, top = rng.randrange(0, width // 5), rng.randrange(0, height // 5)
@@ -68,7 +71,7 @@ def generate(folder: Path, count: int, seed: int = 17) -> None:
         image = photo.crop((left, top, right, bottom)).resize((320, 240))
         if rng.random() < 0.5:
             image = ImageOps.mirror(image)
-        image.convert("RGB").save(folder / f"img{n}.jpg", "JPEG", quality=85)
+        image.convert("RGB").save(target, "JPEG", quality=85)
     print(f"generated {count} JPEGs in {folder}", flush=True)
 
 
@@ -124,9 +127,7 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     site = workdir / "site"
-    if len(list(site.glob("img*.jpg"))) != args.images:
-        shutil.rmtree(site, ignore_errors=True)
-        generate(site, args.images)
+    generate(site, args.images)
 
     servers = [LoggingServer(site) for _ in range(args.hosts)]
     for server in servers:
