@@ -2,7 +2,7 @@
 cluster of tests/test_distributed.py): wall time per stage, images/s end to end, peak RSS per task,
 requests/s seen by each image host.
 
-    python bench/bench_scale.py [--images 100000] [--hosts 2] [--shard-size 1000] [--workdir DIR]
+    python bench/bench_scale.py [--images 100000] [--hosts 2] [--shard-size 2000] [--workdir DIR]
 
 The images are distinct JPEGs (random crops and flips of the installed sample photos, so the
 classifier keeps some and near duplicates occur), written before the clock starts and served by
@@ -117,7 +117,7 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--hosts", type=int, default=2)
-    parser.add_argument("--shard-size", type=int, default=1000)
+    parser.add_argument("--shard-size", type=int, default=2000)
     parser.add_argument("--max-shards", type=int, default=32)
     parser.add_argument("--download-threads", type=int, default=16)
     parser.add_argument("--timeout-hours", type=float, default=6.0)

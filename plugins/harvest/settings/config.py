@@ -68,7 +68,7 @@ class HarvestConfig:
     #: (harvest.state.shards.shard_count)
     num_shards: int = 32
     min_shards: int = 1
-    shard_size: int = 1000
+    shard_size: int = 2000
     download_threads: int = 8
     batch_size: int = 32
     max_attempts: int = 3
@@ -340,7 +340,7 @@ def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     return {
         "num_shards": env_int(env, "HARVEST_SHARDS", 32, 1, 256, problems),
         "min_shards": env_int(env, "HARVEST_MIN_SHARDS", 1, 1, 256, problems),
-        "shard_size": env_int(env, "HARVEST_SHARD_SIZE", 1000, 1, 10_000_000, problems),
+        "shard_size": env_int(env, "HARVEST_SHARD_SIZE", 2000, 1, 10_000_000, problems),
         "download_threads": env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems),
         "max_renditions": env_int(env, "HARVEST_MAX_RENDITIONS", 4, 1, 16, problems),
         "batch_size": env_int(env, "HARVEST_BATCH_SIZE", 32, 1, 1024, problems),
