@@ -100,7 +100,9 @@ def pick_keepers(
 
     Reads only stored scores: deciding again with other labels, top_k or threshold never needs the
     network. ``classes`` (the model's output order) lets the whole stored vector be used. The rows
-    are streamed, and of each keeper only its :data:`Pick` is held."""
+    are streamed, and of each keeper only its :data:`Pick` is held: for previews of a decision
+    (:func:`select_kept`); the stage itself writes its decision to the ``keepers`` table
+    (:func:`select_keepers`) and holds none of it."""
     wanted = target_class_indexes(targets, classes)
     picks: list[Pick] = []
     scored: set[str] = set()
@@ -178,7 +180,7 @@ def select_kept(
     cfg: HarvestConfig, targets: list[Target], key: str, classes: tuple[ImageNetClass, ...] | None = None
 ) -> tuple[list[Kept], int]:
     """:func:`pick_keepers` with every keeper's full row: for callers that want them all at once
-    (the gallery's preview); the stage itself expands a chunk at a time."""
+    (the gallery's preview); the stage itself reads its keepers back a page at a time."""
     picks, scored = pick_keepers(cfg, targets, key, classes)
     return [item for chunk in chunks(picks, STREAM_ROWS) for item in expand(cfg, chunk, key)], scored
 
