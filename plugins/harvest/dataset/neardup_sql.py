@@ -16,7 +16,6 @@ import logging
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     Column,
     Float,
     Index,
@@ -32,6 +31,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     true,
     union_all,
     update,
@@ -51,6 +51,7 @@ _MASK = (1 << BLOCK_BITS) - 1
 _U64 = (1 << 64) - 1
 
 _META = MetaData()
+#: the images to group, numbered in visiting order, with the verdict they had and the one they get
 _MEMBERS = Table(
     "neardup_members",
     _META,
@@ -59,16 +60,30 @@ _MEMBERS = Table(
     #: the 64-bit hash as a signed BIGINT (two's complement)
     Column("val", BigInteger, nullable=False),
     *(Column(f"b{i}", Integer, nullable=False) for i in range(BLOCKS)),
-    Column("rep", Boolean, nullable=False, default=False),
     Column("old_of", String(64)),
     Column("old_distance", Integer),
     Column("new_of", String(64)),
     Column("new_distance", Integer),
     prefixes=["TEMPORARY"],
 )
+#: the images kept so far (no near duplicate of an earlier one), indexed on each block; only ever
+#: appended to, so it stays compact
+_KEPT = Table(
+    "neardup_kept",
+    _META,
+    Column("seq", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("val", BigInteger, nullable=False),
+    *(Column(f"b{i}", Integer, nullable=False) for i in range(BLOCKS)),
+    prefixes=["TEMPORARY"],
+)
 for _i in range(BLOCKS):
-    Index(f"ix_neardup_members_b{_i}", _MEMBERS.c[f"b{_i}"])
+    Index(f"ix_neardup_kept_b{_i}", _KEPT.c[f"b{_i}"])
 _FLIPS = Table("neardup_flips", _META, Column("mask", Integer, primary_key=True), prefixes=["TEMPORARY"])
+
+
+def _blocks(value: int) -> dict[str, int]:
+    return {f"b{i}": (value >> (i * BLOCK_BITS)) & _MASK for i in range(BLOCKS)}
 
 
 def _signed(value: int) -> int:
@@ -123,8 +138,7 @@ def _fill(conn, database_url: str, members: Select, distance: int) -> int:
                     "seq": seq,
                     "sha256": row.sha256,
                     "val": _signed(value),
-                    **{f"b{i}": (value >> (i * BLOCK_BITS)) & _MASK for i in range(BLOCKS)},
-                    "rep": False,
+                    **_blocks(value),
                     "old_of": row.duplicate_of,
                     "old_distance": row.duplicate_distance,
                 }
@@ -142,29 +156,35 @@ def _fill(conn, database_url: str, members: Select, distance: int) -> int:
 def _earlier_matches(conn, start: int, end: int, distance: int, postgres: bool) -> dict[int, list]:
     """For each image of the chunk, the images kept before the chunk that share a block within the
     radius (on Postgres: only those within the distance): {seq: [(distance, seq, sha256), ...]}."""
-    query_rows, kept = _MEMBERS.alias("q"), _MEMBERS.alias("m")
+    chunk = _MEMBERS.alias("q")
     selects = []
     for i in range(BLOCKS):
-        block = query_rows.c[f"b{i}"]
+        block = chunk.c[f"b{i}"]
         variant = block.op("|")(_FLIPS.c.mask) - block.op("&")(_FLIPS.c.mask)  # XOR, in any SQL
         statement = (
             select(
-                query_rows.c.seq.label("row"),
-                query_rows.c.val.label("row_val"),
-                kept.c.seq,
-                kept.c.sha256,
-                kept.c.val,
+                chunk.c.seq.label("row"),
+                chunk.c.val.label("row_val"),
+                _KEPT.c.seq,
+                _KEPT.c.sha256,
+                _KEPT.c.val,
             )
-            .select_from(query_rows.join(_FLIPS, true()).join(kept, kept.c[f"b{i}"] == variant))
-            .where(query_rows.c.seq.between(start, end), kept.c.rep.is_(True), kept.c.seq < start)
+            .select_from(chunk.join(_FLIPS, true()).join(_KEPT, _KEPT.c[f"b{i}"] == variant))
+            .where(chunk.c.seq.between(start, end))
         )
         if postgres:
             from sqlalchemy.dialects.postgresql import BIT
 
             statement = statement.where(
-                func.bit_count(cast(query_rows.c.val.op("#")(kept.c.val), BIT(64))) <= distance
+                func.bit_count(cast(chunk.c.val.op("#")(_KEPT.c.val), BIT(64))) <= distance
             )
         selects.append(statement)
+    if postgres:
+        # the temporary tables have no statistics: without this the planner may hash the whole
+        # kept table for every chunk (quadratic in the images) instead of probing its block
+        # indexes; and a query this short gains nothing from being compiled (JIT) first
+        for setting in ("enable_hashjoin", "enable_mergejoin", "jit"):
+            conn.execute(text(f"SET LOCAL {setting} = off"))
     found: dict[int, dict[int, tuple]] = {}
     for row, row_val, seq, sha256, val in conn.execute(union_all(*selects)):
         d = hamming(row_val & _U64, val & _U64)
@@ -197,7 +217,13 @@ def _resolve_chunk(conn, start: int, end: int, distance: int, postgres: bool) ->
         else:
             kept_here.append((seq, sha256, value))
     if kept_here:
-        conn.execute(update(_MEMBERS).where(_MEMBERS.c.seq.in_([k[0] for k in kept_here])).values(rep=True))
+        conn.execute(
+            insert(_KEPT),
+            [
+                {"seq": seq, "sha256": sha256, "val": _signed(value), **_blocks(value)}
+                for seq, sha256, value in kept_here
+            ],
+        )
     if duplicates:
         conn.execute(
             update(_MEMBERS)
