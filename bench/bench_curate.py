@@ -93,7 +93,11 @@ def child(database_url: str, destination: str) -> None:
     cfg = build_config(
         {"seeds": [], "labels": ["tabby"], "destination": destination},
         "bench",
-        env={**os.environ, "HARVEST_LOCAL_ROOTS": "/bench", "HARVEST_STAGING": "/bench/staging"},  # names only
+        env={
+            **os.environ,
+            "HARVEST_LOCAL_ROOTS": "/bench",
+            "HARVEST_STAGING": "/bench/staging",
+        },  # names only
         database_url=database_url,
         require_seeds=False,
     )

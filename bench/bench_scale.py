@@ -39,6 +39,8 @@ from conftest import _create_database, _drop_database, free_port  # noqa: E402
 from staged import sample_photos  # noqa: E402
 
 LABELS = ["tabby", "tiger_cat", "Egyptian_cat", "espresso", "daisy"]
+#: the stages whose reports count images through them (the others count keepers, runs, pages)
+RATED = ("download", "classify", "upload")
 TASKS = (
     ("validate", "prepare"),
     ("crawl_seeds", "crawl"),
@@ -221,7 +223,8 @@ def report(cluster, run_id: str, state: str, wall: float, args, servers, state_u
             for key, value in counters.items()
             if isinstance(value, dict) and (key == stage or key.startswith(f"{stage}["))
         )
-        rate = f"{done / stage_wall:.1f}" if stage_wall and done else ""
+        # images through the stage per second of its wall time: downloaded, scored, uploaded
+        rate = f"{done / stage_wall:.1f}" if stage in RATED and stage_wall and done else ""
         print(
             f"| {task_id} | {len(mine)} | {dict(sorted(workers.items()))} | {stage_wall:.1f} | {busy:.1f} "
             f"| {rate} | {max(rss) if rss else ''} |"
