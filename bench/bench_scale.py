@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -173,6 +174,8 @@ def main() -> None:
             server.shutdown()
         for name in names.values():
             _drop_database(name)
+        if args.workdir is None:  # a folder of its own: the images, the dataset, the logs
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def report(cluster, run_id: str, state: str, wall: float, args, servers, state_url: str) -> None:
