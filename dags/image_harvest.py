@@ -4,8 +4,13 @@
 Crawl the seed pages, find every image on them, download the candidates, keep those the ImageNet
 classifier recognises as one of the requested labels, and publish them with a manifest.
 
-`validate → crawl_seeds → extract_links → download_images (one task per shard) → classify_images →
-publish_images`
+`validate → crawl_seeds → extract_links → download_images → classify_images → select_keepers →
+curate_keepers → upload_images → publish_images`
+
+The run is split into shards by its size (one per `HARVEST_SHARD_SIZE` candidates, between
+`HARVEST_MIN_SHARDS` and `HARVEST_SHARDS`): downloading, classifying, the keep decision and the
+uploads are mapped over them, so every worker takes a part; the curation verdict and the manifest are
+one task each (docs/scaling.md).
 
 State lives in the harvest state DB (`HARVEST_DATABASE_URL`, the `harvest_db` connection, or a
 local SQLite file), so any task can be cleared and re-run: it does exactly the work still missing.
@@ -51,7 +56,7 @@ ALERTS = alert_settings()
 NOTIFIERS = failure_notifiers(ALERTS)
 
 
-def _stage_task(name: str, **extra: Any):
+def _stage_task(name: str, task_id: str = "", **extra: Any):
     """``@task`` for a stage, from its row in harvest.stages.STAGES: its task id, the network pool
     when it loads the network, and its execution timeout (HARVEST_<KIND>_TIMEOUT_MINUTES), after which
     a stuck task fails and the run goes on to its end instead of holding the DAG's only run slot."""
@@ -59,7 +64,7 @@ def _stage_task(name: str, **extra: Any):
     if stage.network:
         extra["pool"] = NETWORK_POOL
     timeout = timedelta(minutes=task_timeout_minutes(stage.timeout))
-    return task(task_id=stage.task_id, execution_timeout=timeout, **extra)
+    return task(task_id=task_id or stage.task_id, execution_timeout=timeout, **extra)
 
 
 def _run_stage(name: str, shard: int | None = None) -> list[dict]:
@@ -134,12 +139,13 @@ def image_harvest():
 
     @_stage_task("extract")
     def extract_links(_: dict) -> list[int]:
-        """Returns the shard ids the download fans out over (its counts are in the log and state DB)."""
+        """Returns the shard ids the later stages fan out over: as many as the run's candidates
+        call for (harvest.state.shards); the counts are in the log and state DB."""
         from harvest.pipeline import run_stage
 
         cfg = _settings()
-        run_stage(cfg, "extract")
-        return list(range(cfg.num_shards))
+        reports = run_stage(cfg, "extract")
+        return list(range(reports[0].extra["shards"]))
 
     @_stage_task("download")
     def download_images(shard: int) -> dict:
@@ -147,17 +153,38 @@ def image_harvest():
         return report
 
     @_stage_task("classify")
-    def classify_images(_: list) -> dict:
-        (report,) = _run_stage("classify")
+    def classify_images(shard: int) -> dict:
+        """Any worker scores any shard; an image is claimed before it is scored, so each is scored
+        once even when shards overlap or a task is retried."""
+        (report,) = _run_stage("classify", shard)
         return report
 
+    def _publish_step(step: str, shard: int | None = None) -> dict:
+        from harvest.pipeline import run_publish_step
+
+        return run_publish_step(_settings(), step, shard).as_dict()
+
+    @_stage_task("publish", task_id="select_keepers")
+    def select_keepers(shard: int) -> dict:
+        """The keep decision for the shard's images, written to the state DB."""
+        return _publish_step("select", shard)
+
+    @_stage_task("publish", task_id="curate_keepers")
+    def curate_keepers() -> dict:
+        """Placeholders, near-blank images and near duplicates, over the run and the destination."""
+        return _publish_step("curate")
+
+    @_stage_task("publish", task_id="upload_images")
+    def upload_images(shard: int) -> dict:
+        return _publish_step("upload", shard)
+
     @_stage_task("publish", outlets=[HARVEST_IMAGES])
-    def publish_images(_: dict) -> dict:
-        """Publish, then announce the new images as asset events and log where they came from."""
-        from harvest.pipeline import run_stage
+    def publish_images() -> dict:
+        """Withdrawals, exports and the manifest; then announce the new images as asset events."""
+        from harvest.pipeline import run_publish_step
 
         cfg = _settings()
-        (report,) = run_stage(cfg, "publish")
+        report = run_publish_step(cfg, "finish")
         events = get_current_context()["outlet_events"][HARVEST_IMAGES]
         extra = {
             "run_id": cfg.manifest_id,
@@ -171,8 +198,12 @@ def image_harvest():
 
     prepared = validate()
     shards = extract_links(crawl_seeds(prepared))
+    # a mapped task after another waits for all of its instances
     downloaded = download_images.expand(shard=shards)
-    publish_images(classify_images(downloaded))
+    classified = classify_images.expand(shard=shards)
+    selected = select_keepers.expand(shard=shards)
+    uploaded = upload_images.expand(shard=shards)
+    downloaded >> classified >> selected >> curate_keepers() >> uploaded >> publish_images()
 
 
 #: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README

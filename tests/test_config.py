@@ -274,3 +274,12 @@ def test_non_integer_numeric_environment_variable_is_a_config_problem(env, name)
 def test_zero_workers_or_batch_size_is_refused(env, name):
     problems = problems_of(GOOD, {**env, name: "0"})
     assert any(name in p for p in problems)
+
+
+def test_shard_sizing_comes_from_the_environment(env):
+    cfg = build_config(GOOD, "manual__1", env={**env, "HARVEST_SHARD_SIZE": "500", "HARVEST_MIN_SHARDS": "2"})
+    assert (cfg.shard_size, cfg.min_shards, cfg.num_shards) == (500, 2, 32)
+    problems = problems_of(GOOD, {**env, "HARVEST_SHARDS": "4", "HARVEST_MIN_SHARDS": "8"})
+    assert problems == [
+        "HARVEST_MIN_SHARDS (8) must not exceed HARVEST_SHARDS (4), the most shards a run is split into"
+    ]

@@ -60,9 +60,12 @@ def test_dag_file_does_no_work_at_import(tmp_path):
     assert info["tasks"] == [
         "classify_images",
         "crawl_seeds",
+        "curate_keepers",
         "download_images",
         "extract_links",
         "publish_images",
+        "select_keepers",
+        "upload_images",
         "validate",
     ]
     assert info["schedule"] == "@daily" and info["catchup"] is False and info["retries"] >= 1
@@ -135,6 +138,7 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
         AIRFLOW_CONN_AWS_DEFAULT=json.dumps(aws),
         AIRFLOW_CONN_HARVEST_DB=postgres_url.replace("postgresql+psycopg2://", "postgresql://"),
         HARVEST_SHARDS="3",
+        HARVEST_MIN_SHARDS="3",  # the demo site's few candidates would make one shard
     )
     summary_path = tmp_path / "summary.json"
     result = subprocess.run(
@@ -158,7 +162,9 @@ def test_whole_dag_on_postgres_and_s3(postgres_url, s3, bucket, site, site_root,
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     summary = json.loads(summary_path.read_text())
     assert summary["state"] == "success"
-    assert {f"download[{shard}]" for shard in range(3)} <= set(summary["counters"])
+    for step in ("download", "classify", "select", "upload"):
+        assert {f"{step}[{shard}]" for shard in range(3)} <= set(summary["counters"]), step
+    assert summary["counters"]["extract"]["shards"] == 3
 
     objects = bucket_objects(s3, bucket, "nightly")
     run_manifest = manifest_key(summary["run_id"])

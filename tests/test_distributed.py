@@ -1,6 +1,7 @@
 """The harvest on a real multi-process Airflow: scheduler, DAG processor, API server, two Celery workers.
 
-Proves what a multi-machine deployment relies on: mapped download shards spread over workers, bytes
+Proves what a multi-machine deployment relies on: mapped download, classify and publish shards spread
+over workers (each image scored once whichever worker claims it), bytes
 between stages go through the object store (S3 staging), the result equals a single-process run, and a
 backfill of a past date re-classifies and re-publishes that date's images without downloading them again.
 """
@@ -22,7 +23,7 @@ from harvest.demo_site import DEMO_LABELS
 from harvest.pipeline import run_all
 from harvest.settings.config import build_config
 from harvest.state.db import session_scope
-from harvest.state.models import Candidate, Page
+from harvest.state.models import Candidate, Page, Run
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,7 @@ def cluster(cluster_env, tmp_path_factory, models_dir):
         "AIRFLOW_CONN_HARVEST_DB": cluster_env["state_url"].replace("+psycopg2", ""),
         "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
         "HARVEST_SHARDS": str(SHARDS),
+        "HARVEST_MIN_SHARDS": str(SHARDS),  # the demo site's few candidates would make one shard
         "HARVEST_DOWNLOAD_THREADS": "1",
         "HARVEST_HOME": str(tmp_path_factory.mktemp("cluster-home")),
     }
@@ -83,16 +85,30 @@ def test_two_workers_share_the_shards_and_match_a_single_process_run(cluster, cl
     assert cluster.wait_for_run("image_harvest", run_id) == "success", cluster.logs()
     wall = time.monotonic() - started
 
-    shards = cluster.query(
-        "SELECT map_index, hostname, state FROM task_instance "
-        "WHERE dag_id = 'image_harvest' AND run_id = :r AND task_id = 'download_images'",
-        r=run_id,
-    )
-    assert sorted(index for index, _, _ in shards) == list(range(SHARDS))
-    assert {state for _, _, state in shards} == {"success"}
-    per_worker = {host: sum(1 for _, h, _ in shards if h == host) for _, host, _ in shards}
-    print(f"\ncluster run {wall:.1f} s; download shards per worker: {per_worker}")
-    assert set(per_worker) == {"worker1", "worker2"}
+    for task_id in ("download_images", "classify_images", "select_keepers", "upload_images"):
+        shards = cluster.query(
+            "SELECT map_index, hostname, state FROM task_instance "
+            "WHERE dag_id = 'image_harvest' AND run_id = :r AND task_id = :t",
+            r=run_id,
+            t=task_id,
+        )
+        assert sorted(index for index, _, _ in shards) == list(range(SHARDS)), task_id
+        assert {state for _, _, state in shards} == {"success"}, task_id
+        per_worker = {host: sum(1 for _, h, _ in shards if h == host) for _, host, _ in shards}
+        print(f"\ncluster run {wall:.1f} s; {task_id} shards per worker: {per_worker}")
+        if task_id in ("download_images", "classify_images"):
+            assert set(per_worker) == {"worker1", "worker2"}, task_id
+    # the classify shards together scored each downloaded image once
+    with session_scope(cluster_env["state_url"]) as session:
+        scope, counters = session.execute(
+            select(Run.run_id, Run.counters).order_by(Run.started_at.desc()).limit(1)
+        ).one()
+        images = session.scalar(
+            select(func.count(func.distinct(Candidate.sha256))).where(
+                Candidate.run_id == scope, Candidate.status == "done"
+            )
+        )
+    assert sum(counters[f"classify[{k}]"]["done"] for k in range(SHARDS)) == images > 0
 
     objects = bucket_objects(cluster_env["s3"], bucket, "cluster")
     assert any(key.startswith("images/") for key in objects)

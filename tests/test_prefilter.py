@@ -109,7 +109,7 @@ def test_promoted_candidates_are_downloaded_first(site):
     collect_candidates(cfg)
     report = apply_prefilter(cfg, 0)
     assert report.extra["promoted"] == 1
-    claim = _claim(cfg, 0, set())
+    claim = _claim(cfg, 0, 1, set())
     try:
         assert claim.chunk[0].url == f"{site}/photos/coffee-large.jpg"  # alt "An espresso on a saucer"
         assert claim.chunk[0].priority == 1 and all(c.priority == 0 for c in claim.chunk[1:])

@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     stage = commands.add_parser("stage", help="run one stage, as its DAG task would")
     stage.add_argument("stage", choices=STAGE_NAMES)
-    stage.add_argument("--shard", type=int, help="download only this shard (default: every shard)")
+    stage.add_argument(
+        "--shard",
+        type=int,
+        help="run only this shard of a sharded stage (download, classify; default: every shard)",
+    )
     run = commands.add_parser("run", help="run every stage in order")
     for sub in (stage, run):
         sub.add_argument("--run-id", required=True, help="the run's scope in the state DB")

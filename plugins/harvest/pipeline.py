@@ -17,6 +17,7 @@ from harvest.settings.config import ConfigError, HarvestConfig
 from harvest.stages import STAGE_BY_NAME, STAGES
 from harvest.state.db import insert_ignore, migrate, session_scope
 from harvest.state.models import Page, Run, utcnow
+from harvest.state.shards import plan_shards, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,22 @@ def prepare_run(cfg: HarvestConfig, *, checked: bool = False) -> dict:
     return {"run_id": cfg.run_id, "seeds": seeded, "labels": [t.folder for t in targets]}
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM: for a task forked from a worker, from the fork
+    on), recorded with each report so a deployment sees what a task of each stage needs."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def record_report(cfg: HarvestConfig, report: StageReport) -> None:
     name = report.stage if "shard" not in report.extra else f"{report.stage}[{report.extra['shard']}]"
+    report.extra.setdefault("peak_rss_mb", peak_rss_mb())
     with session_scope(cfg.database_url) as session:
         run = session.scalars(select(Run).where(Run.run_id == cfg.run_id).with_for_update()).one()
         run.counters = {**(run.counters or {}), name: report.as_dict()}
@@ -133,6 +148,7 @@ def collect_candidates(cfg: HarvestConfig) -> list[StageReport]:
     blocked = skip_blocked_candidates(cfg.database_url, cfg.run_id)
     if blocked:
         reports[0].extra["taken_down"] = blocked
+    reports[0].extra["shards"] = plan_shards(cfg)
     return reports
 
 
@@ -150,9 +166,15 @@ def run_stage(cfg: HarvestConfig, name: str, shard: int | None = None, classifie
     if stage.name == "prepare":
         log.info("prepared: %s", run(cfg))
         return []
-    if stage.sharded:
-        shards = range(cfg.num_shards) if shard is None else [shard]
-        reports = [run(cfg, s) for s in shards]
+    if stage.sharded and shard is None and stage.takes_classifier:
+        # in one process, scoring the whole run in one pass is the same work as shard after shard
+        reports = [run(cfg, classifier)]
+    elif stage.sharded:
+        shards = run_shards(cfg)
+        loaded = {"classifier": classifier} if stage.takes_classifier else {}
+        reports = [
+            run(cfg, shard=s, shards=shards, **loaded) for s in (range(shards) if shard is None else [shard])
+        ]
     else:
         result = run(cfg, classifier) if stage.takes_classifier else run(cfg)
         reports = result if isinstance(result, list) else [result]
@@ -161,6 +183,43 @@ def run_stage(cfg: HarvestConfig, name: str, shard: int | None = None, classifie
     if stage is STAGES[-1]:  # the run's last stage (publish): its statistics are final now
         record_run_stats(cfg)
     return reports
+
+
+#: the publish stage as DAG tasks: (step, its function in harvest.stages.publish, mapped over shards)
+PUBLISH_STEPS = {
+    "select": ("select_keepers", True),
+    "curate": ("curate_keepers", False),
+    "upload": ("upload_keepers", True),
+    "finish": ("finish_publish", False),
+}
+
+
+def run_publish_step(cfg: HarvestConfig, step: str, shard: int | None = None) -> StageReport:
+    """One step of publishing (PUBLISH_STEPS), with its bookkeeping: a mapped step runs shard
+    ``shard`` of the run's recorded count; the last one sums the uploads the shards recorded and,
+    like the publish stage, records the run's statistics."""
+    from harvest.stages import publish
+
+    name, mapped = PUBLISH_STEPS[step]
+    function = getattr(publish, name)
+    if mapped:
+        report = function(cfg, shard, run_shards(cfg))
+    elif step == "finish":
+        report = function(cfg, _recorded_uploads(cfg))
+    else:
+        report = function(cfg)
+    record_report(cfg, report)
+    if step == "finish":
+        record_run_stats(cfg)
+    return report
+
+
+def _recorded_uploads(cfg: HarvestConfig) -> list[dict]:
+    """The upload reports of this run's shards, as their tasks recorded them."""
+    shards = run_shards(cfg)
+    with session_scope(cfg.database_url) as session:
+        counters = session.scalar(select(Run.counters).where(Run.run_id == cfg.run_id)) or {}
+    return [counters[f"upload[{shard}]"] for shard in range(shards) if f"upload[{shard}]" in counters]
 
 
 def run_all(cfg: HarvestConfig, classifier=None) -> list[StageReport]:

@@ -37,6 +37,7 @@ VOLATILE = {
     "image_urls": {"id", "created_at"},
     "predictions": {"id", "created_at"},
     "publications": {"id", "created_at", "destination"},
+    "keepers": {"candidate_id"},  # the id of a candidates row, volatile like that id
 }
 #: timestamps compared only as "set or not"
 WHETHER = {"finished_at", "withdrawn_at"}

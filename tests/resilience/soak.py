@@ -371,6 +371,7 @@ def harvest_spec(images: int, database_url: str, workdir: Path, base_url: str, r
             "HARVEST_HOST_CONCURRENCY": "8",
             "HARVEST_MAX_PAGES_PER_HOST": str(pages + 10),
             "HARVEST_SHARDS": str(SHARDS),
+            "HARVEST_MIN_SHARDS": str(SHARDS),
             # the same number of inspecting processes at every size ("auto" starts none for a few
             # hundred images), so the download's peak compares like with like
             "HARVEST_INSPECT_PROCESSES": str(INSPECT_PROCESSES),

@@ -102,6 +102,7 @@ def world(tmp_path_factory, s3_endpoint, site_root):
         "HARVEST_HOST_DELAY": "0.01",
         "HARVEST_STAGING": str(staging),
         "HARVEST_SHARDS": str(SHARDS),
+        "HARVEST_MIN_SHARDS": str(SHARDS),
         "HARVEST_BATCH_SIZE": str(BATCH),
         "AWS_ACCESS_KEY_ID": s3.aws_access_key_id,
         "AWS_SECRET_ACCESS_KEY": s3.aws_secret_access_key,

@@ -270,6 +270,7 @@ def test_a_hostile_site_is_harvested_within_bounds_and_every_refusal_has_its_rea
                 # test_politeness) would turn later faults into "host paused" and hide their reasons
                 "HARVEST_HOST_FAILURE_LIMIT": "1000",
                 "HARVEST_SHARDS": "2",
+                "HARVEST_MIN_SHARDS": "2",
             },
             "database_url": postgres_url,
             "limits": LIMITS,

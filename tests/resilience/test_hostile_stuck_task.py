@@ -48,6 +48,9 @@ KINDS = {
     "extract_links": "extract",
     "download_images": "download",
     "classify_images": "classify",
+    "select_keepers": "publish",
+    "curate_keepers": "publish",
+    "upload_images": "publish",
     "publish_images": "publish",
 }
 #: lowered for the behavioural test: the crawl's execution timeout and the run's timeout

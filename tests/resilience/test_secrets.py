@@ -141,6 +141,7 @@ def test_secrets_stay_in_their_connections_and_private_exif_is_never_published(
         HARVEST_ALLOW_PRIVATE_NETWORKS="1",
         HARVEST_EXPORTS="all",
         HARVEST_SHARDS="2",
+        HARVEST_MIN_SHARDS="2",
         # no credentials from anywhere but the connection: no files, no instance metadata
         AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),

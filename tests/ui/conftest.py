@@ -41,7 +41,12 @@ class Harvested:
 @pytest.fixture(scope="session")
 def harvested(tmp_path_factory, site, site_root, classifier) -> Iterator[Harvested]:
     home = tmp_path_factory.mktemp("gallery-home")
-    env = {"HARVEST_HOME": str(home), "HARVEST_ALLOW_PRIVATE_NETWORKS": "1", "HARVEST_SHARDS": "2"}
+    env = {
+        "HARVEST_HOME": str(home),
+        "HARVEST_ALLOW_PRIVATE_NETWORKS": "1",
+        "HARVEST_SHARDS": "2",
+        "HARVEST_MIN_SHARDS": "2",
+    }
     name = f"harvest_test_gallery_{uuid.uuid4().hex[:8]}"
     database_url = _create_database(name)
     # the second run reaches the same server by another name, so the gallery sees two domains

@@ -3,7 +3,10 @@ picture, nothing whose private metadata could not be removed.
 
 Decided at publish time over everything the destination holds plus this run's keepers, so a
 placeholder first recognised mid-run (the fifth URL of a host serving the same "image not
-available" picture) also withdraws the copies that earlier runs published.
+available" picture) also withdraws the copies that earlier runs published. The verdict is written
+to the images' rows (``excluded``, ``duplicate_of``) and read back from there by the tasks that
+upload and withdraw; the near-duplicate grouping runs in the state DB (:mod:`harvest.dataset.neardup_sql`),
+so no task holds a structure per image of the destination.
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, union, update
 from sqlalchemy.engine import Row
 
-from harvest.images.neardup import Entry, HashIndex, group, parse
+from harvest.dataset.neardup_sql import group_near_duplicates
+from harvest.images.neardup import HashIndex, parse
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import chunks, session_scope
-from harvest.state.models import Image, ImageUrl, Publication
+from harvest.state.models import Image, ImageUrl, Keeper, Publication
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +44,28 @@ DESCRIPTION = (
 )
 
 
-@dataclass
-class CurationVerdict:
-    """Which of the kept and published images stay out of the dataset, and why."""
+def verdict_reason(excluded: str | None, duplicate_of: str | None, distance: int | None) -> str | None:
+    """Why an image is not published, from its row's verdict columns; None when it may be."""
+    if excluded:
+        return excluded
+    if duplicate_of:
+        return f"near duplicate of {duplicate_of} (phash distance {distance})"
+    return None
 
-    #: sha256 -> why it is not published (placeholder, low information, private metadata)
-    excluded: dict[str, str] = field(default_factory=dict)
-    #: sha256 -> (sha256 of the better copy, Hamming distance)
-    duplicates: dict[str, tuple[str, int]] = field(default_factory=dict)
 
-    def reason(self, sha256: str) -> str | None:
-        if sha256 in self.excluded:
-            return self.excluded[sha256]
-        if sha256 in self.duplicates:
-            best, distance = self.duplicates[sha256]
-            return f"near duplicate of {best} (phash distance {distance})"
-        return None
+def reasons_of(database_url: str, sha256s: Iterable[str]) -> dict[str, str]:
+    """The images (a chunk) that stay out, with why, as the last curation left them."""
+    reasons: dict[str, str] = {}
+    with session_scope(database_url) as session:
+        for chunk in chunks(sorted(set(sha256s)), 500):
+            rows = session.execute(
+                select(Image.sha256, Image.excluded, Image.duplicate_of, Image.duplicate_distance).where(
+                    Image.sha256.in_(chunk), or_(Image.excluded.is_not(None), Image.duplicate_of.is_not(None))
+                )
+            ).all()
+            for sha256, excluded, duplicate_of, distance in rows:
+                reasons[sha256] = verdict_reason(excluded, duplicate_of, distance) or ""
+    return {sha256: reason for sha256, reason in reasons.items() if reason}
 
 
 def low_information(image: Image | Row, min_entropy: float, min_detail: float = 3.0) -> str | None:
@@ -213,81 +222,78 @@ def _stored_bytes(destination: str, stores, session, row: Image) -> tuple[bytes 
 _JUDGED = (
     Image.sha256,
     Image.phash,
-    Image.width,
-    Image.height,
-    Image.size_bytes,
     Image.entropy,
     Image.detail,
     Image.private_fields,
     Image.clean_key,
     Image.excluded,
+    Image.duplicate_of,
 )
+#: images judged per query and per transaction
+CHUNK = 500
 
 
-def curate_keepers(cfg: HarvestConfig, kept_sha256s: Iterable[str]) -> CurationVerdict:
-    """The verdict over this run's keepers and everything currently published at the destination.
+def members(cfg: HarvestConfig) -> Select:
+    """The sha256s curation judges: this run's keepers and everything published at the destination."""
+    return union(
+        select(Keeper.sha256).where(Keeper.run_id == cfg.run_id),
+        select(Publication.sha256).where(
+            Publication.destination == cfg.destination, Publication.withdrawn_at.is_(None)
+        ),
+    )
 
-    Images are read a chunk at a time and only their hashes are held (for the near-duplicate
-    grouping), so a run of a hundred thousand keepers costs a few megabytes here."""
-    wanted = set(kept_sha256s)
+
+def curate(cfg: HarvestConfig) -> dict[str, int]:
+    """The verdict over this run's keepers (the ``keepers`` rows) and everything published at the
+    destination, written to the images' rows: per-image reasons first (private metadata left,
+    placeholder, low information), then the near-duplicate grouping of the rest, in the state DB.
+
+    Rows are read a chunk at a time by sha256; what is held is the set of hosts and the placeholder
+    images found on them. Callers describe outdated rows first (:func:`describe_missing`)."""
+    member_ids = members(cfg).subquery()
     with session_scope(cfg.database_url) as session:
-        wanted |= set(
+        hosts = set(
             session.scalars(
-                select(Publication.sha256).where(
-                    Publication.destination == cfg.destination, Publication.withdrawn_at.is_(None)
-                )
+                select(ImageUrl.host).where(ImageUrl.sha256.in_(select(member_ids.c.sha256))).distinct()
             ).all()
         )
-    describe_missing(cfg, wanted)
-    ordered = sorted(wanted)
-    with session_scope(cfg.database_url) as session:
-        hosts = {
-            host
-            for chunk in chunks(ordered, 500)
-            for host in session.scalars(
-                select(ImageUrl.host).where(ImageUrl.sha256.in_(chunk)).distinct()
-            ).all()
-        }
-    verdict = CurationVerdict()
     placeholders = find_placeholders(
         cfg.database_url, hosts, cfg.placeholder_distance, cfg.placeholder_min_urls
     )
-    entries: list[Entry] = []
-    with session_scope(cfg.database_url) as session:
-        for chunk in chunks(ordered, 500):
-            for image in session.execute(select(*_JUDGED).where(Image.sha256.in_(chunk))).all():
+    counts = {"judged": 0, "excluded": 0}
+    after = ""
+    while True:
+        with session_scope(cfg.database_url) as session:
+            rows = session.execute(
+                select(*_JUDGED)
+                .where(Image.sha256.in_(select(member_ids.c.sha256)), Image.sha256 > after)
+                .order_by(Image.sha256)
+                .limit(CHUNK)
+            ).all()
+            for image in rows:
                 reason = (
                     private_metadata_left(image)
                     or placeholders.get(image.sha256)
                     or low_information(image, cfg.min_entropy, cfg.min_detail)
                 )
-                if reason:
-                    verdict.excluded[image.sha256] = reason
-                elif image.phash:
-                    entries.append(
-                        Entry(image.sha256, parse(image.phash), image.width, image.height, image.size_bytes)
-                    )
-    verdict.duplicates = group(entries, cfg.near_dup_distance)
-    _record(cfg.database_url, ordered, verdict)
-    return verdict
-
-
-def _record(database_url: str, sha256s: list[str], verdict: CurationVerdict) -> None:
-    """Keep the state DB's view in step with the verdict, so it can be queried after the run; only
-    the rows whose verdict changed are written."""
-    with session_scope(database_url) as session:
-        for chunk in chunks(sha256s, 500):
-            rows = session.execute(
-                select(Image.sha256, Image.excluded, Image.duplicate_of, Image.duplicate_distance).where(
-                    Image.sha256.in_(chunk)
-                )
-            ).all()
-            for sha256, excluded, duplicate_of, duplicate_distance in rows:
-                duplicate = verdict.duplicates.get(sha256)
-                now = {
-                    "excluded": verdict.excluded.get(sha256),
-                    "duplicate_of": duplicate[0] if duplicate else None,
-                    "duplicate_distance": duplicate[1] if duplicate else None,
-                }
-                if (excluded, duplicate_of, duplicate_distance) != tuple(now.values()):
-                    session.execute(update(Image).where(Image.sha256 == sha256).values(**now))
+                counts["excluded"] += reason is not None
+                # an excluded image, or one without a hash, is no near duplicate of anything
+                clear = (reason is not None or image.phash is None) and image.duplicate_of is not None
+                if reason != image.excluded or clear:
+                    values: dict = {"excluded": reason}
+                    if clear:
+                        values.update(duplicate_of=None, duplicate_distance=None)
+                    session.execute(update(Image).where(Image.sha256 == image.sha256).values(**values))
+        counts["judged"] += len(rows)
+        if len(rows) < CHUNK:
+            break
+        after = rows[-1].sha256
+    eligible = select(member_ids.c.sha256)
+    counts["duplicates"] = group_near_duplicates(cfg.database_url, eligible, cfg.near_dup_distance)
+    log.info(
+        "curation: %d images judged, %d excluded, %d near duplicates",
+        counts["judged"],
+        counts["excluded"],
+        counts["duplicates"],
+    )
+    return counts

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Status
+from harvest.state.shards import in_shard
 
 
 def downloaded_per_label(database_url: str, run_id: str) -> dict[str, int]:
@@ -37,7 +38,7 @@ def labels_with_quota_met(cfg: HarvestConfig) -> set[str]:
     }
 
 
-def close_met_labels(cfg: HarvestConfig, shard: int | None = None) -> int:
+def close_met_labels(cfg: HarvestConfig, shard: int | None = None, shards: int = 1) -> int:
     """Record the candidates left over for full labels as skipped, so the run's accounting is complete."""
     full = labels_with_quota_met(cfg)
     if not full:
@@ -49,7 +50,7 @@ def close_met_labels(cfg: HarvestConfig, shard: int | None = None) -> int:
             Candidate.label_hint.in_(full),
         )
         if shard is not None:
-            query = query.where(Candidate.shard == shard)
+            query = query.where(in_shard(Candidate.shard, shard, shards))
         result = session.execute(query.values(status=Status.SKIPPED, error=f"quota of {cfg.quota} met"))
     return result.rowcount or 0
 

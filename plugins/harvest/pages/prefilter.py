@@ -26,6 +26,7 @@ from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Status, utcnow
+from harvest.state.shards import in_shard
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def judge_text(
     return TextVerdict("skip", tuple(sorted(named)))
 
 
-def apply_prefilter(cfg: HarvestConfig, shard: int) -> StageReport:
+def apply_prefilter(cfg: HarvestConfig, shard: int, shards: int = 1) -> StageReport:
     """Skip the shard's pending candidates whose text names only other things; promote those naming a target.
 
     Promoted candidates are claimed first by the download stage, so with a quota the images most likely to
@@ -203,7 +204,9 @@ def apply_prefilter(cfg: HarvestConfig, shard: int) -> StageReport:
     with session_scope(cfg.database_url) as session:
         pending = session.scalars(
             select(Candidate).where(
-                Candidate.run_id == cfg.run_id, Candidate.shard == shard, Candidate.status == Status.PENDING
+                Candidate.run_id == cfg.run_id,
+                in_shard(Candidate.shard, shard, shards),
+                Candidate.status == Status.PENDING,
             )
         ).all()
         for candidate in pending:

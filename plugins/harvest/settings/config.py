@@ -64,7 +64,12 @@ class HarvestConfig:
     min_height: int = _P["min_height"]
     top_k: int = _P["top_k"]
     threshold: float = _P["threshold"]
-    num_shards: int = 4
+    #: the most shards (mapped download, classify and publish tasks) a run is split into
+    #: (HARVEST_SHARDS); a run gets one shard per ``shard_size`` candidates, at least ``min_shards``
+    #: (harvest.state.shards.shard_count)
+    num_shards: int = 32
+    min_shards: int = 1
+    shard_size: int = 2000
     download_threads: int = 8
     batch_size: int = 32
     max_attempts: int = 3
@@ -278,6 +283,11 @@ def build_config(
         **_consent(params, env, problems),
         **quality_settings(env, problems),
     }
+    if sections["min_shards"] > sections["num_shards"] and not any("SHARDS" in p for p in problems):
+        problems.append(
+            f"HARVEST_MIN_SHARDS ({sections['min_shards']}) must not exceed HARVEST_SHARDS "
+            f"({sections['num_shards']}), the most shards a run is split into"
+        )
     cfg = HarvestConfig(
         run_id=run_id,
         database_url=normalize_database_url(database_url or default_database_url(env)),
@@ -460,7 +470,9 @@ def _publishing(params: Mapping[str, Any], problems: list[str]) -> dict[str, Any
 def _network(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     """Parallelism and politeness towards each host (README "Crawling")."""
     return {
-        "num_shards": env_int(env, "HARVEST_SHARDS", 4, 1, 256, problems),
+        "num_shards": env_int(env, "HARVEST_SHARDS", 32, 1, 256, problems),
+        "min_shards": env_int(env, "HARVEST_MIN_SHARDS", 1, 1, 256, problems),
+        "shard_size": env_int(env, "HARVEST_SHARD_SIZE", 2000, 1, 10_000_000, problems),
         "download_threads": env_int(env, "HARVEST_DOWNLOAD_THREADS", 8, 1, 128, problems),
         "max_renditions": env_int(env, "HARVEST_MAX_RENDITIONS", 4, 1, 16, problems),
         "batch_size": env_int(env, "HARVEST_BATCH_SIZE", 32, 1, 1024, problems),

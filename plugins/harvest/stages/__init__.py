@@ -25,7 +25,7 @@ class Stage:
     #: ``module:function`` taking the HarvestConfig; prepare returns the run's summary, extract a
     #: list of StageReports, the others one StageReport
     runner: str
-    #: runs once per download shard (a mapped task in the DAG, a loop in the CLI)
+    #: runs once per shard of the run (harvest.state.shards: a mapped task in the DAG, a loop in the CLI)
     sharded: bool = False
     #: loads pages or images from the network: its DAG task runs in the network pool
     network: bool = False
@@ -50,7 +50,14 @@ STAGES: tuple[Stage, ...] = (
     # the crawled pages' candidates plus the URL list's, minus the domains outside the filter
     Stage("extract", "extract_links", "harvest.pipeline:collect_candidates", network=True),
     Stage("download", "download_images", "harvest.stages.download:run_download", sharded=True, network=True),
-    Stage("classify", "classify_images", "harvest.stages.classify:run_classify", takes_classifier=True),
+    Stage(
+        "classify",
+        "classify_images",
+        "harvest.stages.classify:run_classify",
+        sharded=True,
+        takes_classifier=True,
+    ),
+    # in the DAG four tasks (harvest.pipeline.PUBLISH_STEPS), two of them mapped over the shards
     Stage("publish", "publish_images", "harvest.stages.publish:run_publish"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

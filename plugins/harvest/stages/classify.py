@@ -19,7 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select
 
 from harvest.model import scores
 from harvest.model.native_log import native_stderr_as_log
@@ -29,6 +29,7 @@ from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Image, Prediction, Status, utcnow
+from harvest.state.shards import buckets, in_shard, run_shards
 from harvest.storage import StorageError, Stores
 
 log = logging.getLogger(__name__)
@@ -46,34 +47,50 @@ class _ClaimedPage:
 
 
 def _pending(
-    database_url: str, run_id: str, key: str, page: int, claims: list[_ClaimedPage]
+    database_url: str,
+    run_id: str,
+    key: str,
+    page: int,
+    claims: list[_ClaimedPage],
+    shard: ColumnElement[bool],
 ) -> Iterator[tuple[str, str, str]]:
-    """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET).
+    """This run's downloaded images without a prediction by this model, paged by sha256 (no OFFSET);
+    of the images a candidate of the ``shard`` (a condition on the candidate's bucket) found.
 
-    Each page is claimed (``FOR NO KEY UPDATE SKIP LOCKED``, which still lets predictions reference
-    the rows) in a transaction left open in ``claims`` until its predictions are written, so a
-    second worker classifying the same images at the same time takes other ones."""
+    A page of sha256s is read from the run's candidates (the (run_id, sha256) index walks them in
+    order, the shard's bucket list filters), then their image rows are claimed (``FOR NO KEY UPDATE
+    SKIP LOCKED``, which still lets predictions reference the rows) in a transaction left open in
+    ``claims`` until their predictions are written. A second worker on the same or an overlapping
+    shard (an image found by candidates of two shards, a retried task beside a live one) skips the
+    rows claimed and takes the next page, so each image is scored once."""
     after = ""
     while True:
+        with session_scope(database_url) as session:
+            wanted = session.scalars(
+                select(Candidate.sha256)
+                .where(
+                    Candidate.run_id == run_id,
+                    Candidate.sha256 > after,
+                    Candidate.status == Status.DONE,
+                    shard,
+                    ~exists().where(Prediction.sha256 == Candidate.sha256, Prediction.model == key),
+                )
+                .group_by(Candidate.sha256)
+                .order_by(Candidate.sha256)
+                .limit(page)
+            ).all()
+        if not wanted:
+            return
         stack = ExitStack()
         session = stack.enter_context(session_scope(database_url))
         try:
             rows = session.execute(
                 select(Image.sha256, Image.staging, Image.storage_key)
-                .where(
-                    Image.sha256 > after,
-                    exists().where(
-                        Candidate.sha256 == Image.sha256,
-                        Candidate.run_id == run_id,
-                        Candidate.status == Status.DONE,
-                    ),
-                    ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
-                )
+                .where(Image.sha256.in_(wanted))
                 .order_by(Image.sha256)
-                .limit(page)
                 .with_for_update(skip_locked=True, key_share=True)
             ).all()
-            # scored by another worker between this query's snapshot and its lock: read again
+            # scored by another worker between the page's read and this lock: read again
             scored = set(
                 session.scalars(
                     select(Prediction.sha256).where(
@@ -90,13 +107,14 @@ def _pending(
         else:
             stack.close()
         yield from mine
-        if len(rows) < page:
+        if len(wanted) < page:
             return
-        after = rows[-1][0]
+        after = wanted[-1]
 
 
-def _any_pending(database_url: str, run_id: str, key: str) -> bool:
-    """Whether any downloaded image of the run has no prediction by this model yet (one cheap query)."""
+def _any_pending(database_url: str, run_id: str, key: str, shard: ColumnElement[bool]) -> bool:
+    """Whether any downloaded image of the run (found by a candidate of the ``shard``) has no
+    prediction by this model yet (one cheap query)."""
     with session_scope(database_url) as session:
         return (
             session.execute(
@@ -106,6 +124,7 @@ def _any_pending(database_url: str, run_id: str, key: str) -> bool:
                         Candidate.sha256 == Image.sha256,
                         Candidate.run_id == run_id,
                         Candidate.status == Status.DONE,
+                        shard,
                     ),
                     ~exists().where(Prediction.sha256 == Image.sha256, Prediction.model == key),
                 )
@@ -151,11 +170,26 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> StageReport:
+def run_classify(
+    cfg: HarvestConfig,
+    classifier: Classifier | None = None,
+    shard: int | None = None,
+    shards: int | None = None,
+) -> StageReport:
+    """Score the run's images not scored yet by this model: those of shard ``shard`` of ``shards`` (the
+    run's recorded count when not given), or all of them when ``shard`` is None. Any number of these
+    may run at once, on any workers, over the same or overlapping shards: each image is claimed
+    before it is scored (see :func:`_pending`), so it is scored once."""
     report = StageReport("classify")
+    if shard is not None:
+        shards = shards or run_shards(cfg)
+        report.extra["shard"] = shard
+        if not buckets(shard, shards):
+            return report
+    where = in_shard(Candidate.shard, shard, shards or 1)
     if classifier is None:
         spec = resolve_model(cfg.model, cfg.models_dir)
-        if not _any_pending(cfg.database_url, cfg.run_id, spec.key):
+        if not _any_pending(cfg.database_url, cfg.run_id, spec.key, where):
             # loading TensorFlow and the network costs seconds and hundreds of MB: not for nothing
             report.extra.update(model=spec.key, images_per_second=0.0, loaded=False)
             log.info("classify: no image of %s waits for %s; the model is not loaded", cfg.run_id, spec.key)
@@ -215,7 +249,7 @@ def run_classify(cfg: HarvestConfig, classifier: Classifier | None = None) -> St
         ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="classify") as pool,
         _releasing(claims),
     ):
-        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, size * 8, claims)
+        pending = _pending(cfg.database_url, cfg.run_id, classifier.key, size * 8, claims, where)
         files = ahead(pending, fetch, readers, size * 2)
         for rows, failures in ahead(batched(files, size), score, pool, lanes + 1):
             for reason in failures:

@@ -41,6 +41,7 @@ from harvest.settings.config import HarvestConfig
 from harvest.state.db import session_scope
 from harvest.state.models import Candidate, Image, ImageUrl, Status, utcnow
 from harvest.state.retry import candidate_failure_may_pass, reopen_failed
+from harvest.state.shards import buckets, in_shard, run_shards
 from harvest.storage import LocalStore, Store, open_store
 from harvest.web.client import make_client, record_paces
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
@@ -187,7 +188,7 @@ def _timed(work, *args) -> tuple[object, int]:
     return result, round((time.monotonic() - started) * 1000)
 
 
-def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
+def _reopen_retryable(cfg: HarvestConfig, shard: int, shards: int) -> None:
     """On a re-run, failures that may pass (timeouts, 5xx) get another attempt, up to max_attempts."""
     reopen_failed(
         cfg.database_url,
@@ -195,15 +196,19 @@ def _reopen_retryable(cfg: HarvestConfig, shard: int) -> None:
         cfg.max_attempts,
         candidate_failure_may_pass(),
         Candidate.run_id == cfg.run_id,
-        Candidate.shard == shard,
+        in_shard(Candidate.shard, shard, shards),
     )
 
 
-def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
+def run_download(cfg: HarvestConfig, shard: int, shards: int | None = None) -> StageReport:
+    """Download shard ``shard`` of the run's ``shards`` (its recorded count when not given)."""
+    shards = shards or run_shards(cfg)
     report = StageReport("download")
     report.extra["shard"] = shard
-    _reopen_retryable(cfg, shard)
-    screened = apply_prefilter(cfg, shard)
+    if not buckets(shard, shards):  # past the run's count (a loop over the cap): nothing is in it
+        return report
+    _reopen_retryable(cfg, shard, shards)
+    screened = apply_prefilter(cfg, shard, shards)
     report.skipped += screened.skipped
     report.reasons.update(screened.reasons)
     client = make_client(cfg)
@@ -215,7 +220,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
             .select_from(Candidate)
             .where(
                 Candidate.run_id == cfg.run_id,
-                Candidate.shard == shard,
+                in_shard(Candidate.shard, shard, shards),
                 Candidate.status == Status.PENDING,
             )
         )
@@ -237,7 +242,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                     _finish(window.popleft(), store, cfg, report)
                     _log_progress(shard, total, started, report)
                 if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.downloads_unfinished <= CHUNK:
-                    claim = _claim(cfg, shard, {c.id for open_ in window for c in open_.chunk})
+                    claim = _claim(cfg, shard, shards, {c.id for open_ in window for c in open_.chunk})
                     if claim is None:
                         exhausted = True
                     else:
@@ -274,7 +279,7 @@ def run_download(cfg: HarvestConfig, shard: int) -> StageReport:
                 open_claim.stack.close()
     record_paces(cfg, client)
     if cfg.quota:
-        close_met_labels(cfg, shard)
+        close_met_labels(cfg, shard, shards)
     if report.extra.get(NOT_MODIFIED):
         log.info(
             "download shard %d: %d images not modified since an earlier run",
@@ -313,7 +318,7 @@ class _Claim:
     pending: int = 0
 
 
-def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None:
+def _claim(cfg: HarvestConfig, shard: int, shards: int, in_flight: set[int]) -> _Claim | None:
     """The next chunk of pending candidates, promoted ones first, locked (SKIP LOCKED) in a transaction
     left open; ``in_flight`` are the ids of the chunk still being downloaded (SQLite has no row locks)."""
     stack = ExitStack()
@@ -331,7 +336,7 @@ def _claim(cfg: HarvestConfig, shard: int, in_flight: set[int]) -> _Claim | None
             )
             .where(
                 Candidate.run_id == cfg.run_id,
-                Candidate.shard == shard,
+                in_shard(Candidate.shard, shard, shards),
                 Candidate.status == Status.PENDING,
                 Candidate.id.not_in(in_flight),
             )

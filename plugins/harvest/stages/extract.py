@@ -25,8 +25,9 @@ from harvest.settings.config import HarvestConfig
 from harvest.settings.site_profiles import SiteProfile, load_site_profiles, site_profile_for
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Page, Status
+from harvest.state.shards import bucket_of
 from harvest.storage import StorageError, open_store
-from harvest.urls import host_of, shard_of
+from harvest.urls import host_of
 from harvest.web.optout import OptOut, TdmRepCache, from_meta
 from harvest.web.robots import RobotsCache, agent_token, robots_skip_reason
 
@@ -229,7 +230,7 @@ def _candidate_row(
         "nearby_text": item.nearby_text,
         "page_fields": item.fields,
         "found_by": item.found_by,
-        "shard": shard_of(item.url, cfg.num_shards),
+        "shard": bucket_of(item.url),
         "status": Status.SKIPPED if reason else Status.PENDING,
         "error": reason,
         "attempts": 0,

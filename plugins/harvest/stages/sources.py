@@ -19,8 +19,9 @@ from harvest.report import StageReport
 from harvest.settings.config import HarvestConfig, is_s3
 from harvest.state.db import insert_ignore, session_scope
 from harvest.state.models import Candidate, Status
+from harvest.state.shards import bucket_of
 from harvest.storage import open_store
-from harvest.urls import canonicalize, host_of, shard_of
+from harvest.urls import canonicalize, host_of
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def run_ingest(cfg: HarvestConfig) -> StageReport:
                 "alt": _first(row, TEXT_COLUMNS),
                 "title": None,
                 "label_hint": _first(row, LABEL_COLUMNS),
-                "shard": shard_of(url, cfg.num_shards),
+                "shard": bucket_of(url),
                 "status": status,
                 "error": error,
                 "attempts": 0,
@@ -258,7 +259,7 @@ def _search_row(cfg: HarvestConfig, name: str, label: str, hit) -> dict | None:
         "label_hint": label,
         "variants": [dict(v) for v in hit.variants] or None,
         "source_record": dict(hit.record),
-        "shard": shard_of(url, cfg.num_shards),
+        "shard": bucket_of(url),
         "status": status,
         "error": error,
         "attempts": 0,

@@ -48,6 +48,9 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     counters: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: how many shards the run's download, classify and publish tasks are split into, fixed when its
+    #: candidates are known (harvest.state.shards.plan_shards) so every task of the run agrees
+    shards: Mapped[int | None] = mapped_column(Integer)
 
 
 class Page(Base):
@@ -85,6 +88,7 @@ class Candidate(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "url", name="uq_candidates_run_url"),
         Index("ix_candidates_run_shard_status", "run_id", "shard", "status"),
+        Index("ix_candidates_run_sha256", "run_id", "sha256"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -107,6 +111,7 @@ class Candidate(Base):
     nearby_text: Mapped[str | None] = mapped_column(Text)
     #: metadata a site profile extracted from the page (e.g. {"title": ..., "date": ...})
     page_fields: Mapped[dict | None] = mapped_column(JSON)
+    #: the URL's bucket (harvest.state.shards.bucket_of); shard k of n holds the buckets b with b % n == k
     shard: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=Status.PENDING)
     sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("images.sha256"))
@@ -214,6 +219,23 @@ class Prediction(Base):
     scores: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Keeper(Base):
+    """An image of a run that the model recognises as a target: the publish stage's keep decision,
+    written per shard and read back a chunk at a time, so no task holds the run's keepers in memory."""
+
+    __tablename__ = "keepers"
+    __table_args__ = (Index("ix_keepers_run_bucket", "run_id", "bucket"),)
+
+    run_id: Mapped[str] = mapped_column(String(250), ForeignKey("runs.run_id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("images.sha256"), primary_key=True)
+    #: the first candidate of the run that found the image (its URL, page and alt text are published)
+    candidate_id: Mapped[int] = mapped_column(Integer)
+    #: that candidate's bucket: the shard that publishes the image
+    bucket: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
 
 
 class Publication(Base):
