@@ -140,13 +140,15 @@ print("RESULT", json.dumps({"done": report.done, "loaded": report.extra.get("loa
 """
 
 
-def _classify_in_a_fresh_process(cfg) -> dict:
+def _classify_in_a_fresh_process(cfg, **env: str) -> dict:
     import json
+    import os
     import subprocess
     import sys
 
     result = subprocess.run(
         [sys.executable, "-c", _CLASSIFY_IN_A_FRESH_PROCESS, cfg.database_url, cfg.destination],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -172,11 +174,12 @@ def test_nothing_pending_loads_no_model(database_url, tmp_path, classifier):
 
 def test_pending_images_load_the_model_and_its_start_up_lines_are_info(tmp_path, models_dir):
     """With an image waiting, the model is loaded; TensorFlow's native start-up lines reach the log as
-    INFO records of harvest.model.tensorflow, not as raw stderr (which Airflow logs as errors)."""
+    INFO records of harvest.model.tensorflow, not as raw stderr (which Airflow logs as errors). The
+    Keras runtime is asked for: it is the one that loads TensorFlow (a GPU, or the fallback)."""
     cfg = staged_config(f"sqlite:///{tmp_path / 'state.db'}", tmp_path, ["tabby"])
     stage(cfg, {"coffee": jpeg(sample_photos()["coffee"])})
 
-    outcome = _classify_in_a_fresh_process(cfg)
+    outcome = _classify_in_a_fresh_process(cfg, HARVEST_RUNTIME="keras")
 
     assert outcome["done"] == 1 and outcome["tensorflow"] is True
     raw = [line for line in outcome["stderr"].splitlines() if not line.startswith(("INFO:", "DEBUG:"))]

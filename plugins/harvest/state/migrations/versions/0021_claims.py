@@ -2,16 +2,16 @@
 table (so no task holds a run's keepers in memory), and an index to find a run's candidates of an
 image (which shard publishes it, which shards may score it).
 
-Revision ID: 0014_claims
-Revises: 0011_image_detail
+Revision ID: 0021_claims
+Revises: 0020_host_budget
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_claims"
-down_revision = "0011_image_detail"
+revision = "0021_claims"
+down_revision = "0020_host_budget"
 branch_labels = None
 depends_on = None
 
