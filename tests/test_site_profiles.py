@@ -123,5 +123,7 @@ def test_render_without_a_browser_is_refused_before_the_run(tmp_path, monkeypatc
     (profiles / "spa.yaml").write_text("hosts: [a.example]\nrender: true")
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr("harvest.settings.config.Path.exists", lambda self: False)
-    with pytest.raises(ConfigError, match="asks for render: true but no Chromium was found"):
+    with pytest.raises(
+        ConfigError, match=r"asks for rendering \(render: true or auto\) but no Chromium was found"
+    ):
         crawl_config("http://a.example/", tmp_path, HARVEST_SITE_PROFILES_DIR=str(profiles))

@@ -549,7 +549,7 @@ def _site_profiles_dir(env: Mapping[str, str], problems: list[str]) -> str | Non
         else:
             if any(p.render for p in site_profiles) and chromium_path(env) is None:
                 problems.append(
-                    "HARVEST_SITE_PROFILES_DIR: a site profile asks for render: true but no Chromium was "
+                    "HARVEST_SITE_PROFILES_DIR: a site profile asks for rendering (render: true or auto) but no Chromium was "
                     "found (install Debian's chromium package or set HARVEST_CHROMIUM)"
                 )
     return str(Path(site_profiles_dir).expanduser()) if site_profiles_dir else None
