@@ -39,6 +39,9 @@ VOLATILE = {
     "publications": {"id", "created_at", "destination"},
     "keepers": {"candidate_id"},  # the id of a candidates row, volatile like that id
 }
+#: the politeness budget's state: how fast each host was asked and how it answered, which a killed
+#: and re-run stage changes by the requests it makes again; not the harvest's output
+PACING_TABLES = {"host_budget", "host_leases", "host_rates"}
 #: timestamps compared only as "set or not"
 WHETHER = {"finished_at", "withdrawn_at"}
 
@@ -91,6 +94,7 @@ def comparable(rows: dict[str, list[dict]]) -> dict[str, Counter]:
             for row in table_rows
         )
         for table, table_rows in rows.items()
+        if table not in PACING_TABLES
     }
 
 
