@@ -181,7 +181,8 @@ def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_se
 
 def test_the_trigger_form_shows_the_harvest_params(airflow_server, tmp_path):
     """Airflow renders image_harvest's trigger form from the Params in harvest.settings.params:
-    their titles label the fields and their descriptions explain them."""
+    their titles label the fields and their descriptions explain them, and with seeds and labels
+    filled in (the optional fields left empty) the run can be triggered."""
     shots = screenshot_dir(tmp_path)
     base = airflow_server.url
     with chromium() as browser:
@@ -199,4 +200,8 @@ def test_the_trigger_form_shows_the_harvest_params(airflow_server, tmp_path):
             assert form.get_by_text(spec.description, exact=True).count() == 1, spec.description
         seeds.fill("http://127.0.0.1:8000/index.html")
         form.locator("#element_labels").fill("Egyptian cat\nespresso\npalace\ndaisy")
+        trigger = form.get_by_role("button", name="Trigger")
+        trigger.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # the form validates on change
         screenshot(page, shots, "trigger-form.png")
+        assert trigger.is_enabled(), "the form keeps its Trigger button disabled"
