@@ -17,6 +17,8 @@ import pytest
 import requests
 from conftest import free_port
 
+from harvest.settings.params import HARVEST_PARAMS
+
 from .browser import chromium, screenshot, screenshot_dir
 from .conftest import RUN_ALL_LABELS
 
@@ -175,3 +177,31 @@ def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_se
     assert run.json()["conf"]["threshold"] == 0.35
     assert run.json()["conf"]["harvest_run_id"] == RUN_ALL_LABELS
     assert run.json()["run_type"] == "manual"
+
+
+def test_the_trigger_form_shows_the_harvest_params(airflow_server, tmp_path):
+    """Airflow renders image_harvest's trigger form from the Params in harvest.settings.params:
+    their titles label the fields and their descriptions explain them, and with seeds and labels
+    filled in (the optional fields left empty) the run can be triggered."""
+    shots = screenshot_dir(tmp_path)
+    base = airflow_server.url
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.add_cookies([{"name": "_token", "value": _token(airflow_server), "url": base}])
+        page = context.new_page()
+        page.goto(f"{base}/dags/{TRIGGERED_DAG}")
+        page.get_by_test_id("trigger-dag-button").click(timeout=120_000)
+        form = page.get_by_role("dialog")
+        seeds = form.locator("#element_seeds")
+        seeds.wait_for(timeout=60_000)
+        for name in ("seeds", "labels", "threshold"):
+            spec = HARVEST_PARAMS[name]
+            assert form.locator("label", has_text=spec.title).first.is_visible(), spec.title
+            assert form.get_by_text(spec.description, exact=True).count() == 1, spec.description
+        seeds.fill("http://127.0.0.1:8000/index.html")
+        form.locator("#element_labels").fill("Egyptian cat\nespresso\npalace\ndaisy")
+        trigger = form.get_by_role("button", name="Trigger")
+        trigger.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # the form validates on change
+        screenshot(page, shots, "trigger-form.png")
+        assert trigger.is_enabled(), "the form keeps its Trigger button disabled"

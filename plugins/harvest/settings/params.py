@@ -34,6 +34,9 @@ class ParamSpec:
     min_length: int | None = None
     env: str | None = None
     enum: tuple[str, ...] | None = None  # the values a string Param may take (a select in the form)
+    #: may be left empty in the trigger form: Airflow's form treats a Param as required unless its
+    #: schema type allows null, and keeps the Trigger button disabled while a required field is empty
+    optional: bool = False
 
     def value(self, env: Mapping[str, str] | None = None) -> Any:
         """The default as the form shows it: from ``env[self.env]`` when set there, lists as lists."""
@@ -46,7 +49,7 @@ class ParamSpec:
 
     def schema(self) -> dict[str, Any]:
         """The keyword arguments of Airflow's ``Param`` besides the default (the trigger form's widget)."""
-        keywords: dict[str, Any] = {"type": self.type}
+        keywords: dict[str, Any] = {"type": ["null", self.type] if self.optional else self.type}
         if self.type == "array":
             keywords["items"] = {"type": "string"}
         if self.enum is not None:
@@ -81,6 +84,7 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "A named profile from include/profiles/; its settings replace the ones below. "
         "Leave empty to use the form.",
         env="HARVEST_PROFILE",
+        optional=True,
     ),
     ParamSpec(
         "seeds",
@@ -172,6 +176,7 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "URL list",
         "Optional CSV/TSV/Parquet/JSONL of image URLs (column url, optional label, caption, "
         "page_url), local path or s3://bucket/key; downloaded like crawled images.",
+        optional=True,
     ),
     ParamSpec(
         "search_sources",
@@ -259,6 +264,7 @@ HARVEST_PARAMS: dict[str, ParamSpec] = _specs(
         "string",
         "Destination",
         "s3://bucket/prefix or a local folder; empty uses HARVEST_DESTINATION or the local default.",
+        optional=True,
     ),
     ParamSpec(
         "publish_format",
@@ -349,5 +355,6 @@ TAKEDOWN_PARAMS: dict[str, ParamSpec] = _specs(
         "string",
         "Requested by",
         "Who asked for the takedown (name, e-mail or ticket), for the audit record.",
+        optional=True,
     ),
 )
