@@ -16,8 +16,10 @@ from harvest.storage import Store
 
 class RunManifest:
     """Rows of one run's keepers. ``add`` takes a chunk of the publish stage's keepers (anything
-    with ``key``, ``label``, ``score``, ``sha256`` (the download's), ``published_sha256`` and
-    ``model``); new labels are given their ``classes.json`` index as they appear."""
+    with ``key``, ``label``, ``score``, ``sha256`` (the download's), ``published_sha256``, ``model``
+    and the run's own candidate: ``url``, ``page_url``, ``alt``, ``rendition_url``,
+    ``renditions_failed``, ``license``, ``license_url``, ``author``); new labels are given their
+    ``classes.json`` index as they appear."""
 
     def __init__(self, cfg: HarvestConfig, destination: Store):
         self.cfg, self.destination = cfg, destination
@@ -39,6 +41,18 @@ class RunManifest:
         self.classes.ensure(item.label for item in kept)
         details = image_details(self.cfg.database_url, (item.sha256 for item in kept))
         for item in kept:
+            # a run's manifest says where this run found the image (its own candidate), not where
+            # the state DB first saw it
+            found = (
+                item.url,
+                item.page_url,
+                item.alt,
+                item.rendition_url,
+                item.renditions_failed,
+                item.license,
+                {"url": item.license_url} if item.license_url else None,
+                item.author,
+            )
             row = record(
                 key=item.key,
                 label=item.label,
@@ -47,7 +61,7 @@ class RunManifest:
                 sha256=item.published_sha256,
                 run_id=self.run_id,
                 model=item.model,
-                image=details[item.sha256],
+                image={**details[item.sha256], "source": found},
                 training_key=training_key(item.key) if self.cfg.publish_format == "jpeg" else None,
             )
             self._file.write(json.dumps(public(row), ensure_ascii=False).encode("utf-8") + b"\n")
