@@ -200,7 +200,7 @@ def _two_workers(tmp_path, database_url: str, server, count: int, **env: str) ->
         insert_ignore(
             session,
             Run,
-            [{"run_id": run_id, "params": {}, "started_at": utcnow(), "counters": {}}],
+            [{"run_id": run_id, "params": {}, "started_at": utcnow(), "counters": {}, "shards": 2}],
             ["run_id"],
         )
         insert_ignore(
@@ -212,7 +212,7 @@ def _two_workers(tmp_path, database_url: str, server, count: int, **env: str) ->
                     "url": f"{server.base}/{run_id}/{i}.jpg",
                     "page_url": f"{server.base}/",
                     "source": "img",
-                    "shard": i % 2,
+                    "shard": i % 2,  # the bucket: shard k of the run's 2 holds buckets b with b % 2 == k
                     "status": "pending",
                     "attempts": 0,
                 }
@@ -317,6 +317,26 @@ def test_a_lease_left_by_a_dead_worker_expires(budget_db):
     assert alive._try_start("gone.example")[0] is None  # the one slot is held
     time.sleep(0.6)
     assert alive._try_start("gone.example")[0] is not None
+
+
+def test_the_leases_of_a_killed_process_on_this_machine_come_free_at_once(budget_db):
+    """A task killed mid-request (SIGKILL, OOM) leaves its leases behind; on the same machine its
+    process is known to be gone, so the next task does not wait for the leases to expire."""
+    import socket
+    import subprocess
+
+    limits = Limits(concurrency=2, delay=0.0)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names no process
+    killed = SharedHostGate(budget_db, limits)  # lease_seconds: the default two minutes
+    killed.holder = f"{socket.gethostname()}:{gone.pid}"
+    assert killed._try_start("killed.example")[0] is not None
+    assert killed._try_start("killed.example")[0] is not None
+    alive = SharedHostGate(budget_db, limits)
+    assert alive._try_start("killed.example")[0] is not None
+    # a live holder's leases are kept: the limit of 2 holds again
+    assert alive._try_start("killed.example")[0] is not None
+    assert alive._try_start("killed.example")[0] is None
 
 
 def test_a_retry_after_holds_at_most_max_hold():

@@ -66,12 +66,27 @@ _START = text(
 _STATE = text(
     f"SELECT delay, next_start, active, images, pages, {_NOW} AS now FROM host_budget WHERE host = :host"
 )
-#: leases of workers that died: dropped, and no longer counted in ``active``
+#: leases of workers that died (their lease expired, or their process on this machine is gone):
+#: dropped, and no longer counted in ``active``
 _EXPIRE = text(
-    f"WITH gone AS (DELETE FROM host_leases WHERE host = :host AND expires_at < {_NOW} RETURNING id) "
+    "WITH gone AS (DELETE FROM host_leases WHERE host = :host "
+    f"AND (expires_at < {_NOW} OR holder = ANY(:dead)) RETURNING id) "
     "UPDATE host_budget SET active = greatest(active - (SELECT count(*) FROM gone), 0) "
     "WHERE host = :host AND EXISTS (SELECT 1 FROM gone) RETURNING active"
 )
+_HOLDERS = text("SELECT DISTINCT holder FROM host_leases WHERE host = :host")
+
+
+def _process_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 #: a lease given back: counted off ``active`` only if it had not expired and been dropped meanwhile
 _RELEASE = text(
     "WITH gone AS (DELETE FROM host_leases WHERE id = :id RETURNING host) "
@@ -207,7 +222,11 @@ class SharedHostGate:
                 return lease, 0.0, ""
             row = conn.execute(_STATE, {"host": host}).one()
             limit = self.limits.concurrency_of(_kind(row.images, row.pages))
-            if row.active >= limit and conn.execute(_EXPIRE, {"host": host}).first() is not None:
+            if (
+                row.active >= limit
+                and conn.execute(_EXPIRE, {"host": host, "dead": self._dead_holders(conn, host)}).first()
+                is not None
+            ):
                 lease = conn.execute(_START, values).scalar()  # a dead worker's slot came free
                 if lease is not None:
                     return lease, 0.0, ""
@@ -218,6 +237,13 @@ class SharedHostGate:
             if row.active < limit:
                 return None, max(row.next_start - row.now, 0.0), why
             return None, -1.0, why
+
+    def _dead_holders(self, conn: Connection, host: str) -> list[str]:
+        """Holders of the host's leases that ran on this machine and whose process is gone (a task
+        killed mid-request): their slots come free now rather than when the leases expire."""
+        here = self.holder.rsplit(":", 1)[0] + ":"
+        holders = conn.execute(_HOLDERS, {"host": host}).scalars().all()
+        return [h for h in holders if h.startswith(here) and not _process_alive(h[len(here) :])]
 
     @contextmanager
     def slot(self, host: str, deadline: float | None = None) -> Iterator[None]:
