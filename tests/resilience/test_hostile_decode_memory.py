@@ -289,6 +289,7 @@ COST_CASES = {
 #: the peak of a decode in a fresh process, above its state just before the decode
 MEASURE_DECODE = """
 import pathlib, sys
+import numpy  # loaded by a process's first decode, once: not a cost of each decode
 from harvest.images.imagecheck import inspect_image, inspection_cost, sniff
 def peak():
     return next(int(l.split()[1]) * 1024 for l in pathlib.Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))

@@ -269,7 +269,12 @@ def test_compose_mounts_code_read_only_and_keeps_the_harvest_home_apart(tmp_path
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail("docker-compose is not on PATH (apt-get install -y docker-compose)")
-    (tmp_path / "empty.env").write_text("")
+    # the .env `make compose-env` writes: the file needs its generated Fernet key and JWT secret
+    env_file = tmp_path / "empty.env"
+    env_file.write_text(
+        "AIRFLOW__CORE__FERNET_KEY=Q2FQ0dXk0jM5n3pQ8sVb7uY2xW4zA6cE9gH1iJ3kL5M=\n"
+        "AIRFLOW__API_AUTH__JWT_SECRET=a-secret-for-this-test-only\n"
+    )
     resolved = subprocess.run(
         [
             binary,
