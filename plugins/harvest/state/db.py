@@ -59,14 +59,14 @@ def session_scope(url: str) -> Iterator[Session]:
         yield session
         session.commit()
     except BaseException as exc:
-        _name_the_database(exc, url)
+        name_the_database(exc, url)
         session.rollback()
         raise
     finally:
         session.close()
 
 
-def _name_the_database(exc: BaseException, url: str) -> None:
+def name_the_database(exc: BaseException, url: str) -> None:
     """The driver says "server closed the connection unexpectedly" or "connection refused" without
     saying which server: the error is noted with the state DB (password hidden) it came from."""
     if isinstance(exc, OperationalError) and not any(

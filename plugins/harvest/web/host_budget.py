@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from harvest.state.db import session_scope
+from harvest.state.db import name_the_database, session_scope
 from harvest.state.models import HostRate
 from harvest.web.adaptive import CDN_AFTER, IDLE_RESET, Answer, Limits, Pace, adapt
 from harvest.web.politeness import HostGate, SlotTimeout
@@ -166,6 +166,7 @@ class SharedHostGate:
         self.limits = limits
         self.concurrency = limits.concurrency
         self.delay = limits.delay
+        self.database_url = database_url
         self.engine = budget_engine(database_url)
         #: single statements that are their own transaction (taking and giving back a slot)
         self.auto = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -193,7 +194,7 @@ class SharedHostGate:
         configured rate (what it learned is stale)."""
         if host in self._known:
             return
-        with self.engine.begin() as conn:
+        with self._db(self.engine.begin()) as conn:
             conn.execute(_ENSURE, {"host": host, "delay": self.limits.delay})
             row = conn.execute(_LOCK, {"host": host}).one()
             if row.now - row.updated_at > IDLE_RESET and row.next_start < row.now:
@@ -216,7 +217,7 @@ class SharedHostGate:
             "limit": self.limits.concurrency_of("site"),
             "cdn_limit": self.limits.concurrency_of("images"),
         }
-        with self.auto.connect() as conn:
+        with self._db(self.auto.connect()) as conn:
             lease = conn.execute(_START, values).scalar()
             if lease is not None:
                 return lease, 0.0, ""
@@ -237,6 +238,16 @@ class SharedHostGate:
             if row.active < limit:
                 return None, max(row.next_start - row.now, 0.0), why
             return None, -1.0, why
+
+    @contextmanager
+    def _db(self, opening) -> Iterator[Connection]:
+        """A connection of the budget's; a failure names the state DB it came from, as the stages' do."""
+        try:
+            with opening as conn:
+                yield conn
+        except BaseException as exc:
+            name_the_database(exc, self.database_url)
+            raise
 
     def _dead_holders(self, conn: Connection, host: str) -> list[str]:
         """Holders of the host's leases that ran on this machine and whose process is gone (a task
@@ -275,10 +286,10 @@ class SharedHostGate:
     def _end(self, host: str, lease: int, answer: Answer | None) -> None:
         """Drop the lease and, in the same transaction, let the answer move the host's pace."""
         if answer is None:
-            with self.auto.connect() as conn:
+            with self._db(self.auto.connect()) as conn:
                 conn.execute(_RELEASE, {"id": lease})
             return
-        with self.engine.begin() as conn:
+        with self._db(self.engine.begin()) as conn:
             self._apply(conn, host, answer, lease)
 
     def _apply(self, conn: Connection, host: str, answer: Answer, lease: int | None = None) -> None:
@@ -315,11 +326,11 @@ class SharedHostGate:
         if getattr(self._thread, "open", False):
             self._thread.answer = answer
             return
-        with self.engine.begin() as conn:  # outside a slot: at once
+        with self._db(self.engine.begin()) as conn:  # outside a slot: at once
             self._apply(conn, host, answer)
 
     def hold(self, host: str, seconds: float) -> None:
-        with self.engine.begin() as conn:
+        with self._db(self.engine.begin()) as conn:
             self._locked(conn, host)
             conn.execute(_HOLD, {"host": host, "seconds": seconds})
 
@@ -329,12 +340,12 @@ class SharedHostGate:
         if seconds > self.local.max_delay:
             self.local.set_delay(host, seconds)
             return
-        with self.engine.begin() as conn:
+        with self._db(self.engine.begin()) as conn:
             self._locked(conn, host)
             conn.execute(_FLOOR, {"host": host, "seconds": max(seconds, self.limits.delay)})
 
     def delay_of(self, host: str) -> float:
-        with self.engine.begin() as conn:
+        with self._db(self.engine.begin()) as conn:
             value = conn.execute(_DELAY, {"host": host}).scalar()
         return self.limits.delay if value is None else value
 
