@@ -60,7 +60,11 @@ def session_scope(url: str) -> Iterator[Session]:
         session.commit()
     except BaseException as exc:
         name_the_database(exc, url)
-        session.rollback()
+        try:
+            session.rollback()
+        except BaseException as lost:  # the connection is gone too: its error names the database as well
+            name_the_database(lost, url)
+            raise
         raise
     finally:
         session.close()

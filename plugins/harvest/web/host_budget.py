@@ -50,7 +50,7 @@ _ENSURE = text(
 )
 _LOCK = text(
     "SELECT delay, floor, next_start, held_until, streak, pages, images, requests, throttled, errors, "
-    f"peak_rate, updated_at, {_NOW} AS now FROM host_budget WHERE host = :host FOR UPDATE"
+    f"peak_rate, updated_at, active, {_NOW} AS now FROM host_budget WHERE host = :host FOR UPDATE"
 )
 #: take a slot in one statement: the row's WHERE is checked again under its lock when another worker
 #: held it (Postgres re-reads a locked row for an UPDATE), so ``active`` never passes the limit; the
@@ -95,6 +95,12 @@ _RELEASE = text(
 _RESET = text(
     "UPDATE host_budget SET delay = :delay, floor = 0, streak = 0, held_until = 0, next_start = 0 "
     "WHERE host = :host"
+)
+#: a task meeting an idle host: the configured spacing again (never under its Crawl-delay floor), the
+#: next start moved up to what that spacing allows after the last start
+_RESTART = text(
+    "UPDATE host_budget SET next_start = least(next_start, next_start - delay + greatest(:delay, floor)), "
+    "delay = greatest(:delay, floor), streak = 0 WHERE host = :host"
 )
 #: the answer's effect on the host's pace, and its lease given back (see _RELEASE)
 _SAVE = text(
@@ -190,8 +196,10 @@ class SharedHostGate:
     # -- the shared slot ------------------------------------------------------------------------
 
     def _ensure(self, host: str) -> None:
-        """The host's row, once per process; a row unused for a while starts again from the
-        configured rate (what it learned is stale)."""
+        """The host's row, once per process. A task that finds the host idle (no request in flight
+        from any worker, no Retry-After hold) starts it again from the configured rate: what an
+        earlier task learned (a back-off after a bad hour) is stale, and a re-run must be able to
+        reach a host that has recovered. A row unused for a while starts again too."""
         if host in self._known:
             return
         with self._db(self.engine.begin()) as conn:
@@ -199,6 +207,8 @@ class SharedHostGate:
             row = conn.execute(_LOCK, {"host": host}).one()
             if row.now - row.updated_at > IDLE_RESET and row.next_start < row.now:
                 conn.execute(_RESET, {"host": host, "delay": max(self.limits.delay, 0.0)})
+            elif row.active == 0 and row.held_until <= row.now and row.delay > self.limits.delay:
+                conn.execute(_RESTART, {"host": host, "delay": max(self.limits.delay, 0.0)})
         self._known.add(host)
 
     def _locked(self, conn: Connection, host: str):
