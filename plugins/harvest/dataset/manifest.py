@@ -39,10 +39,11 @@ class RunManifest:
         if not kept:
             return
         self.classes.ensure(item.label for item in kept)
-        details = image_details(self.cfg.database_url, (item.sha256 for item in kept))
+        # each row's source is the run's own candidate (below), so none is looked up
+        details = image_details(self.cfg.database_url, (item.sha256 for item in kept), sources=False)
         for item in kept:
             # a run's manifest says where this run found the image (its own candidate), not where
-            # the state DB first saw it
+            # the state DB first saw it; in SOURCE_COLUMNS order
             found = (
                 item.url,
                 item.page_url,

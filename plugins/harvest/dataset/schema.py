@@ -72,10 +72,24 @@ def arrow_schema():
     return pa.schema([(name, types[kind]) for name, kind in _TYPES.items()])
 
 
-def image_details(database_url: str, shas: Iterable[str]) -> dict[str, dict[str, Any]]:
+#: where a candidate found its image, in the order :func:`record` reads a row's ``source``
+SOURCE_COLUMNS = (
+    Candidate.url,
+    Candidate.page_url,
+    Candidate.alt,
+    Candidate.rendition_url,
+    Candidate.renditions_failed,
+    Candidate.license,
+    Candidate.license_evidence,
+    Candidate.author,
+)
+
+
+def image_details(database_url: str, shas: Iterable[str], sources: bool = True) -> dict[str, dict[str, Any]]:
     """What the state DB knows about some downloaded images (by their download's sha256): size,
-    format, hashes, public EXIF, where the bytes are staged, and the first candidate that found each
-    (its URL, page, alt text and renditions). One query per table for the whole batch."""
+    format, hashes, public EXIF, where the bytes are staged, and (``sources``) the first candidate
+    that found each (its URL, page, alt text and renditions); a caller that knows its own candidate
+    passes ``sources=False`` and sets ``source`` itself. One query per table for the whole batch."""
     wanted = list(set(shas))
     details: dict[str, dict[str, Any]] = {}
     if not wanted:
@@ -100,23 +114,15 @@ def image_details(database_url: str, shas: Iterable[str]) -> dict[str, dict[str,
             ).where(Image.sha256.in_(wanted))
         ):
             details[image.sha256] = {**image._asdict(), "urls_seen": 0, "source": None}
-        for sha256, *source in session.execute(
-            select(
-                Candidate.sha256,
-                Candidate.url,
-                Candidate.page_url,
-                Candidate.alt,
-                Candidate.rendition_url,
-                Candidate.renditions_failed,
-                Candidate.license,
-                Candidate.license_evidence,
-                Candidate.author,
+        if sources:
+            candidates = (
+                select(Candidate.sha256, *SOURCE_COLUMNS)
+                .where(Candidate.sha256.in_(wanted))
+                .order_by(Candidate.id)
             )
-            .where(Candidate.sha256.in_(wanted))
-            .order_by(Candidate.id)
-        ):
-            if sha256 in details and details[sha256]["source"] is None:
-                details[sha256]["source"] = tuple(source)
+            for sha256, *source in session.execute(candidates):
+                if sha256 in details and details[sha256]["source"] is None:
+                    details[sha256]["source"] = tuple(source)
         for sha256 in session.scalars(select(ImageUrl.sha256).where(ImageUrl.sha256.in_(wanted))):
             if sha256 in details:
                 details[sha256]["urls_seen"] += 1

@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased
 from harvest.dataset.curate import curate, describe_missing, reasons_of, verdict_reason
 from harvest.dataset.layout import manifest_key, training_key
 from harvest.dataset.manifest import RunManifest
+from harvest.dataset.schema import SOURCE_COLUMNS
 from harvest.images.sanitize import POLICY
 from harvest.model.labels import ImageNetClass, Target, resolve_labels
 from harvest.model.registry import resolve_model
@@ -129,14 +130,7 @@ def expand(cfg: HarvestConfig, picks: list[Pick], key: str) -> list[Kept]:
             for row in session.execute(
                 select(
                     Candidate.id,
-                    Candidate.url,
-                    Candidate.page_url,
-                    Candidate.alt,
-                    Candidate.rendition_url,
-                    Candidate.renditions_failed,
-                    Candidate.license,
-                    Candidate.license_evidence,
-                    Candidate.author,
+                    *SOURCE_COLUMNS,
                     Image.width,
                     Image.height,
                     Image.format,
