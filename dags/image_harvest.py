@@ -4,13 +4,15 @@
 Crawl the seed pages, find every image on them, download the candidates, keep those the ImageNet
 classifier recognises as one of the requested labels, and publish them with a manifest.
 
-`validate → crawl_seeds → extract_links → download_images → classify_images → select_keepers →
-curate_keepers → upload_images → publish_images`
+`validate → crawl_seeds → extract_links → [download_images → classify_images] per shard →
+select_keepers → curate_keepers → upload_images → publish_images`
 
 The run is split into shards by its size (one per `HARVEST_SHARD_SIZE` candidates, between
 `HARVEST_MIN_SHARDS` and `HARVEST_SHARDS`): downloading, classifying, the keep decision and the
 uploads are mapped over them, so every worker takes a part; the curation verdict and the manifest are
-one task each (docs/scaling.md).
+one task each (docs/scaling.md). A shard is scored as soon as its own download ends, while later
+shards still download (at most `HARVEST_DOWNLOAD_TASKS` of them at once), so the network-bound and the
+CPU-bound stage overlap.
 
 State lives in the harvest state DB (`HARVEST_DATABASE_URL`, the `harvest_db` connection, or a
 local SQLite file), so any task can be cleared and re-run: it does exactly the work still missing.
@@ -24,13 +26,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task, task_group
 
 from harvest.settings.alerts import alert_settings
 from harvest.settings.env import profiles_dir
 from harvest.settings.params import HARVEST_PARAMS, ParamSpec
 from harvest.settings.profiles import list_profiles
-from harvest.settings.timeouts import run_timeout_hours, task_timeout_minutes
+from harvest.settings.timeouts import download_tasks, run_timeout_hours, task_timeout_minutes
 from harvest.stages import STAGE_BY_NAME
 from harvest_airflow.alerts import deadline_alert, failure_notifiers
 
@@ -95,7 +97,14 @@ def _settings(**options: Any):
     # one run at a time: a run that is stuck anyway is failed before the next night's is due
     dagrun_timeout=timedelta(hours=run_timeout_hours()),
     params=PARAMS,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": NOTIFIERS},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": NOTIFIERS,
+        # a later stage's task goes before an earlier one's when both wait for a slot: a downloaded
+        # shard is scored before the next shard's download starts, so the run flows through depth-first
+        "weight_rule": "upstream",
+    },
     on_failure_callback=NOTIFIERS,
     deadline=deadline_alert(ALERTS),
     tags=["harvest"],
@@ -147,7 +156,7 @@ def image_harvest():
         reports = run_stage(cfg, "extract")
         return list(range(reports[0].extra["shards"]))
 
-    @_stage_task("download")
+    @_stage_task("download", max_active_tis_per_dagrun=download_tasks())
     def download_images(shard: int) -> dict:
         (report,) = _run_stage("download", shard)
         return report
@@ -196,14 +205,19 @@ def image_harvest():
         events.add(Asset(_asset_uri(cfg.destination)), extra={**extra, "kept": report.extra["kept"]})
         return report.as_dict()
 
+    @task_group(group_id="shard", prefix_group_id=False)
+    def fetch_and_score(shard: int) -> None:
+        """In a mapped task group, classify_images of shard k waits only for download_images of shard
+        k, not for every shard's download."""
+        download_images(shard) >> classify_images(shard)
+
     prepared = validate()
     shards = extract_links(crawl_seeds(prepared))
-    # a mapped task after another waits for all of its instances
-    downloaded = download_images.expand(shard=shards)
-    classified = classify_images.expand(shard=shards)
+    scored = fetch_and_score.expand(shard=shards)
+    # a mapped task after another (or after a mapped group) waits for all of its instances
     selected = select_keepers.expand(shard=shards)
     uploaded = upload_images.expand(shard=shards)
-    downloaded >> classified >> selected >> curate_keepers() >> uploaded >> publish_images()
+    scored >> selected >> curate_keepers() >> uploaded >> publish_images()
 
 
 #: Airflow pool capping how many network-bound harvest tasks run at once across all runs (README

@@ -98,6 +98,14 @@ def test_two_workers_share_the_shards_and_match_a_single_process_run(cluster, cl
         print(f"\ncluster run {wall:.1f} s; {task_id} shards per worker: {per_worker}")
         if task_id in ("download_images", "classify_images"):
             assert set(per_worker) == {"worker1", "worker2"}, task_id
+    # a shard is scored once its own download ends, while other shards still download
+    ((first_scored, last_downloaded),) = cluster.query(
+        "SELECT (SELECT min(start_date) FROM task_instance WHERE dag_id = 'image_harvest' AND run_id = :r "
+        "AND task_id = 'classify_images'), (SELECT max(end_date) FROM task_instance "
+        "WHERE dag_id = 'image_harvest' AND run_id = :r AND task_id = 'download_images')",
+        r=run_id,
+    )
+    assert first_scored < last_downloaded
     # the classify shards together scored each downloaded image once
     with session_scope(cluster_env["state_url"]) as session:
         scope, counters = session.execute(

@@ -1,11 +1,12 @@
-"""How long a task, and a whole run, may take before Airflow fails it; read when a DAG file is parsed."""
+"""How long a task, and a whole run, may take before Airflow fails it, and how many download tasks of a
+run run at once; read when a DAG file is parsed."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 
-from harvest.settings.env import env_float
+from harvest.settings.env import env_float, env_int
 from harvest.settings.errors import ConfigError
 
 #: How long a task of each kind may run before Airflow fails it, in minutes: far above a normal run's
@@ -53,3 +54,20 @@ def run_timeout_hours(env: Mapping[str, str] | None = None) -> float:
     """The image_harvest DAG's run timeout (HARVEST_RUN_TIMEOUT_HOURS). Read when the DAG file is parsed."""
     env = os.environ if env is None else env
     return _positive(env, "HARVEST_RUN_TIMEOUT_HOURS", RUN_TIMEOUT_HOURS, MAX_RUN_TIMEOUT_HOURS)
+
+
+#: How many download tasks of one run run at once (HARVEST_DOWNLOAD_TASKS): each has its own threads
+#: and all share each host's budget, so a few saturate the hosts; the rest of the slots score the
+#: shards already downloaded instead of every shard downloading at once and being scored at the end.
+DOWNLOAD_TASKS = 4
+MAX_DOWNLOAD_TASKS = 256
+
+
+def download_tasks(env: Mapping[str, str] | None = None) -> int:
+    """The image_harvest DAG's cap on its running download tasks per run. Read when the DAG file is parsed."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    value = env_int(env, "HARVEST_DOWNLOAD_TASKS", DOWNLOAD_TASKS, 1, MAX_DOWNLOAD_TASKS, problems)
+    if problems:
+        raise ConfigError(problems)
+    return value
