@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from loopback_site import Response, serve
 from PIL import Image
-from stage_setup import make_config
+from sqlalchemy import select
+from stage_setup import make_config, seed_candidates
 
 from harvest.dataset.stats import domain_stats, format_table
 from harvest.state.db import insert_ignore, migrate, session_scope
@@ -379,3 +380,65 @@ def test_two_workers_keep_the_hosts_spacing_together(tmp_path, budget_db):
     # measured where the server saw each request arrive: single gaps move with scheduling, the span
     # over all of them cannot shrink much
     assert starts[-1] - starts[0] >= (count - 1) * 0.1 * 0.75
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_throttled_host_does_not_hold_back_the_other_hosts(tmp_path, kind, request):
+    """A host that answers 429 with a long Retry-After: its candidates step aside (left pending, no
+    attempt counted) while a thread would only wait, and every candidate of the fast host is downloaded
+    before the throttled host is asked again. Before, its candidates held their threads and chunks,
+    and the download stalled behind them once its window of claimed chunks was full (4 x 64)."""
+    from harvest.stages.download import run_download
+
+    if kind == "postgres":
+        database_url = request.getfixturevalue("budget_db")
+    else:
+        database_url = f"sqlite:///{tmp_path / 'state.db'}"
+    images, fast_count, slow_count = photos(8), 400, 4
+    robots = Response(b"User-agent: *\nAllow: /\n", content_type="text/plain")
+    with serve("127.0.0.1") as fast, serve("127.0.0.2") as slow:
+        for server in (fast, slow):
+            server.routes["/robots.txt"] = robots
+        fast.fallback = lambda site, path: Response(images[int(path[4:-4]) % 8], content_type="image/jpeg")
+        throttled: list[str] = []
+
+        def once_throttled(site, path: str) -> Response:
+            if not throttled:
+                throttled.append(path)
+                return Response(
+                    b"slow down", status=429, content_type="text/plain", headers={"Retry-After": "6"}
+                )
+            return Response(images[int(path[4:-4]) % 8], content_type="image/jpeg")
+
+        slow.fallback = once_throttled
+        cfg = make_config(
+            database_url,
+            f"throttled-{kind}",
+            str(tmp_path / "out"),
+            HARVEST_STAGING=str(tmp_path / "staging"),
+            HARVEST_DOWNLOAD_THREADS="8",
+            HARVEST_INSPECT_PROCESSES="0",
+            HARVEST_HOST_DELAY="0",
+            HARVEST_HOST_CONCURRENCY="8",
+        )
+        # the throttled host's candidates come first, so they are in the first chunk claimed
+        urls = [f"{slow.base}/img{i}.jpg" for i in range(slow_count)]
+        urls += [f"{fast.base}/img{i}.jpg" for i in range(fast_count)]
+        seed_candidates(cfg, urls)
+        report = run_download(cfg, 0, 1)
+        fast_starts = [hit.started for hit in fast.hits if hit.path.endswith(".jpg")]
+        slow_hits = [hit for hit in slow.hits if hit.path.endswith(".jpg")]
+    assert report.done == fast_count + slow_count, report
+    throttled_at = next(hit.started for hit in slow_hits if hit.path == throttled[0])
+    later = [hit.started - throttled_at for hit in slow_hits if hit.started > throttled_at]
+    # the requests sent beside the throttled one arrived with it; none came within its Retry-After
+    assert not [t for t in later if 0.5 < t < 6 * 0.95]
+    asked_again = throttled_at + min(t for t in later if t >= 0.5)
+    assert len(fast_starts) == fast_count and max(fast_starts) < asked_again
+    with session_scope(database_url) as session:
+        attempts = session.scalars(
+            select(Candidate.attempts).where(
+                Candidate.run_id == cfg.run_id, Candidate.url.in_(urls[:slow_count])
+            )
+        ).all()
+    assert sorted(attempts) == [1] * slow_count

@@ -47,6 +47,7 @@ from harvest.web.client import make_client, record_paces
 from harvest.web.http import NOT_MODIFIED as HTTP_NOT_MODIFIED
 from harvest.web.http import FetchError, HttpClient
 from harvest.web.optout import OptOut, from_headers
+from harvest.web.politeness import HostBusy, patience
 from harvest.web.revalidate import NOT_MODIFIED, Known, known_images
 from harvest.web.robots import agent_token
 
@@ -63,6 +64,11 @@ MAX_RENDITIONS = 4
 #: Chunks claimed at once: the oldest is recorded when all of its downloads are done, while the
 #: pool works on the others, so one slow server holds back its own chunk's rows and nothing else.
 MAX_OPEN_CLAIMS = 4
+#: On the first pass over a shard, a download whose host's next turn is further away than this (a
+#: Retry-After, a long Crawl-delay, a throttled host) steps aside: its candidate stays pending and is
+#: taken up once the rest of the shard is done, so one slow host holds no thread and no chunk of rows
+#: while other hosts have work.
+PATIENCE_SECONDS = 2.0
 
 
 def _inspect(data: bytes, cfg: HarvestConfig, inspectors: InspectorPool | None) -> Inspected:
@@ -126,6 +132,13 @@ def _work(
     return inspected
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """The host could not be asked soon (HostBusy): nothing was requested, the candidate stays pending."""
+
+    host: str
+
+
 @dataclass
 class Renditions:
     """What one candidate's download came to: ``result`` is the served rendition's (or, when none
@@ -133,7 +146,7 @@ class Renditions:
     only when every rendition was seen and none is an image), ``url`` the rendition that served the bytes,
     ``failed`` the renditions tried before it (or all of them) with their reasons."""
 
-    result: Inspected | NotModified | OptedOut | FetchError | ImageRejected
+    result: Inspected | NotModified | OptedOut | FetchError | ImageRejected | Deferred
     url: str | None
     failed: list[dict]
 
@@ -158,11 +171,29 @@ def _work_renditions(
     processes: InspectorPool | None = None,
     known: dict[str, Known] | None = None,
     ask_tdmrep: bool = False,
+    wait_at_most: float | None = None,
 ) -> Renditions:
     """Each rendition in turn, through the same client (guard, robots, politeness), until one
     serves an image: a 4xx, a timeout, a page served as an image or a picture too small moves on.
     ``ask_tdmrep``: the image came from a URL list, not a page, so no extraction asked its
-    origin's tdmrep.json; it is asked here, before the image is requested."""
+    origin's tdmrep.json; it is asked here, before the image is requested. ``wait_at_most``: the
+    longest wait for a host's turn before the candidate is :class:`Deferred` (None: no limit)."""
+    try:
+        with patience(wait_at_most):
+            return _try_renditions(client, store, cfg, urls, processes, known, ask_tdmrep)
+    except HostBusy as busy:
+        return Renditions(Deferred(busy.host), None, [])
+
+
+def _try_renditions(
+    client: HttpClient,
+    store: Store,
+    cfg: HarvestConfig,
+    urls: list[str],
+    processes: InspectorPool | None,
+    known: dict[str, Known] | None,
+    ask_tdmrep: bool,
+) -> Renditions:
     failed: list[dict] = []
     first = None
     reserved = client.tdmrep.verdict(urls[0]) if ask_tdmrep and client.tdmrep is not None else None
@@ -235,16 +266,31 @@ def run_download(cfg: HarvestConfig, shard: int, shards: int | None = None) -> S
         window: deque[_Claim] = deque()  # claimed chunks, oldest first, each in its open transaction
         progress = _Progress()
         exhausted = False
+        # candidates whose host was busy on the first pass: left pending, taken up on the second
+        deferred: set[int] = set()
+        wait_at_most: float | None = PATIENCE_SECONDS
         try:
             while True:
                 # quotas count finished downloads: with a quota, each chunk is recorded before the next
                 while window and (cfg.quota or window[0].pending == 0):
-                    _finish(window.popleft(), store, cfg, report)
+                    deferred.update(_finish(window.popleft(), store, cfg, report))
                     _log_progress(shard, total, started, report)
                 if not exhausted and len(window) < MAX_OPEN_CLAIMS and progress.downloads_unfinished <= CHUNK:
-                    claim = _claim(cfg, shard, shards, {c.id for open_ in window for c in open_.chunk})
-                    if claim is None:
+                    claim = _claim(
+                        cfg, shard, shards, {c.id for open_ in window for c in open_.chunk} | deferred
+                    )
+                    if claim is None and not window and deferred:
+                        log.info(
+                            "download shard %d: %d candidates whose host was busy, now waiting for its turn",
+                            shard,
+                            len(deferred),
+                        )
+                        deferred, wait_at_most = set(), None
+                        continue
+                    if claim is None and not window:
                         exhausted = True
+                    elif claim is None:
+                        pass  # the chunks in flight may yet defer some: look again when one is recorded
                     else:
                         urls = [rendition_urls(c.url, c.variants, cfg.max_renditions) for c in claim.chunk]
                         known = known_images(
@@ -261,6 +307,7 @@ def run_download(cfg: HarvestConfig, shard: int, shards: int | None = None) -> S
                                 processes,
                                 known,
                                 candidate.source == URL_LIST,
+                                wait_at_most,
                             )
                             for candidate, each in zip(claim.chunk, urls, strict=True)
                         ]
@@ -384,12 +431,19 @@ class _Progress:
             self.changed.set()
 
 
-def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport) -> None:
-    """Wait for the chunk's work, make its bytes durable, then write its rows and commit."""
+def _finish(claim: _Claim, store: Store, cfg: HarvestConfig, report: StageReport) -> set[int]:
+    """Wait for the chunk's work, make its bytes durable, then write its rows and commit; returns the
+    ids of the candidates deferred (left pending, unchanged)."""
     with claim.stack:
         results = [future.result() for future in claim.futures]
+        deferred = {
+            c.id for c, (r, _) in zip(claim.chunk, results, strict=True) if isinstance(r.result, Deferred)
+        }
         store.sync()  # the chunk's bytes are on disk before any row names them
-        _record_chunk(claim.session, store, cfg, claim.chunk, results, report)
+        kept = [i for i, c in enumerate(claim.chunk) if c.id not in deferred]
+        chunk, results = [claim.chunk[i] for i in kept], [results[i] for i in kept]
+        _record_chunk(claim.session, store, cfg, chunk, results, report)
+    return deferred
 
 
 def _log_progress(shard: int, total: int, started: float, report: StageReport) -> None:
@@ -449,7 +503,8 @@ def _record_chunk(
         }
         for candidate, (each, ms) in zip(chunk, timings, strict=True)
     ]
-    session.connection().execute(_CANDIDATE_UPDATE, updates)
+    if updates:  # a chunk whose every candidate was deferred changes nothing
+        session.connection().execute(_CANDIDATE_UPDATE, updates)
 
 
 #: one UPDATE for every candidate of a chunk, sent as a single executemany

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from harvest.state.db import name_the_database, session_scope
 from harvest.state.models import HostRate
 from harvest.web.adaptive import CDN_AFTER, IDLE_RESET, Answer, Limits, Pace, adapt
-from harvest.web.politeness import HostGate, SlotTimeout
+from harvest.web.politeness import HostGate, SlotTimeout, check_patience
 
 #: seconds between looks at a host's row while its slots are all taken (a start that waits for the
 #: spacing sleeps exactly until its time instead)
@@ -279,6 +279,8 @@ class SharedHostGate:
                 now = self._clock()
                 if wait < 0:  # every slot taken: look again soon, a little later each time
                     wait, poll = poll, min(poll * 1.5, POLL_MAX)
+                else:
+                    check_patience(host, wait)
                 if deadline is not None and now + wait > deadline:
                     waited = now - queued
                     raise SlotTimeout(

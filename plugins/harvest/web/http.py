@@ -22,7 +22,7 @@ from harvest.web.deadline import DeadlineTimer, HopDeadline, this_thread
 from harvest.web.errors import DeadlineExceeded, FetchError, HopRefused
 from harvest.web.first_contact import OncePerOrigin
 from harvest.web.guard import AddressPolicy, AddressRefused, check_url, find_refusal
-from harvest.web.politeness import HostGate, HostPaused, SlotTimeout, backoff_delay
+from harvest.web.politeness import HostGate, HostPaused, SlotTimeout, backoff_delay, patience
 from harvest.web.response import NOT_MODIFIED, FetchResult, Redirect, past_deadline, read_response
 from harvest.web.session import FastSession, guarded_adapter
 
@@ -183,7 +183,8 @@ class HttpClient:
         raise FetchError(url, f"more than {self.max_redirects} redirects")
 
     def _first_contact(self, url: str) -> None:
-        self._contacts.run(url, self.first_contact)
+        with patience(None):  # robots.txt is read once per host, by whoever comes first: it waits its turn
+            self._contacts.run(url, self.first_contact)
 
     def _hop(
         self,

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -39,6 +40,39 @@ class SlotTimeout(Exception):
         self.waited = waited
         self.reason = reason
         super().__init__(reason)
+
+
+class HostBusy(Exception):
+    """The host's next turn is further away than the caller is willing to wait (see :func:`patience`):
+    no request was made, and the work can be taken up again later."""
+
+    def __init__(self, host: str, wait: float):
+        self.host = host
+        self.wait = wait
+        super().__init__(f"{host}: next request slot in {wait:.1f}s")
+
+
+#: the longest wait for a host's turn the current thread accepts; None waits as long as it takes
+_PATIENCE: ContextVar[float | None] = ContextVar("host_patience", default=None)
+
+
+@contextmanager
+def patience(seconds: float | None) -> Iterator[None]:
+    """Within this block, a request whose host's next start is more than ``seconds`` away raises
+    HostBusy instead of waiting: a downloader with work for other hosts does that first, rather than
+    hold a thread (and its chunk of rows) for a host that is throttled or slow to allow requests."""
+    token = _PATIENCE.set(seconds)
+    try:
+        yield
+    finally:
+        _PATIENCE.reset(token)
+
+
+def check_patience(host: str, wait: float) -> None:
+    """Raise HostBusy when ``wait`` is more than the current thread accepts."""
+    limit = _PATIENCE.get()
+    if limit is not None and wait > limit:
+        raise HostBusy(host, wait)
 
 
 @dataclass
@@ -166,6 +200,8 @@ class HostGate:
                     break
                 if deadline is not None and (now >= deadline or state.next_start > deadline):
                     raise SlotTimeout(host, now - queued, self._late(host, state, now - queued))
+                if state.active < limit:
+                    check_patience(host, state.next_start - now)
                 wait = state.next_start - now if state.active < limit else 1.0
                 if deadline is not None:
                     wait = min(wait, deadline - now)
