@@ -6,7 +6,8 @@ end to end against the slowest stage's own rate, peak RSS per task, and what eve
 
 The images are distinct JPEGs (random crops and flips of the installed sample photos, so the
 classifier keeps some and near duplicates occur), written before the clock starts and served by
-``--hosts`` loopback HTTP servers, plus one more that answers 429 with a Retry-After whenever it is
+``--hosts`` loopback HTTP servers (each on its own address, 127.0.0.n: politeness is per host name),
+plus one more that answers 429 with a Retry-After whenever it is
 asked more than ``--throttle-rate`` times in a second and serves ``--throttled`` of the URLs. Every
 server logs when each request arrived and what it answered. Politeness is the default one: every host
 starts at the configured spacing (0.5 s) and the shared budget raises or lowers it.
@@ -100,13 +101,13 @@ class LoggingServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, folder: Path, throttle: int | None = None, retry_after: int = 2):
+    def __init__(self, folder: Path, address: str, throttle: int | None = None, retry_after: int = 2):
         self.log: list[tuple[float, int]] = []
         self.lock = threading.Lock()
         self.throttle, self.retry_after = throttle, retry_after
         self.recent: deque[float] = deque()
         handler = partial(_Handler, directory=str(folder))
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__((address, 0), handler)
 
     def admit(self) -> bool:
         """Log the arrival; False when it is to be throttled."""
@@ -194,7 +195,7 @@ def host_table(servers: list[LoggingServer], limits, throttled: LoggingServer | 
         reach = seconds_to_rate(arrivals, 5 * start_rate) if server is not throttled else None
         role = " (throttling)" if server is throttled else ""
         lines.append(
-            f"| 127.0.0.1:{server.server_port}{role} | {len(arrivals)} | {sum(s == 429 for _, s in log)} "
+            f"| {server.server_address[0]}:{server.server_port}{role} | {len(arrivals)} | {sum(s == 429 for _, s in log)} "
             f"| {len(arrivals) / window:.1f} | {busiest_second(arrivals)} | {ceiling:.0f} "
             f"| {'' if reach is None else f'{reach:.1f}'} |"
         )
@@ -296,8 +297,13 @@ def main() -> None:
     site = workdir / "site"
     generate(site, args.images)
 
-    servers = [LoggingServer(site) for _ in range(args.hosts)]
-    throttled = LoggingServer(site, args.throttle_rate, args.retry_after) if args.throttled else None
+    # one loopback address each: politeness is per host name, so two ports of one address are one host
+    servers = [LoggingServer(site, f"127.0.0.{n + 1}") for n in range(args.hosts)]
+    throttled = (
+        LoggingServer(site, f"127.0.0.{args.hosts + 1}", args.throttle_rate, args.retry_after)
+        if args.throttled
+        else None
+    )
     everyone = servers + ([throttled] if throttled else [])
     for server in everyone:
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -307,7 +313,7 @@ def main() -> None:
         writer.writerow(["url"])
         for n in range(args.images):
             host = throttled if n >= args.images - args.throttled else servers[n % len(servers)]
-            writer.writerow([f"http://127.0.0.1:{host.server_port}/img{n}.jpg"])
+            writer.writerow([f"http://{host.server_address[0]}:{host.server_port}/img{n}.jpg"])
 
     names = {role: f"bench_scale_{role}_{uuid.uuid4().hex[:8]}" for role in ("meta", "state", "alone")}
     databases = {role: _create_database(name) for role, name in names.items()}
