@@ -2,7 +2,7 @@
 cluster of tests/test_distributed.py), and each of its stages alone: wall time per stage, images/s
 end to end against the slowest stage's own rate, peak RSS per task, and what every image host saw.
 
-    python bench/bench_scale.py [--images 100000] [--hosts 2] [--throttled 300] [--workdir DIR]
+    python bench/bench_scale.py [--images 100000] [--hosts 2] [--throttled 64] [--workdir DIR]
 
 The images are distinct JPEGs (random crops and flips of the installed sample photos, so the
 classifier keeps some and near duplicates occur), written before the clock starts and served by
@@ -20,9 +20,8 @@ starts at the configured spacing (0.5 s) and the shared budget raises or lowers 
 Targets: end-to-end images/s >= 0.7x the slowest stage's own rate; each host's requests in any one
 second never above its ceiling (the budget is shared by every task on both workers); a fast host
 (answering in <= 10 ms) reaches 5x its starting rate within a minute; after a 429 the host is asked
-again only once its Retry-After has passed. Run it under ``flock /work/wt/cluster.lock`` on a shared
-machine: it starts a scheduler, a DAG processor, an API server and two Celery workers against this
-machine's Postgres and Redis.
+again only once its Retry-After has passed. It starts a scheduler, a DAG processor, an API server and
+two Celery workers against this machine's Postgres and Redis; run nothing else beside it.
 """
 
 from __future__ import annotations
@@ -279,7 +278,7 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--hosts", type=int, default=2, help="fast image hosts")
-    parser.add_argument("--throttled", type=int, default=300, help="URLs on the throttling host (0: none)")
+    parser.add_argument("--throttled", type=int, default=64, help="URLs on the throttling host (0: none)")
     parser.add_argument("--throttle-rate", type=int, default=5, help="requests/s the throttling host admits")
     parser.add_argument("--retry-after", type=int, default=2, help="the throttling host's Retry-After, s")
     parser.add_argument("--shard-size", type=int, default=2000)
