@@ -380,6 +380,12 @@ def report(cluster, run_id: str, state: str, wall: float, args, state_url: str, 
             )
         )
         images = conn.execute(text("SELECT count(*) FROM images")).scalar_one()
+        not_done = conn.execute(
+            text(
+                "SELECT status, error, count(*) FROM candidates WHERE status <> 'done' "
+                "GROUP BY status, error ORDER BY count(*) DESC LIMIT 5"
+            )
+        ).all()
     engine.dispose()
     elapsed = _seconds(run_start, run_end) or wall
     rate = args.images / elapsed
@@ -388,7 +394,10 @@ def report(cluster, run_id: str, state: str, wall: float, args, state_url: str, 
     )
     print(f"2 Celery workers of one slot each, run {state}")
     print(f"shards: {counters.get('extract', {}).get('shards')} (one per {args.shard_size} candidates)")
-    print(f"end to end: {elapsed:.0f} s, {rate:.1f} images/s ({images} images stored)\n")
+    print(f"end to end: {elapsed:.0f} s, {rate:.1f} images/s ({images} distinct images stored)")
+    for status, error, count in not_done:
+        print(f"  {count} candidates {status}: {error}")
+    print()
     print(
         "| task | instances | per worker | wall s (first start to last end) | busy s (sum) | images/s | peak RSS MB |"
     )

@@ -72,6 +72,7 @@ print(json.dumps({{
     "tasks": {{t.task_id: seconds(t.execution_timeout) for d in (harvest, rethreshold) for t in d.tasks}},
     "run_timeout": seconds(harvest.dagrun_timeout),
     "max_active_runs": harvest.max_active_runs,
+    "download_tasks": harvest.get_task("download_images").max_active_tis_per_dagrun,
     "modules": sorted(sys.modules),
 }}))
 """
@@ -102,6 +103,7 @@ def test_every_task_has_an_execution_timeout_and_the_nightly_a_run_timeout(tmp_p
     expected["rethreshold"] = TASK_TIMEOUT_MINUTES["rethreshold"] * 60
     assert info["tasks"] == expected
     assert info["max_active_runs"] == 1
+    assert info["download_tasks"] == 4  # HARVEST_DOWNLOAD_TASKS: the rest of the slots score shards
     # failed before the next night's run is due
     assert info["run_timeout"] == RUN_TIMEOUT_HOURS * 3600 < timedelta(days=1).total_seconds()
     # and a run that stops at every task's timeout, retries included, still ends in time
@@ -114,7 +116,9 @@ def test_the_timeouts_are_set_from_the_environment_at_parse_time(tmp_path):
         HARVEST_TASK_TIMEOUT_MINUTES="30",
         HARVEST_CRAWL_TIMEOUT_MINUTES="0.1",
         HARVEST_RUN_TIMEOUT_HOURS="2.5",
+        HARVEST_DOWNLOAD_TASKS="12",
     )
+    assert info["download_tasks"] == 12
     assert info["tasks"]["crawl_seeds"] == 6
     assert {task: info["tasks"][task] for task in KINDS if task != "crawl_seeds"} == dict.fromkeys(
         (task for task in KINDS if task != "crawl_seeds"), 1800
@@ -125,7 +129,12 @@ def test_the_timeouts_are_set_from_the_environment_at_parse_time(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("HARVEST_DOWNLOAD_TIMEOUT_MINUTES", "0"), ("HARVEST_RUN_TIMEOUT_HOURS", "soon")],
+    [
+        ("HARVEST_DOWNLOAD_TIMEOUT_MINUTES", "0"),
+        ("HARVEST_RUN_TIMEOUT_HOURS", "soon"),
+        ("HARVEST_DOWNLOAD_TASKS", "2.5"),
+        ("HARVEST_DOWNLOAD_TASKS", "0"),
+    ],
 )
 def test_a_bad_timeout_setting_is_an_import_error_naming_it(tmp_path, name, value):
     result = _parse(tmp_path, **{name: value})
