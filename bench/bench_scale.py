@@ -163,8 +163,9 @@ def seconds_to_rate(arrivals: list[float], rate: float) -> float | None:
 def retry_after_kept(
     log: list[tuple[float, int]], retry_after: float, slack: float = 0.05
 ) -> tuple[int, int, float]:
-    """After each 429: how many were answered, after how many of them a request came before the
-    Retry-After had passed (``slack`` for the two clocks' read-outs), and the shortest such wait."""
+    """How many 429s were answered, after how many of them the host's next request came before the
+    Retry-After had passed (``slack`` for timer read-outs; a request already sent when the 429 left
+    would count too), and the shortest wait from a 429 to the next request."""
     throttled = [t for t, status in log if status == 429]
     times = [t for t, _ in log]
     early, shortest = 0, float("inf")
