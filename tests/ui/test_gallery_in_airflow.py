@@ -104,6 +104,13 @@ def _token(server: AirflowServer, user: str = "admin") -> str:
     return response.json()["access_token"]
 
 
+def _signed_in_page(browser, server: AirflowServer, height: int):
+    """A page of the Airflow UI as the admin: the cookie Airflow's login page would set."""
+    context = browser.new_context(viewport={"width": 1280, "height": height})
+    context.add_cookies([{"name": "_token", "value": _token(server), "url": server.url}])
+    return context.new_page()
+
+
 def test_gallery_routes_need_an_airflow_login(airflow_server):
     for path in ("/harvest/", "/harvest/api/items", f"/harvest/thumbnails/{'0' * 64}.jpg"):
         assert requests.get(f"{airflow_server.url}{path}", timeout=10).status_code == 401
@@ -136,10 +143,7 @@ def test_gallery_from_the_airflow_navigation_starts_a_rethreshold_run(airflow_se
     shots = screenshot_dir(tmp_path)
     base = airflow_server.url
     with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        # the cookie Airflow's login page would set
-        context.add_cookies([{"name": "_token", "value": _token(airflow_server), "url": base}])
-        page = context.new_page()
+        page = _signed_in_page(browser, airflow_server, height=800)
         page.goto(f"{base}/")
         page.get_by_role("button", name="Browse").click()
         page.get_by_role("menuitem", name="Harvest gallery").wait_for()
@@ -186,9 +190,7 @@ def test_the_trigger_form_shows_the_harvest_params(airflow_server, tmp_path):
     shots = screenshot_dir(tmp_path)
     base = airflow_server.url
     with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        context.add_cookies([{"name": "_token", "value": _token(airflow_server), "url": base}])
-        page = context.new_page()
+        page = _signed_in_page(browser, airflow_server, height=1000)
         page.goto(f"{base}/dags/{TRIGGERED_DAG}")
         page.get_by_test_id("trigger-dag-button").click(timeout=120_000)
         form = page.get_by_role("dialog")
